@@ -1,0 +1,20 @@
+"""The Django app: registers checks and receivers, and autodiscovers every app's tasks module."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core.signals import setting_changed
+from django.utils.module_loading import autodiscover_modules
+
+
+class TaskqConfig(AppConfig):
+    name = "django_taskq"
+    verbose_name = "Task queue"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks
+        from .conf import reset_settings
+
+        setting_changed.connect(reset_settings, dispatch_uid="django_taskq.reset_settings")
+        autodiscover_modules("tasks")

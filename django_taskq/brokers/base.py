@@ -1,0 +1,117 @@
+"""The broker interface: move message bytes between producers and workers, with leases.
+
+A broker never imports tasks or serializers. Every delivery is leased: it stays invisible to other
+workers until acked, requeued, released or dead-lettered, or until its lease expires and
+``recover()`` returns it to the queue (or dead-letters it after too many deliveries).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..message import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One leased delivery of a message to a worker."""
+
+    envelope: Envelope
+    tag: Any
+    attempts: int
+    lease_token: str = ""
+
+    @property
+    def message_id(self) -> str:
+        """The task id of the delivered message."""
+        return self.envelope.message_id
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the broker gave up on, and why."""
+
+    envelope: Envelope
+    reason: str
+    attempts: int
+
+
+class Broker(ABC):
+    """What every broker engine implements; see docs/design.md for the contract."""
+
+    #: Whether enqueue joins the caller's database transaction.
+    transactional = False
+
+    def atomic(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which several enqueues (and PENDING records) commit together."""
+        return contextlib.nullcontext()
+
+    def enqueue(self, envelope: Envelope) -> None:
+        """Store one message; it becomes ready at ``envelope.eta`` (now if None)."""
+        self.enqueue_many([envelope])
+
+    @abstractmethod
+    def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Store many messages in one round trip."""
+
+    @abstractmethod
+    def reserve(self, queues: Sequence[str], *, max_messages: int, lease: float, worker: str,
+                timeout: float = 0.0) -> list[Delivery]:
+        """Lease up to ``max_messages`` ready messages, highest priority first, then oldest.
+
+        Counts a delivery attempt on each. Waits up to ``timeout`` seconds when none is ready.
+        """
+
+    def ack(self, delivery: Delivery) -> None:
+        """Delete a finished message."""
+        self.ack_many([delivery])
+
+    @abstractmethod
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Delete finished messages; a delivery whose lease another worker took is left alone."""
+
+    @abstractmethod
+    def requeue(self, delivery: Delivery, eta: datetime | None = None) -> None:
+        """Make a leased message ready again (at ``eta``), keeping its attempt count."""
+
+    @abstractmethod
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back messages that were reserved but never started; their attempt is undone."""
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a leased message to the dead letters with ``reason``."""
+
+    @abstractmethod
+    def extend_leases(self, deliveries: Sequence[Delivery], lease: float) -> None:
+        """Push the lease deadline of running messages ``lease`` seconds into the future."""
+
+    @abstractmethod
+    def recover(self, max_deliveries: int) -> list[DeadLetter]:
+        """Return expired leases to their queues; dead-letter those delivered ``max_deliveries``
+        times already (their worker died each time) and return what was dead-lettered."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete every ready message in ``queue``; returns how many."""
+
+    @abstractmethod
+    def size(self, queue: str) -> int:
+        """How many messages wait in ``queue`` (ready or delayed, not leased)."""
+
+    def interrupt(self) -> None:
+        """Wake a ``reserve`` that is waiting, so a stopping worker does not wait it out."""
+
+    def close(self) -> None:
+        """Release connections; the broker reconnects if used again."""
+
+
+def worker_lost_reason(attempts: int) -> str:
+    """The dead-letter reason for a message whose worker died on every delivery."""
+    return (f"worker lost: the worker running this message died {attempts} times "
+            "(killed, crashed or out of memory); giving up")

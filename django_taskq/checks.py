@@ -1,0 +1,78 @@
+"""System checks for the TASKQ settings, with stable ids (see docs/settings.md).
+
+- django_taskq.E001: TASKQ is not a dict.
+- django_taskq.E002: a TASKQ value has the wrong type or range.
+- django_taskq.E003: BROKER_URL is not usable (bad URL, unknown scheme, unknown database alias).
+- django_taskq.E004: RESULT_BACKEND is not usable.
+- django_taskq.E005: a serializer name is unknown.
+- django_taskq.W001: TASKQ has an unknown key (a typo?).
+- django_taskq.W002: pickle is accepted: anyone who can write to the broker can run code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+
+from . import serializers
+from .conf import SETTING_NAMES, build_settings, find_problems, raw_settings
+from .exceptions import ConfigurationError
+
+_URL_CHECKS = (("BROKER_URL", "E003"), ("RESULT_BACKEND", "E004"))
+
+
+@checks.register("django_taskq")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report every problem with TASKQ at once, each under its own id."""
+    raw = raw_settings()
+    problems = find_problems(raw)
+    messages: list[checks.CheckMessage] = []
+    for problem in problems:
+        if problem.key == "TASKQ":
+            return [checks.Error(problem.message, hint=problem.hint, id="django_taskq.E001")]
+        if problem.message.startswith("TASKQ has an unknown key"):
+            messages.append(checks.Warning(problem.message, hint=problem.hint,
+                                           id="django_taskq.W001"))
+        else:
+            messages.append(checks.Error(problem.message, hint=problem.hint,
+                                         id="django_taskq.E002"))
+    if any(isinstance(m, checks.Error) for m in messages):
+        return messages
+    settings = build_settings({k: v for k, v in raw.items() if k in SETTING_NAMES})
+    messages += _check_urls(settings)
+    messages += _check_serializers(settings)
+    return messages
+
+
+def _check_urls(settings: Any) -> list[checks.CheckMessage]:
+    from .brokers import broker_from_url
+    from .results import backend_from_url
+
+    messages: list[checks.CheckMessage] = []
+    for (key, code), build in zip(_URL_CHECKS, (broker_from_url, backend_from_url)):
+        try:
+            build(getattr(settings, key))
+        except ConfigurationError as exc:
+            messages.append(checks.Error(str(exc), hint=f"Fix TASKQ[{key!r}] or the "
+                                         f"TASKQ_{key} environment variable.",
+                                         id=f"django_taskq.{code}"))
+    return messages
+
+
+def _check_serializers(settings: Any) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    names = [("TASK_SERIALIZER", settings.TASK_SERIALIZER),
+             ("RESULT_SERIALIZER", settings.RESULT_SERIALIZER),
+             *(("ACCEPT_CONTENT", name) for name in settings.ACCEPT_CONTENT)]
+    for key, name in names:
+        if name not in serializers.NAMES:
+            messages.append(checks.Error(
+                f"TASKQ[{key!r}] names unknown serializer {name!r}.",
+                hint=f"Use one of {', '.join(serializers.NAMES)}.", id="django_taskq.E005"))
+    if "pickle" in settings.ACCEPT_CONTENT:
+        messages.append(checks.Warning(
+            "ACCEPT_CONTENT includes pickle: anyone able to write to the broker can run code "
+            "in your workers.", hint="Prefer json; accept pickle only on a trusted broker.",
+            id="django_taskq.W002"))
+    return messages

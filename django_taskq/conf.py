@@ -1,0 +1,228 @@
+"""The TASKQ settings: one dict in Django settings, environment overrides, typed and lazy.
+
+Nothing is read at import time. ``get_settings()`` builds a frozen :class:`TaskqSettings` on first
+use and caches it; the cache is dropped when Django's ``setting_changed`` fires for ``TASKQ`` (the
+receiver is connected in ``apps.py``) or when the environment override changes in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+#: Environment variables that override TASKQ keys (read with django-environ).
+ENV_OVERRIDES = {
+    "TASKQ_BROKER_URL": "BROKER_URL",
+    "TASKQ_RESULT_BACKEND": "RESULT_BACKEND",
+}
+
+POOLS = ("prefork", "threads", "solo")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskqSettings:
+    """Every TASKQ setting with its default; see docs/settings.md for what each one means."""
+
+    BROKER_URL: str = "db://default"
+    RESULT_BACKEND: str = "db://default"
+    DEFAULT_QUEUE: str = "default"
+    TASK_SERIALIZER: str = "json"
+    RESULT_SERIALIZER: str = "json"
+    ACCEPT_CONTENT: tuple[str, ...] = ("json",)
+    TASK_IGNORE_RESULT: bool = False
+    TASK_ALWAYS_EAGER: bool = False
+    RESULT_EXPIRES: float = 86400.0
+    LEASE_TIMEOUT: float = 60.0
+    HEARTBEAT_INTERVAL: float | None = None
+    MAX_DELIVERIES: int = 3
+    POLL_INTERVAL: float = 0.5
+    WORKER_CONCURRENCY: int | None = None
+    WORKER_POOL: str = "prefork"
+    WORKER_PREFETCH_MULTIPLIER: int = 4
+    WORKER_SHUTDOWN_TIMEOUT: float | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between lease extensions: a third of the lease unless set."""
+        return self.HEARTBEAT_INTERVAL or self.LEASE_TIMEOUT / 3
+
+    @property
+    def concurrency(self) -> int:
+        """Execution slots of a worker: WORKER_CONCURRENCY or the number of CPUs."""
+        return self.WORKER_CONCURRENCY or os.cpu_count() or 1
+
+
+SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(TaskqSettings) if f.name != "sources")
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("a number of seconds or a timedelta")
+    return float(value)
+
+
+def _optional_seconds(value: Any) -> float | None:
+    return None if value is None else _seconds(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TypeError("a whole number of at least 1")
+    return value
+
+
+def _optional_positive_int(value: Any) -> int | None:
+    return None if value is None else _positive_int(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("a non-empty string")
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise TypeError("a list of serializer names, e.g. ['json']")
+    return tuple(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("True or False")
+    return value
+
+
+def _pool(value: Any) -> str:
+    if value not in POOLS:
+        raise TypeError(f"one of {', '.join(POOLS)}")
+    return str(value)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "BROKER_URL": _text,
+    "RESULT_BACKEND": _text,
+    "DEFAULT_QUEUE": _text,
+    "TASK_SERIALIZER": _text,
+    "RESULT_SERIALIZER": _text,
+    "ACCEPT_CONTENT": _names,
+    "TASK_IGNORE_RESULT": _bool,
+    "TASK_ALWAYS_EAGER": _bool,
+    "RESULT_EXPIRES": _seconds,
+    "LEASE_TIMEOUT": _seconds,
+    "HEARTBEAT_INTERVAL": _optional_seconds,
+    "MAX_DELIVERIES": _positive_int,
+    "POLL_INTERVAL": _seconds,
+    "WORKER_CONCURRENCY": _optional_positive_int,
+    "WORKER_POOL": _pool,
+    "WORKER_PREFETCH_MULTIPLIER": _positive_int,
+    "WORKER_SHUTDOWN_TIMEOUT": _optional_seconds,
+}
+
+_POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the settings, in the words a system check shows."""
+
+    key: str
+    message: str
+    hint: str
+
+
+def raw_settings() -> dict[str, Any]:
+    """The TASKQ dict from Django settings, with the environment overrides applied on top."""
+    from django.conf import settings
+
+    configured = getattr(settings, "TASKQ", {})
+    raw = dict(configured) if isinstance(configured, Mapping) else {"__invalid__": configured}
+    env = _environment()
+    for variable, key in ENV_OVERRIDES.items():
+        value = env.str(variable, default=None)
+        if value:
+            raw[key] = value
+    return raw
+
+
+def _environment() -> Any:
+    import environ
+
+    return environ.Env()
+
+
+def find_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """Check a TASKQ dict and say what is wrong with it; an empty list means it is usable."""
+    if "__invalid__" in raw:
+        return [Problem("TASKQ", "TASKQ must be a dict.", "Write TASKQ = {'BROKER_URL': ...}.")]
+    problems = []
+    for key, value in raw.items():
+        if key not in _CONVERTERS:
+            problems.append(Problem(key, f"TASKQ has an unknown key {key!r}.",
+                                    f"Known keys: {', '.join(sorted(SETTING_NAMES))}."))
+            continue
+        try:
+            converted = _CONVERTERS[key](value)
+        except TypeError as exc:
+            problems.append(Problem(key, f"TASKQ[{key!r}] = {value!r} is not valid.",
+                                    f"{key} must be {exc}."))
+            continue
+        if key in _POSITIVE_SECONDS and converted <= 0:
+            problems.append(Problem(key, f"TASKQ[{key!r}] must be greater than zero.",
+                                    f"Set {key} to a positive number of seconds."))
+    return problems
+
+
+def build_settings(raw: Mapping[str, Any]) -> TaskqSettings:
+    """Turn a TASKQ dict into settings, raising ConfigurationError at the first problem."""
+    problems = find_problems(raw)
+    if problems:
+        first = problems[0]
+        raise ConfigurationError(f"{first.message} {first.hint}")
+    values = {key: _CONVERTERS[key](value) for key, value in raw.items()}
+    sources = {key: "environment" if key in ENV_OVERRIDES.values() and _from_env(key) else "settings"
+               for key in values}
+    return TaskqSettings(**values, sources=sources)
+
+
+def _from_env(key: str) -> bool:
+    return any(k == key and os.environ.get(var) for var, k in ENV_OVERRIDES.items())
+
+
+_cached: TaskqSettings | None = None
+
+
+def get_settings() -> TaskqSettings:
+    """The current settings, built on first use and cached until the TASKQ setting changes."""
+    global _cached
+    if _cached is None:
+        _cached = build_settings(raw_settings())
+    return _cached
+
+
+def reset_settings(**kwargs: Any) -> None:
+    """Forget the cached settings (and everything built from them); a setting_changed receiver."""
+    global _cached
+    if kwargs.get("setting") not in (None, "TASKQ"):
+        return
+    _cached = None
+    for hook in _reset_hooks:
+        hook()
+
+
+_reset_hooks: list[Callable[[], None]] = []
+
+
+def on_reset(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register a function that drops a cache built from the settings (brokers, backends)."""
+    _reset_hooks.append(hook)
+    return hook

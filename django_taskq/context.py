@@ -1,0 +1,52 @@
+"""The request a task is running under, visible to ``bind=True`` tasks as ``self.request``."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Facts about the running execution of a task, with Celery's attribute names."""
+
+    id: str | None = None
+    task: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    is_eager: bool = False
+    called_directly: bool = False
+
+
+_current: ContextVar[Request | None] = ContextVar("django_taskq_request", default=None)
+
+
+def current_request() -> Request | None:
+    """The request of the task running in this thread or context, if any."""
+    return _current.get()
+
+
+class activate:  # noqa: N801 - used as a context manager, reads as a verb
+    """Make ``request`` the current one for the duration of a ``with`` block."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._token: Any = None
+
+    def __enter__(self) -> Request:
+        self._token = _current.set(self._request)
+        return self._request
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)

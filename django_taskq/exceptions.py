@@ -1,0 +1,74 @@
+"""The one exception hierarchy of django_taskq: everything raised on purpose is a TaskqError."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class TaskqError(Exception):
+    """Base class of every error django_taskq raises on purpose."""
+
+
+class ConfigurationError(TaskqError, ImproperlyConfigured):
+    """A TASKQ setting is wrong; the message says which and how to fix it."""
+
+
+class BrokerError(TaskqError):
+    """The broker failed to carry out an operation."""
+
+
+class BrokerConnectionError(BrokerError):
+    """The broker cannot be reached within its deadline."""
+
+
+class SerializationError(TaskqError):
+    """A value could not be encoded, or bytes could not be decoded, by a serializer."""
+
+
+class ContentDisallowed(SerializationError):
+    """A message uses a content type that the ACCEPT_CONTENT setting does not allow."""
+
+
+class MessageError(TaskqError):
+    """A message is malformed: missing headers, wrong body shape, or undecodable content."""
+
+
+class NotRegistered(TaskqError, KeyError):
+    """No task with that name is registered in this process."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class TimeoutError(TaskqError):  # noqa: A001 - the Celery name users catch
+    """AsyncResult.get() waited longer than its timeout."""
+
+
+class RemoteTaskError(TaskqError):
+    """A task failed in a worker with an exception that is not rebuilt locally.
+
+    Only builtin exception types are rebuilt from result data (nothing else is imported from
+    data: see promise 7); every other failure is raised as this, carrying the remote type name.
+    """
+
+    def __init__(self, exc_type: str, exc_module: str, message: str, traceback: str | None = None):
+        super().__init__(f"{exc_module}.{exc_type}: {message}" if exc_module else message)
+        self.exc_type = exc_type
+        self.exc_module = exc_module
+        self.message = message
+        self.remote_traceback = traceback
+
+
+class TaskRevokedError(TaskqError):
+    """The task was revoked or expired before it ran."""
+
+
+class WorkerLostError(TaskqError):
+    """The process running the task died (SIGKILL, segfault, out of memory) too many times."""
+
+
+class BadMessage(TaskqError):
+    """A delivered message cannot be run: malformed, refused content, unknown task, bad arguments.
+
+    The worker dead-letters such a message with this error's text as the reason.
+    """

@@ -1,0 +1,169 @@
+"""Messages in Celery task protocol v2: build them on the producer, check and decode them on the worker.
+
+Spec: Celery ``docs/internals/protocol.rst`` ("Version 2"). Headers carry the routing and control
+fields; the body is ``[args, kwargs, embed]`` where embed holds callbacks, errbacks, chain, chord.
+"""
+
+from __future__ import annotations
+
+import os
+import reprlib
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from . import serializers
+from .exceptions import MessageError
+
+_repr = reprlib.Repr()
+_repr.maxstring = 256
+_repr.maxother = 256
+_repr.maxlevel = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a broker stores and moves: opaque body bytes plus headers and routing data."""
+
+    queue: str
+    body: bytes
+    headers: dict[str, Any]
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+    priority: int = 0
+    eta: datetime | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str:
+        """The task id; protocol v2 keeps it in the ``id`` header."""
+        return str(self.headers.get("id", ""))
+
+    @property
+    def task_name(self) -> str:
+        """The registered task name from the ``task`` header."""
+        return str(self.headers.get("task", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedMessage:
+    """A message the worker can act on: names, ids, arguments and options, all checked."""
+
+    task_name: str
+    task_id: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    embed: dict[str, Any]
+    headers: dict[str, Any]
+    eta: datetime | None
+    expires: datetime | None
+    retries: int
+
+
+def origin() -> str:
+    """Who sent a message: ``gen<pid>@<host>``, as Celery writes it."""
+    return f"gen{os.getpid()}@{socket.gethostname()}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def build_envelope(
+    task_name: str,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    *,
+    task_id: str,
+    queue: str,
+    serializer: str = "json",
+    priority: int = 0,
+    eta: datetime | None = None,
+    expires: datetime | None = None,
+    retries: int = 0,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+    group: str | None = None,
+    ignore_result: bool = False,
+    timelimit: tuple[float | None, float | None] = (None, None),
+    extra_headers: dict[str, Any] | None = None,
+) -> Envelope:
+    """Build the protocol v2 message for one task call.
+
+    Raises:
+        SerializationError: the arguments cannot be encoded with ``serializer``.
+    """
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body, content_type, content_encoding = serializers.dumps([list(args), kwargs, embed], serializer)
+    headers: dict[str, Any] = dict(extra_headers or {})
+    headers.update({
+        "lang": "py",
+        "task": task_name,
+        "id": task_id,
+        "shadow": None,
+        "eta": _iso(eta),
+        "expires": _iso(expires),
+        "group": group,
+        "group_index": None,
+        "retries": retries,
+        "timelimit": list(timelimit),
+        "root_id": root_id or task_id,
+        "parent_id": parent_id,
+        "argsrepr": _repr.repr(tuple(args)),
+        "kwargsrepr": _repr.repr(kwargs),
+        "origin": origin(),
+        "ignore_result": ignore_result,
+    })
+    properties = {
+        "correlation_id": task_id,
+        "reply_to": "",
+        "delivery_mode": 2,
+        "priority": priority,
+        "delivery_info": {"exchange": "", "routing_key": queue},
+    }
+    return Envelope(queue=queue, body=body, headers=headers, content_type=content_type,
+                    content_encoding=content_encoding, priority=priority, eta=eta,
+                    properties=properties)
+
+
+def _parse_time(headers: dict[str, Any], key: str) -> datetime | None:
+    value = headers.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise MessageError(f"Header {key!r} is not an ISO 8601 time: {value!r}.") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def decode(envelope: Envelope, accept: tuple[str, ...] = ("json",)) -> DecodedMessage:
+    """Check and decode a delivered message.
+
+    Raises:
+        MessageError: headers are missing or malformed, or the body is not ``[args, kwargs, embed]``.
+        ContentDisallowed, SerializationError: the body's content type is refused or undecodable.
+    """
+    headers = envelope.headers
+    if not isinstance(headers, dict):
+        raise MessageError("Message headers are not a mapping.")
+    task_name, task_id = headers.get("task"), headers.get("id")
+    if not isinstance(task_name, str) or not task_name:
+        raise MessageError("Message has no 'task' header (not Celery protocol v2).")
+    if not isinstance(task_id, str) or not task_id:
+        raise MessageError("Message has no 'id' header (not Celery protocol v2).")
+    body = serializers.loads(envelope.body, envelope.content_type, envelope.content_encoding, accept)
+    if not (isinstance(body, (list, tuple)) and len(body) == 3):
+        raise MessageError("Message body is not [args, kwargs, embed] (Celery protocol v2).")
+    args, kwargs, embed = body
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise MessageError("Message body has args that are not a list or kwargs not a mapping.")
+    retries = headers.get("retries") or 0
+    if not isinstance(retries, int):
+        raise MessageError(f"Header 'retries' is not an integer: {retries!r}.")
+    return DecodedMessage(
+        task_name=task_name, task_id=task_id, args=tuple(args), kwargs=kwargs,
+        embed=embed if isinstance(embed, dict) else {}, headers=headers,
+        eta=_parse_time(headers, "eta"), expires=_parse_time(headers, "expires"), retries=retries,
+    )

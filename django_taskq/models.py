@@ -1,0 +1,100 @@
+"""Database tables: queued messages and dead letters (database broker), task results."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import models
+from django.utils import timezone
+
+
+class MessageFields(models.Model):
+    """What a stored message keeps of its envelope: Celery protocol v2 headers and body bytes."""
+
+    queue = models.CharField(max_length=200)
+    message_id = models.CharField("task id", max_length=255, db_index=True)
+    task_name = models.CharField(max_length=255)
+    priority = models.PositiveSmallIntegerField(default=0, help_text="0-9, higher runs first")
+    headers = models.JSONField(default=dict)
+    properties = models.JSONField(default=dict)
+    body = models.BinaryField()
+    content_type = models.CharField(max_length=100, default="application/json")
+    content_encoding = models.CharField(max_length=50, default="utf-8")
+    attempts = models.PositiveIntegerField(default=0, help_text="deliveries so far")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    def body_preview(self) -> str:
+        """The body as text for the admin (JSON bodies are shown as they are)."""
+        raw = bytes(self.body or b"")
+        try:
+            return json.dumps(json.loads(raw), indent=2)[:4000]
+        except ValueError:
+            return f"<{len(raw)} bytes of {self.content_type}>"
+
+
+class QueuedMessage(MessageFields):
+    """A message waiting in, or leased from, the database broker."""
+
+    READY = "ready"
+    RESERVED = "reserved"
+    STATES = [(READY, "ready"), (RESERVED, "reserved")]
+
+    state = models.CharField(max_length=10, choices=STATES, default=READY)
+    available_at = models.DateTimeField(default=timezone.now, help_text="not run before this")
+    locked_until = models.DateTimeField(null=True, blank=True, help_text="lease deadline")
+    locked_by = models.CharField(max_length=255, blank=True, default="",
+                                 help_text="the worker and claim holding the lease")
+
+    class Meta:
+        db_table = "taskq_message"
+        verbose_name = "queued message"
+        indexes = [
+            models.Index(fields=["state", "queue", "-priority", "available_at", "id"],
+                         name="taskq_msg_claim"),
+            models.Index(fields=["state", "locked_until"], name="taskq_msg_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.message_id}]"
+
+
+class DeadLetterMessage(MessageFields):
+    """A message the worker refused or gave up on, with the reason; it can be inspected."""
+
+    reason = models.TextField()
+    dead_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "taskq_deadletter"
+        verbose_name = "dead letter"
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.message_id}]"
+
+
+class TaskResult(models.Model):
+    """State and result of one task id (the database result backend)."""
+
+    task_id = models.CharField(max_length=255, unique=True)
+    task_name = models.CharField(max_length=255, blank=True, default="")
+    state = models.CharField(max_length=50, default="PENDING", db_index=True)
+    result = models.TextField(null=True, blank=True, help_text="encoded return value or error")
+    content_type = models.CharField(max_length=100, default="application/json")
+    content_encoding = models.CharField(max_length=50, default="utf-8")
+    traceback = models.TextField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    retries = models.PositiveIntegerField(default=0)
+    date_created = models.DateTimeField(default=timezone.now)
+    date_started = models.DateTimeField(null=True, blank=True)
+    date_done = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        db_table = "taskq_result"
+        verbose_name = "task result"
+        ordering = ["-date_created"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name or 'task'}[{self.task_id}] {self.state}"

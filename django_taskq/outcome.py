@@ -1,0 +1,55 @@
+"""The result of executing one message, as the worker hands it to the result backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import serializers, states
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one task: its final (or RETRY) state and encoded result."""
+
+    task_id: str
+    task_name: str
+    state: str
+    payload: bytes | None = None
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+    traceback: str | None = None
+    error: str | None = None
+    date_started: datetime | None = None
+    date_done: datetime | None = None
+    worker: str = ""
+    retries: int = 0
+    ignore_result: bool = False
+
+    @property
+    def runtime(self) -> float | None:
+        """Seconds the task ran, when both ends are known."""
+        if self.date_started and self.date_done:
+            return (self.date_done - self.date_started).total_seconds()
+        return None
+
+
+def exception_payload(exc: BaseException) -> dict[str, Any]:
+    """How a failure is stored: Celery's ``{exc_type, exc_message, exc_module}`` shape."""
+    args = exc.args if all(_plain(a) for a in exc.args) else tuple(str(a) for a in exc.args)
+    return {"exc_type": type(exc).__name__, "exc_message": list(args),
+            "exc_module": type(exc).__module__}
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def failure(task_id: str, task_name: str, exc: BaseException, *, traceback: str | None = None,
+            state: str = states.FAILURE, serializer: str = "json", **fields: Any) -> Outcome:
+    """An Outcome for a task that failed (or was revoked) with ``exc``."""
+    payload, content_type, encoding = serializers.dumps(exception_payload(exc), serializer)
+    return Outcome(task_id=task_id, task_name=task_name, state=state, payload=payload,
+                   content_type=content_type, content_encoding=encoding, traceback=traceback,
+                   error=f"{type(exc).__name__}: {exc}", **fields)

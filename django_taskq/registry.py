@@ -1,0 +1,51 @@
+"""The task registry: task name → Task, filled as tasks modules are imported."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import NotRegistered
+
+if TYPE_CHECKING:
+    from .task import Task
+
+
+class TaskRegistry:
+    """Names of the tasks this process can run, and the Task object behind each."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task[Any, Any]] = {}
+
+    def register(self, task: Task[Any, Any]) -> None:
+        """Add ``task`` under its name; a module imported again replaces its own tasks."""
+        self._tasks[task.name] = task
+
+    def unregister(self, name: str) -> None:
+        """Remove the task called ``name``; unknown names are ignored."""
+        self._tasks.pop(name, None)
+
+    def get(self, name: str) -> Task[Any, Any]:
+        """The task called ``name``.
+
+        Raises:
+            NotRegistered: no such task in this process.
+        """
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise NotRegistered(
+                f"Task {name!r} is not registered in this worker; is its app in INSTALLED_APPS "
+                "and is the task defined in the app's tasks.py?") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._tasks))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+registry = TaskRegistry()

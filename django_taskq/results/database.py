@@ -1,0 +1,80 @@
+"""The database result backend: one ``taskq_result`` row per task id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from .. import states
+from ..outcome import Outcome
+from ..result import ResultMeta
+from .base import ResultBackend, payload_text
+
+_UPDATED = ["task_name", "state", "result", "content_type", "content_encoding", "traceback",
+            "worker", "retries", "date_started", "date_done"]
+
+
+class DatabaseResultBackend(ResultBackend):
+    """Results in the ``TaskResult`` model of a Django database alias."""
+
+    def __init__(self, alias: str = "default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.alias = alias
+
+    @property
+    def _model(self) -> Any:
+        from ..models import TaskResult
+
+        return TaskResult
+
+    def _rows(self) -> Any:
+        return self._model.objects.using(self.alias)
+
+    def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
+        now = timezone.now()
+        self._rows().bulk_create(
+            [self._model(task_id=task_id, task_name=name, state=states.PENDING, date_created=now)
+             for task_id, name in records],
+            ignore_conflicts=True, batch_size=500)
+
+    def store_many(self, outcomes: Sequence[Outcome]) -> None:
+        latest = {o.task_id: o for o in outcomes}  # an upsert may touch each row once
+        rows = [self._row(o) for o in latest.values()]
+        if not rows:
+            return
+        features = connections[self.alias].features
+        unique = ["task_id"] if features.supports_update_conflicts_with_target else None
+        self._rows().bulk_create(rows, update_conflicts=True, unique_fields=unique,
+                                 update_fields=_UPDATED, batch_size=500)
+
+    def _row(self, outcome: Outcome) -> Any:
+        text, encoding = payload_text(outcome)
+        return self._model(
+            task_id=outcome.task_id, task_name=outcome.task_name, state=outcome.state,
+            result=text, content_type=outcome.content_type, content_encoding=encoding,
+            traceback=outcome.traceback, worker=outcome.worker, retries=outcome.retries,
+            date_started=outcome.date_started, date_done=outcome.date_done,
+            date_created=outcome.date_started or timezone.now())
+
+    def get(self, task_id: str) -> ResultMeta | None:
+        row = self._rows().filter(task_id=task_id).first()
+        if row is None:
+            return None
+        return ResultMeta(
+            task_id=row.task_id, state=row.state, traceback=row.traceback,
+            result=self.decode(row.result, row.content_type, row.content_encoding),
+            task_name=row.task_name or None, date_created=row.date_created,
+            date_started=row.date_started, date_done=row.date_done, worker=row.worker or None,
+            retries=row.retries)
+
+    def forget(self, task_id: str) -> None:
+        self._rows().filter(task_id=task_id).delete()
+
+    def cleanup(self) -> int:
+        cutoff = timezone.now() - timedelta(seconds=self.expires)
+        deleted, _ = self._rows().filter(date_done__lt=cutoff).delete()
+        return int(deleted)

@@ -1,0 +1,59 @@
+"""The in-memory result backend: one process, for tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from django.utils import timezone
+
+from .. import states
+from ..outcome import Outcome
+from ..result import ResultMeta
+from .base import ResultBackend
+
+
+class MemoryResultBackend(ResultBackend):
+    """Results in a dict, guarded by a condition so ``wait`` wakes as soon as one is stored."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._results: dict[str, ResultMeta] = {}
+        self._changed = threading.Condition()
+
+    def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
+        now = timezone.now()
+        with self._changed:
+            for task_id, name in records:
+                self._results.setdefault(task_id, ResultMeta(task_id, states.PENDING,
+                                                             task_name=name, date_created=now))
+
+    def store_many(self, outcomes: Sequence[Outcome]) -> None:
+        with self._changed:
+            for o in outcomes:
+                previous = self._results.get(o.task_id)
+                meta = ResultMeta(
+                    task_id=o.task_id, state=o.state, task_name=o.task_name,
+                    result=self.decode(o.payload, o.content_type, o.content_encoding),
+                    traceback=o.traceback, date_started=o.date_started, date_done=o.date_done,
+                    worker=o.worker, retries=o.retries,
+                    date_created=previous.date_created if previous else o.date_started)
+                self._results[o.task_id] = meta
+            self._changed.notify_all()
+
+    def get(self, task_id: str) -> ResultMeta | None:
+        with self._changed:
+            return self._results.get(task_id)
+
+    def forget(self, task_id: str) -> None:
+        with self._changed:
+            self._results.pop(task_id, None)
+
+    def cleanup(self) -> int:
+        cutoff = timezone.now().timestamp() - self.expires
+        with self._changed:
+            old = [k for k, m in self._results.items()
+                   if m.date_done and m.date_done.timestamp() < cutoff]
+            for key in old:
+                del self._results[key]
+            return len(old)

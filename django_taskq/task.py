@@ -1,0 +1,206 @@
+"""Task: a registered function plus its options, with Celery's calling API."""
+
+from __future__ import annotations
+
+import functools
+import traceback as traceback_module
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import producer, states
+from .conf import get_settings
+from .context import Request, activate, current_request
+from .outcome import exception_payload
+from .registry import registry
+from .result import AsyncResult, EagerResult, ResultMeta
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Task(Generic[P, R]):
+    """A function that can run here (call it) or in a worker (``delay``/``apply_async``)."""
+
+    def __init__(self, func: Callable[..., R], *, name: str | None = None, bind: bool = False,
+                 queue: str | None = None, priority: int | None = None,
+                 ignore_result: bool | None = None, serializer: str | None = None) -> None:
+        self.func = func
+        self.name = name or f"{func.__module__}.{func.__qualname__}"
+        self.bind = bind
+        self.queue = queue
+        self.priority = producer.check_priority(priority) if priority is not None else None
+        self.ignore_result = ignore_result
+        self.serializer = serializer
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+    @property
+    def request(self) -> Request:
+        """The request this task is running under (empty when called directly)."""
+        current = current_request()
+        if current is not None and current.task == self.name:
+            return current
+        return Request(task=self.name, called_directly=True)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.run(*args, **kwargs)
+
+    def run(self, *args: Any, **kwargs: Any) -> R:
+        """Run the function in this process, passing the task first when ``bind=True``."""
+        if self.bind:
+            return self.func(self, *args, **kwargs)
+        return self.func(*args, **kwargs)
+
+    def resolve_ignore_result(self, override: bool | None = None) -> bool:
+        """Whether results of this call are stored: call option, task option, then setting."""
+        for choice in (override, self.ignore_result):
+            if choice is not None:
+                return choice
+        return get_settings().TASK_IGNORE_RESULT
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+        """Send the task to a worker with these arguments."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+        serializer: str | None = None,
+        ignore_result: bool | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> AsyncResult:
+        """Send the task to a worker.
+
+        Args:
+            countdown / eta: run no earlier than this many seconds from now / this time.
+            expires: seconds, timedelta or datetime after which the task is revoked unrun.
+            queue, priority: routing; priority 0-9, higher runs first.
+            task_id: use this id instead of a fresh one.
+            headers: extra message headers.
+
+        Raises:
+            ValueError: a bad option (priority out of range, both countdown and eta).
+            SerializationError: the arguments cannot be encoded.
+            BrokerError: the broker refused or could not be reached in time.
+        """
+        task_id = task_id or producer.new_task_id()
+        if get_settings().TASK_ALWAYS_EAGER:
+            return self.apply(args, kwargs, task_id=task_id)
+        options = self._options(countdown=countdown, eta=eta, expires=expires, queue=queue,
+                                priority=priority, headers=headers, serializer=serializer,
+                                ignore_result=ignore_result, time_limit=time_limit,
+                                soft_time_limit=soft_time_limit)
+        envelope = producer.envelope_for(self.name, task_id, args or (), kwargs or {}, options)
+        producer.send([envelope], record_results=not options.ignore_result)
+        return AsyncResult(task_id, task_name=self.name)
+
+    def _options(self, *, countdown: float | None = None, eta: datetime | None = None,
+                 expires: float | timedelta | datetime | None = None,
+                 time_limit: float | None = None, soft_time_limit: float | None = None,
+                 priority: int | None = None, ignore_result: bool | None = None,
+                 **rest: Any) -> producer.SendOptions:
+        now = timezone.now()
+        parent = current_request()
+        return producer.default_options(
+            eta=producer.resolve_eta(countdown, eta, now),
+            expires=producer.resolve_expires(expires, now),
+            priority=producer.check_priority(priority if priority is not None else self.priority),
+            ignore_result=self.resolve_ignore_result(ignore_result),
+            timelimit=(time_limit, soft_time_limit),
+            queue=rest.pop("queue", None) or self.queue,
+            serializer=rest.pop("serializer", None) or self.serializer,
+            parent_id=parent.id if parent else None,
+            root_id=(parent.root_id or parent.id) if parent else None,
+            **rest,
+        )
+
+    def apply_async_on_commit(self, args: Sequence[Any] | None = None,
+                              kwargs: dict[str, Any] | None = None, *, using: str | None = None,
+                              **options: Any) -> AsyncResult:
+        """Send the task when the current transaction on ``using`` commits (now if none is open).
+
+        The returned AsyncResult's id is fixed now; nothing is sent if the transaction rolls back.
+        """
+        task_id = options.pop("task_id", None) or producer.new_task_id()
+        send = functools.partial(self.apply_async, args, kwargs, task_id=task_id, **options)
+        transaction.on_commit(send, using=using)
+        return AsyncResult(task_id, task_name=self.name)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+        """``delay`` after the current transaction commits (on the default database)."""
+        return self.apply_async_on_commit(args, kwargs)
+
+    def apply_many(self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+                   **options: Any) -> list[AsyncResult]:
+        """Send many calls of this task in one broker round trip: ``[(args, kwargs), ...]``."""
+        pairs = producer.pair_calls(calls)
+        if get_settings().TASK_ALWAYS_EAGER:
+            return [self.apply(args, kwargs) for args, kwargs in pairs]
+        send_options = self._options(**options)
+        envelopes = [producer.envelope_for(self.name, producer.new_task_id(), args, kwargs,
+                                           send_options) for args, kwargs in pairs]
+        if envelopes:
+            producer.send(envelopes, record_results=not send_options.ignore_result)
+        return [AsyncResult(e.message_id, task_name=self.name) for e in envelopes]
+
+    def delay_many(self, arguments: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:
+        """Send one call per positional-argument tuple: ``add.delay_many([(1, 2), (3, 4)])``."""
+        return self.apply_many(((args, {}) for args in arguments), **options)
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              *, task_id: str | None = None) -> EagerResult:
+        """Run the task here and now, and return its result as an EagerResult."""
+        task_id = task_id or producer.new_task_id()
+        request = Request(id=task_id, task=self.name, args=tuple(args or ()),
+                          kwargs=dict(kwargs or {}), root_id=task_id, is_eager=True)
+        started = timezone.now()
+        with activate(request):
+            try:
+                value, state, tb = self.run(*request.args, **request.kwargs), states.SUCCESS, None
+            except Exception as exc:  # noqa: BLE001 - the failure is the result
+                value, state = exception_payload(exc), states.FAILURE
+                tb = traceback_module.format_exc()
+        meta = ResultMeta(task_id=task_id, state=state, result=value, traceback=tb,
+                          task_name=self.name, date_started=started, date_done=timezone.now())
+        return EagerResult(task_id, meta)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        """The result handle for ``task_id``."""
+        return AsyncResult(task_id, task_name=self.name)
+
+
+@overload
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(*, name: str | None = ..., bind: bool = ..., queue: str | None = ...,
+         priority: int | None = ..., ignore_result: bool | None = ...,
+         serializer: str | None = ...) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Register a function as a task: ``@task`` or ``@task(name=..., bind=True, queue=...)``."""
+    def register(function: Callable[..., Any]) -> Task[Any, Any]:
+        created: Task[Any, Any] = Task(function, **options)
+        registry.register(created)
+        return created
+
+    return register(func) if func is not None else register
+
+
+shared_task = task

@@ -1,0 +1,30 @@
+"""The worker's startup banner: what it connects to and what it will run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django_taskq import __version__
+
+from ..conf import get_settings
+from ..registry import registry
+from ..urls import mask
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+
+def banner(worker: Worker) -> str:
+    """A few lines naming the broker (password masked), backend, queues and tasks."""
+    settings, options = get_settings(), worker.options
+    tasks = "\n".join(f"  . {name}" for name in registry) or "  (no tasks registered)"
+    return (
+        f"django_taskq {__version__} worker {options.hostname}\n"
+        f"- broker:      {mask(settings.BROKER_URL)}\n"
+        f"- results:     {mask(settings.RESULT_BACKEND)}\n"
+        f"- queues:      {', '.join(options.queues)}\n"
+        f"- pool:        {options.pool} x {options.concurrency} "
+        f"(prefetch {worker.capacity})\n"
+        f"- lease:       {options.lease:g}s (heartbeat every {options.heartbeat_interval:g}s)\n"
+        f"[tasks]\n{tasks}\n"
+    )

@@ -1,0 +1,57 @@
+"""The heartbeat thread: keeps the leases of held messages alive and recovers expired ones.
+
+It runs in the supervising process, not in a task's thread or child, so a busy task cannot
+starve it (architecture: Worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from django.db import connections
+
+from ..brokers.base import Broker, DeadLetter, Delivery
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat(threading.Thread):
+    """Every ``interval`` seconds: extend leases of ``held()``; recover expired leases."""
+
+    def __init__(self, broker: Broker, *, held: Callable[[], Sequence[Delivery]], lease: float,
+                 interval: float, max_deliveries: int,
+                 on_dead: Callable[[list[DeadLetter]], None]) -> None:
+        super().__init__(name="taskq-heartbeat", daemon=True)
+        self.broker = broker
+        self.held = held
+        self.lease = lease
+        self.interval = interval
+        self.max_deliveries = max_deliveries
+        self.on_dead = on_dead
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """One round: extend, then recover. Errors are logged; the next round tries again."""
+        try:
+            held = list(self.held())
+            if held:
+                self.broker.extend_leases(held, self.lease)
+            dead = self.broker.recover(self.max_deliveries)
+            if dead:
+                self.on_dead(dead)
+        except Exception:  # noqa: BLE001 - a broker hiccup must not kill the heartbeat
+            logger.warning("heartbeat failed; retrying in %.1fs", self.interval, exc_info=True)
+        finally:
+            # Hold no connection between beats: a prefork child forked meanwhile must not
+            # inherit (and later close) a live socket of this thread.
+            connections.close_all()
+
+    def stop(self) -> None:
+        """Stop after the current round."""
+        self._stop_event.set()

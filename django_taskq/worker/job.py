@@ -1,0 +1,75 @@
+"""Turn a delivery into a runnable Job, or say exactly why it cannot run (BadMessage)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from .. import message
+from ..context import Request
+from ..exceptions import BadMessage, NotRegistered, TaskqError
+from ..registry import registry
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A checked message, ready to hand to a pool (it is pickled to prefork children)."""
+
+    key: int
+    task_name: str
+    request: Request
+    ignore_result: bool
+    result_serializer: str
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(task_name: str) -> inspect.Signature | None:
+    task = registry.get(task_name)
+    try:
+        return inspect.signature(task.func)
+    except (TypeError, ValueError):  # builtins without introspection: let the call decide
+        return None
+
+
+def check_arguments(task_name: str, bind: bool, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> None:
+    """Raise BadMessage when the arguments cannot be bound to the task function."""
+    signature = _signature(task_name)
+    if signature is None:
+        return
+    try:
+        signature.bind(*((None,) if bind else ()), *args, **kwargs)
+    except TypeError as exc:
+        raise BadMessage(f"arguments do not match task {task_name}{signature}: {exc}") from exc
+
+
+def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], hostname: str,
+            result_serializer: str) -> tuple[Job, message.DecodedMessage]:
+    """Decode and check a delivered envelope.
+
+    Raises:
+        BadMessage: malformed, refused content, unknown task or arguments that do not fit.
+    """
+    try:
+        decoded = message.decode(envelope, accept)
+        task = registry.get(decoded.task_name)
+    except NotRegistered as exc:
+        raise BadMessage(f"unknown task: {exc}") from exc
+    except TaskqError as exc:
+        raise BadMessage(f"malformed message: {exc}") from exc
+    check_arguments(decoded.task_name, task.bind, decoded.args, decoded.kwargs)
+    headers = decoded.headers
+    request = Request(
+        id=decoded.task_id, task=decoded.task_name, args=decoded.args, kwargs=decoded.kwargs,
+        retries=decoded.retries, eta=decoded.eta, expires=decoded.expires,
+        root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
+        group=headers.get("group"), hostname=hostname,
+        delivery_info=dict(envelope.properties.get("delivery_info") or {}, queue=envelope.queue),
+        headers=headers,
+    )
+    ignore = task.resolve_ignore_result(headers.get("ignore_result"))
+    job = Job(key=key, task_name=decoded.task_name, request=request, ignore_result=ignore,
+              result_serializer=result_serializer)
+    return job, decoded

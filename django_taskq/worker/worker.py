@@ -1,0 +1,327 @@
+"""The worker loop: reserve → check → execute in a pool → settle, as a step function.
+
+``step()`` does one round without sleeping longer than the broker's poll, so tests drive it
+directly; ``run()`` loops it, installs signal handlers and owns the shutdown sequence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from django.db import DatabaseError
+from django.utils import timezone
+
+from .. import states
+from ..brokers import get_broker
+from ..brokers.base import Broker, DeadLetter, Delivery
+from ..conf import TaskqSettings, get_settings
+from ..exceptions import BadMessage, BrokerError, TaskRevokedError, WorkerLostError
+from ..outcome import Outcome, failure
+from ..results import get_backend
+from ..results.base import ResultBackend
+from .heartbeat import Heartbeat
+from .job import Job, prepare
+from .pools import LOST, make_pool
+from .settler import Settler
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerTerminate(BaseException):
+    """Raised inside a solo task on the second stop signal, to abandon it (it is requeued)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker runs; built from the command line over the TASKQ settings."""
+
+    queues: tuple[str, ...]
+    concurrency: int
+    pool: str
+    prefetch_multiplier: int
+    hostname: str
+    lease: float
+    heartbeat_interval: float
+    max_deliveries: int
+    poll_interval: float
+    shutdown_timeout: float | None
+
+    @classmethod
+    def from_settings(cls, settings: TaskqSettings | None = None, **overrides: object
+                      ) -> WorkerOptions:
+        """Options from the settings, with non-None ``overrides`` on top."""
+        s = settings or get_settings()
+        values: dict[str, object] = {
+            "queues": (s.DEFAULT_QUEUE,), "concurrency": s.concurrency, "pool": s.WORKER_POOL,
+            "prefetch_multiplier": s.WORKER_PREFETCH_MULTIPLIER, "hostname": default_hostname(),
+            "lease": s.LEASE_TIMEOUT, "heartbeat_interval": s.heartbeat_interval,
+            "max_deliveries": s.MAX_DELIVERIES, "poll_interval": s.POLL_INTERVAL,
+            "shutdown_timeout": s.WORKER_SHUTDOWN_TIMEOUT,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["pool"] == "solo":
+            values["concurrency"] = 1
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def default_hostname() -> str:
+    """``worker<pid>@<host>``: unique per process, readable in logs and the admin."""
+    return f"worker{os.getpid()}@{socket.gethostname()}"
+
+
+class Worker:
+    """Consumes messages from ``options.queues`` and runs them in a pool."""
+
+    def __init__(self, options: WorkerOptions, *, broker: Broker | None = None,
+                 backend: ResultBackend | None = None) -> None:
+        self.options = options
+        self.broker = broker or get_broker()
+        self.backend = backend or get_backend()
+        settings = get_settings()
+        self.accept = settings.ACCEPT_CONTENT
+        self.result_serializer = settings.RESULT_SERIALIZER
+        self.pool = make_pool(options.pool, options.concurrency)
+        self.settler = Settler(self.broker, self.backend)
+        self.prefetched: deque[tuple[Delivery, Job]] = deque()
+        self.running: dict[int, tuple[Delivery, Job]] = {}
+        self.processed = 0
+        self.stopping = False
+        self.cold = False
+        self._stop_started: float | None = None
+        self._keys = itertools.count(1)
+        self._next_poll = 0.0
+        self._held_lock = threading.Lock()
+        self._in_task = False
+        self.heartbeat = Heartbeat(
+            self.broker, held=self.held_deliveries, lease=options.lease,
+            interval=options.heartbeat_interval, max_deliveries=options.max_deliveries,
+            on_dead=self._record_dead)
+
+    @property
+    def capacity(self) -> int:
+        """How many messages this worker holds at most (running plus prefetched)."""
+        return self.options.concurrency * self.options.prefetch_multiplier
+
+    def held_deliveries(self) -> list[Delivery]:
+        """Every delivery whose lease this worker must keep alive."""
+        with self._held_lock:
+            return ([d for d, _ in self.prefetched] + [d for d, _ in self.running.values()]
+                    + self.settler.deliveries)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pool (children fork before any other thread exists), then the heartbeat."""
+        self.pool.start()
+        self.heartbeat.start()
+
+    def step(self) -> None:
+        """One round: collect finished jobs, settle, reserve more, dispatch, wait briefly."""
+        self._collect(0)
+        self._dispatch()
+        if self.settler.due(more_ready=bool(self.prefetched)):
+            self.settler.flush()
+        self._fill()
+        self._dispatch()
+        if self.running and not (self.prefetched and self.pool.free_slots()):
+            self._collect(self._wait_time())
+        if self.settler.due(more_ready=bool(self.prefetched)):
+            self.settler.flush()
+
+    def _wait_time(self) -> float:
+        if self.stopping or len(self.prefetched) + len(self.running) >= self.capacity:
+            return 1.0
+        return max(0.0, min(1.0, self._next_poll - time.monotonic()))
+
+    def _fill(self) -> None:
+        if self.stopping or len(self.prefetched) >= self.options.concurrency:
+            return
+        want = self.capacity - len(self.prefetched) - len(self.running)
+        if want <= 0 or time.monotonic() < self._next_poll:
+            return
+        idle = not (self.prefetched or self.running or len(self.settler))
+        deliveries = self.broker.reserve(
+            self.options.queues, max_messages=want, lease=self.options.lease,
+            worker=self.options.hostname, timeout=self.options.poll_interval if idle else 0.0)
+        if not deliveries and not idle:
+            self._next_poll = time.monotonic() + self.options.poll_interval
+        for delivery in deliveries:
+            self._accept(delivery)
+
+    def _accept(self, delivery: Delivery) -> None:
+        try:
+            job, decoded = prepare(next(self._keys), delivery.envelope, accept=self.accept,
+                                   hostname=self.options.hostname,
+                                   result_serializer=self.result_serializer)
+        except BadMessage as exc:
+            self._reject(delivery, exc)
+            return
+        if decoded.expires is not None and decoded.expires <= timezone.now():
+            logger.info("task expired name=%s id=%s", job.task_name, job.request.id)
+            revoked = failure(job.request.id or "", job.task_name,
+                              TaskRevokedError(f"expired at {decoded.expires.isoformat()}"),
+                              state=states.REVOKED, date_done=timezone.now(),
+                              worker=self.options.hostname)
+            self.settler.add(delivery, revoked)
+            return
+        with self._held_lock:
+            self.prefetched.append((delivery, job))
+
+    def _reject(self, delivery: Delivery, exc: BadMessage) -> None:
+        """Bad input: FAILURE result (when the id is known), dead letter, keep going."""
+        envelope = delivery.envelope
+        logger.error("message rejected id=%s task=%s reason=%s", envelope.message_id or "?",
+                     envelope.task_name or "?", exc)
+        if envelope.message_id:
+            self.backend.store(failure(envelope.message_id, envelope.task_name, exc,
+                                       date_done=timezone.now(), worker=self.options.hostname))
+        self.broker.dead_letter(delivery, str(exc))
+
+    def _dispatch(self) -> None:
+        while self.prefetched and self.pool.free_slots() and not self.stopping:
+            with self._held_lock:
+                delivery, job = self.prefetched.popleft()
+                self.running[job.key] = (delivery, job)
+            self._in_task = True
+            try:
+                self.pool.submit(job)
+            finally:
+                self._in_task = False
+            if self.options.pool == "solo":
+                self._collect(0)
+                if self.settler.due(more_ready=bool(self.prefetched)):
+                    self.settler.flush()
+
+    def _collect(self, timeout: float) -> None:
+        for key, outcome in self.pool.collect(timeout):
+            with self._held_lock:
+                delivery, job = self.running.pop(key)
+            if outcome is LOST:
+                self._lost(delivery, job)
+                continue
+            self.processed += 1
+            log_outcome(outcome)
+            self.settler.add(delivery, outcome)
+
+    def _lost(self, delivery: Delivery, job: Job) -> None:
+        """The child running ``job`` died: retry it, or dead-letter after too many deaths."""
+        if delivery.attempts >= self.options.max_deliveries:
+            self._record_dead([DeadLetter(delivery.envelope, "", delivery.attempts)])
+            reason = f"worker lost: the process running it died {delivery.attempts} times"
+            self.broker.dead_letter(delivery, reason)
+        else:
+            logger.warning("worker process lost while running name=%s id=%s; requeued",
+                           job.task_name, job.request.id)
+            self.broker.requeue(delivery)
+
+    def _record_dead(self, letters: list[DeadLetter]) -> None:
+        outcomes = [failure(letter.envelope.message_id, letter.envelope.task_name,
+                            WorkerLostError(f"worker lost {letter.attempts} times; dead-lettered"),
+                            date_done=timezone.now(), worker=self.options.hostname)
+                    for letter in letters if letter.envelope.message_id]
+        for letter in letters:
+            logger.error("message dead-lettered id=%s task=%s: worker lost %d times",
+                         letter.envelope.message_id, letter.envelope.task_name, letter.attempts)
+        if outcomes:
+            self.backend.store_many(outcomes)
+
+    # -- running and stopping -------------------------------------------------------------
+
+    def request_stop(self, cold: bool = False) -> None:
+        """Warm stop: take nothing new, finish running tasks. Cold: abandon them (requeued)."""
+        if self.stopping and not cold:
+            cold = True
+        if not self.stopping:
+            logger.info("stopping: finishing %d running task(s)", len(self.running))
+        self.stopping = True
+        self._stop_started = self._stop_started or time.monotonic()
+        self.cold = self.cold or cold
+        self.broker.interrupt()
+        if cold and self._in_task and self.options.pool == "solo":
+            raise WorkerTerminate()
+
+    def run(self, *, max_tasks: int | None = None, until_empty: bool = False) -> None:
+        """Loop until stopped (or ``max_tasks`` done, or the queues are empty with ``until_empty``)."""
+        self.start()
+        backoff = 0.5
+        try:
+            while not self._done(max_tasks, until_empty):
+                try:
+                    self.step()
+                    backoff = 0.5
+                except (BrokerError, DatabaseError) as exc:
+                    logger.warning("broker unavailable (%s); retrying in %.1fs", exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        except WorkerTerminate:
+            pass
+        finally:
+            self.shutdown()
+
+    def _done(self, max_tasks: int | None, until_empty: bool) -> bool:
+        if max_tasks is not None and self.processed >= max_tasks and not self.stopping:
+            self.request_stop()
+        if until_empty and not self.stopping and self._idle() and self._queues_empty():
+            self.request_stop()
+        timeout = self.options.shutdown_timeout
+        if self.stopping and timeout is not None and self._stop_started is not None \
+                and time.monotonic() - self._stop_started > timeout:
+            self.cold = True
+        if self.stopping and (self.cold or not self.running):
+            return True
+        return False
+
+    def _idle(self) -> bool:
+        return not (self.prefetched or self.running or len(self.settler))
+
+    def _queues_empty(self) -> bool:
+        return all(self.broker.size(queue) == 0 for queue in self.options.queues)
+
+    def shutdown(self) -> None:
+        """Give back everything not finished, settle what is, stop the pool and heartbeat."""
+        self.heartbeat.stop()
+        with self._held_lock:
+            unstarted = [d for d, _ in self.prefetched]
+            abandoned = [d for d, _ in self.running.values()]
+            self.prefetched.clear()
+        if self.cold:
+            self.pool.terminate()
+        else:
+            self.pool.stop()
+            self._collect(0)
+            abandoned = [d for d, _ in self.running.values()]
+        self.running.clear()
+        _attempt(self.settler.flush, "settle finished tasks")
+        if unstarted:
+            _attempt(lambda: self.broker.release(unstarted), "release prefetched messages")
+        for delivery in abandoned:  # started but not finished: back to the queue, attempt kept
+            _attempt(lambda d=delivery: self.broker.requeue(d), "requeue running message")
+        logger.info("worker stopped: %d task(s) processed, %d released, %d requeued",
+                    self.processed, len(unstarted), len(abandoned))
+
+
+def _attempt(action: object, what: str) -> None:
+    try:
+        action()  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - shutdown goes on; leases expire and recover the rest
+        logger.exception("could not %s during shutdown; leases will expire instead", what)
+
+
+def log_outcome(outcome: Outcome) -> None:
+    """One log line per task outcome."""
+    runtime = outcome.runtime
+    took = f" runtime={runtime:.3f}s" if runtime is not None else ""
+    if outcome.state == states.SUCCESS:
+        logger.info("task succeeded name=%s id=%s%s", outcome.task_name, outcome.task_id, took)
+    else:
+        logger.error("task failed name=%s id=%s%s error=%s%s", outcome.task_name,
+                     outcome.task_id, took, outcome.error,
+                     f"\n{outcome.traceback}" if outcome.traceback else "")
+
