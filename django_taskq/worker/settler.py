@@ -49,6 +49,12 @@ class Settler:
         return (not more_ready or len(self._pending) >= self.max_batch
                 or self.clock() - self._since >= self.max_delay)
 
+    def time_left(self) -> float:
+        """Seconds until the oldest pending outcome must be flushed (1.0 when none waits)."""
+        if not self._pending:
+            return 1.0
+        return max(0.0, self.max_delay - (self.clock() - self._since))
+
     def flush(self) -> None:
         """Store the results, then ack. On an error nothing is dropped: the batch stays."""
         if not self._pending:

@@ -136,16 +136,20 @@ class Worker:
             self.settler.flush()
 
     def _wait_time(self) -> float:
-        if self.stopping or len(self.prefetched) + len(self.running) >= self.capacity:
-            return 1.0
-        return max(0.0, min(1.0, self._next_poll - time.monotonic()))
+        """How long to block on running jobs: until the next broker poll or settle is due."""
+        wait = 1.0
+        if not self.stopping and self._wants_more():
+            wait = self._next_poll - time.monotonic()
+        return max(0.0, min(wait, self.settler.time_left()))
+
+    def _wants_more(self) -> bool:
+        return (len(self.prefetched) < self.options.concurrency
+                and len(self.prefetched) + len(self.running) < self.capacity)
 
     def _fill(self) -> None:
-        if self.stopping or len(self.prefetched) >= self.options.concurrency:
+        if self.stopping or not self._wants_more() or time.monotonic() < self._next_poll:
             return
         want = self.capacity - len(self.prefetched) - len(self.running)
-        if want <= 0 or time.monotonic() < self._next_poll:
-            return
         idle = not (self.prefetched or self.running or len(self.settler))
         deliveries = self.broker.reserve(
             self.options.queues, max_messages=want, lease=self.options.lease,

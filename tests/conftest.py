@@ -1,0 +1,103 @@
+"""Fixtures: one broker per engine (memory, SQLite, PostgreSQL, MariaDB) and a fake clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.conf import settings
+
+from django_taskq.brokers.database import DatabaseBroker
+from django_taskq.brokers.memory import MemoryBroker
+from tests import services
+
+DB_ALIASES = {"sqlite": "default", "postgres": "postgres", "mariadb": "mariadb"}
+BROKER_KINDS = ["memory", *DB_ALIASES]
+
+
+class Clock:
+    """A settable clock for lease and eta tests: no test sleeps to make time pass."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def require_alias(kind: str) -> str:
+    """The database alias for ``kind``, skipping (or, in CI, failing) when it is missing."""
+    alias = DB_ALIASES[kind]
+    if alias not in settings.DATABASES:
+        assert not services.REQUIRED, f"{kind} is required (TASKQ_REQUIRE_SERVICES=1)"
+        pytest.skip(f"{kind} is not reachable")
+    return alias
+
+
+@pytest.fixture(params=BROKER_KINDS)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def broker(broker_kind: str, clock: Clock, request: pytest.FixtureRequest):
+    """A fresh, empty broker of each kind, on the fake clock."""
+    if broker_kind == "memory":
+        return MemoryBroker(now=clock)
+    alias = require_alias(broker_kind)
+    request.getfixturevalue("transactional_db")
+    return DatabaseBroker(alias=alias, poll_interval=0.01, now=clock)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Broker-parametrised tests touch every configured database; let them all in, and
+    # truncate between tests so that committed rows from real claims never leak.
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "broker" in names or "configured" in names:
+            item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
+
+
+@pytest.fixture
+def configured(broker_kind: str, request: pytest.FixtureRequest, settings):
+    """TASKQ pointed at ``broker_kind`` for both broker and results; yields the URL used."""
+    if broker_kind == "memory":
+        url = "memory://"
+    else:
+        alias = require_alias(broker_kind)
+        request.getfixturevalue("transactional_db")
+        url = f"db://{alias}"
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url,
+                      "POLL_INTERVAL": 0.01}
+    return url
+
+
+@pytest.fixture
+def make_worker(configured):
+    """Build in-process workers on the configured broker; they are shut down afterwards."""
+    from django_taskq.worker import Worker, WorkerOptions
+
+    made = []
+
+    def make(**options):
+        options.setdefault("pool", "solo")
+        options.setdefault("queues", ("default",))
+        worker = Worker(WorkerOptions.from_settings(**options))
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.heartbeat.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "worker_db: uses the configured() broker fixture")
