@@ -254,6 +254,26 @@ class Counters:
 # -- measurements -------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def profiled(args: argparse.Namespace, title: str) -> Any:
+    """Run the block under cProfile when --profile is given; print the top functions."""
+    if not args.profile:
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).strip_dirs()
+        stats.sort_stats("tottime").print_stats(args.profile_lines)
+        stats.sort_stats("cumulative").print_stats(args.profile_lines)
+        print(f"\n===== profile: {title} db={args.db} =====", file=sys.stderr)
+        print(out.getvalue(), file=sys.stderr)
+
+
 def kinds(counters: Counters) -> dict[str, dict[str, float]]:
     return {kind: {"count": int(n), "seconds": secs, "ms_each": secs / n * 1000}
             for kind, (n, secs) in sorted(counters.kinds.items())}
@@ -264,10 +284,11 @@ def measure_enqueue(args: argparse.Namespace, task: Any, label: str) -> list[dic
     reset_tables(args)
     n = args.loop_tasks
     with Counters().watch() as counters:
-        started = time.perf_counter()
-        for _ in range(n):
-            task.delay()
-        elapsed = time.perf_counter() - started
+        with profiled(args, f"enqueue delay() loop {label}"):
+            started = time.perf_counter()
+            for _ in range(n):
+                task.delay()
+            elapsed = time.perf_counter() - started
     assert count("taskq_message") == n, "loop enqueue lost messages"
     rows.append({"phase": "enqueue", "method": "delay() loop", "task": label, "tasks": n,
                  "seconds": elapsed, "rate": n / elapsed, "queries": counters.queries,
@@ -278,9 +299,10 @@ def measure_enqueue(args: argparse.Namespace, task: Any, label: str) -> list[dic
     n = args.tasks
     calls = [()] * n
     with Counters().watch() as counters:
-        started = time.perf_counter()
-        task.delay_many(calls)
-        elapsed = time.perf_counter() - started
+        with profiled(args, f"enqueue delay_many() {label}"):
+            started = time.perf_counter()
+            task.delay_many(calls)
+            elapsed = time.perf_counter() - started
     assert count("taskq_message") == n, "bulk enqueue lost messages"
     rows.append({"phase": "enqueue", "method": "delay_many()", "task": label, "tasks": n,
                  "seconds": elapsed, "rate": n / elapsed, "queries": counters.queries,
@@ -324,15 +346,11 @@ def measure_drain(args: argparse.Namespace, task: Any, label: str, prefetch: int
         return deliveries
 
     broker.reserve = counted_reserve  # type: ignore[method-assign]
-    profiler = cProfile.Profile() if args.profile else None
     try:
-        with Counters().watch() as counters:
+        with Counters().watch() as counters, \
+                profiled(args, f"drain {label} prefetch={prefetch}"):
             started = time.perf_counter()
-            if profiler:
-                profiler.enable()
             worker.run(until_empty=True)
-            if profiler:
-                profiler.disable()
             finished = time.perf_counter()
     finally:
         del broker.reserve  # back to the class's method
@@ -362,14 +380,6 @@ def measure_drain(args: argparse.Namespace, task: Any, label: str, prefetch: int
         "queries": counters.queries, "connects": counters.connects,
         "db_seconds": counters.seconds, "statements": kinds(counters),
     }
-    if profiler:
-        out = io.StringIO()
-        stats = pstats.Stats(profiler, stream=out).strip_dirs()
-        stats.sort_stats("tottime").print_stats(args.profile_lines)
-        stats.sort_stats("cumulative").print_stats(args.profile_lines)
-        print(f"\n===== profile: drain {label} prefetch={prefetch} db={args.db} =====",
-              file=sys.stderr)
-        print(out.getvalue(), file=sys.stderr)
     return result
 
 

@@ -31,7 +31,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     for problem in problems:
         if problem.key == "TASKQ":
             return [checks.Error(problem.message, hint=problem.hint, id="django_taskq.E001")]
-        if problem.message.startswith("TASKQ has an unknown key"):
+        if problem.unknown_key:
             messages.append(checks.Warning(problem.message, hint=problem.hint,
                                            id="django_taskq.W001"))
         else:

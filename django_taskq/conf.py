@@ -2,7 +2,7 @@
 
 Nothing is read at import time. ``get_settings()`` builds a frozen :class:`TaskqSettings` on first
 use and caches it; the cache is dropped when Django's ``setting_changed`` fires for ``TASKQ`` (the
-receiver is connected in ``apps.py``) or when the environment override changes in tests.
+receiver is connected in ``apps.py``); call ``reset_settings()`` after changing the environment.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ ENV_OVERRIDES = {
 }
 
 POOLS = ("prefork", "threads", "solo")
+DEFAULT_LEASE = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class TaskqSettings:
     TASK_IGNORE_RESULT: bool = False
     TASK_ALWAYS_EAGER: bool = False
     RESULT_EXPIRES: float = 86400.0
-    LEASE_TIMEOUT: float = 60.0
+    LEASE_TIMEOUT: float = DEFAULT_LEASE
     HEARTBEAT_INTERVAL: float | None = None
     MAX_DELIVERIES: int = 3
     POLL_INTERVAL: float = 0.5
@@ -138,6 +139,7 @@ class Problem:
     key: str
     message: str
     hint: str
+    unknown_key: bool = False
 
 
 def raw_settings() -> dict[str, Any]:
@@ -168,7 +170,8 @@ def find_problems(raw: Mapping[str, Any]) -> list[Problem]:
     for key, value in raw.items():
         if key not in _CONVERTERS:
             problems.append(Problem(key, f"TASKQ has an unknown key {key!r}.",
-                                    f"Known keys: {', '.join(sorted(SETTING_NAMES))}."))
+                                    f"Known keys: {', '.join(sorted(SETTING_NAMES))}.",
+                                    unknown_key=True))
             continue
         try:
             converted = _CONVERTERS[key](value)
@@ -179,16 +182,29 @@ def find_problems(raw: Mapping[str, Any]) -> list[Problem]:
         if key in _POSITIVE_SECONDS and converted <= 0:
             problems.append(Problem(key, f"TASKQ[{key!r}] must be greater than zero.",
                                     f"Set {key} to a positive number of seconds."))
-    return problems
+    return problems + _heartbeat_problems(raw, problems)
+
+
+def _heartbeat_problems(raw: Mapping[str, Any], found: list[Problem]) -> list[Problem]:
+    """The heartbeat must renew a lease before it runs out."""
+    if any(p.key in ("HEARTBEAT_INTERVAL", "LEASE_TIMEOUT") for p in found):
+        return []
+    beat = _optional_seconds(raw.get("HEARTBEAT_INTERVAL"))
+    lease = _seconds(raw.get("LEASE_TIMEOUT", DEFAULT_LEASE))
+    if beat is not None and not 0 < beat < lease:
+        return [Problem("HEARTBEAT_INTERVAL",
+                        f"TASKQ['HEARTBEAT_INTERVAL'] = {beat:g} must be above zero and below "
+                        f"LEASE_TIMEOUT ({lease:g}s), or leases expire under running tasks.",
+                        "Leave HEARTBEAT_INTERVAL unset (a third of LEASE_TIMEOUT) or lower it.")]
+    return []
 
 
 def build_settings(raw: Mapping[str, Any]) -> TaskqSettings:
     """Turn a TASKQ dict into settings, raising ConfigurationError at the first problem."""
-    problems = find_problems(raw)
-    if problems:
-        first = problems[0]
-        raise ConfigurationError(f"{first.message} {first.hint}")
-    values = {key: _CONVERTERS[key](value) for key, value in raw.items()}
+    errors = [p for p in find_problems(raw) if not p.unknown_key]
+    if errors:
+        raise ConfigurationError(f"{errors[0].message} {errors[0].hint}")
+    values = {key: _CONVERTERS[key](value) for key, value in raw.items() if key in _CONVERTERS}
     sources = {key: "environment" if key in ENV_OVERRIDES.values() and _from_env(key) else "settings"
                for key in values}
     return TaskqSettings(**values, sources=sources)

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from .conf import get_settings
+from .exceptions import BrokerConnectionError
 from .message import Envelope, build_envelope
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
@@ -96,10 +98,13 @@ def send(envelopes: list[Envelope], record_results: bool) -> None:
     from .results import get_backend
 
     broker = get_broker()
-    with broker.atomic():
-        if record_results:
-            get_backend().mark_pending([(e.message_id, e.task_name) for e in envelopes])
-        broker.enqueue_many(envelopes)
+    try:
+        with broker.atomic():
+            if record_results:
+                get_backend().mark_pending([(e.message_id, e.task_name) for e in envelopes])
+            broker.enqueue_many(envelopes)
+    except (OperationalError, InterfaceError) as exc:
+        raise BrokerConnectionError(f"could not enqueue {len(envelopes)} message(s): {exc}") from exc
 
 
 def default_options(**overrides: Any) -> SendOptions:

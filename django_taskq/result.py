@@ -30,7 +30,7 @@ class ResultMeta:
     retries: int = 0
 
 
-def rebuild_exception(value: Any) -> BaseException:
+def rebuild_exception(value: Any, traceback: str | None = None) -> BaseException:
     """Turn a stored failure back into an exception, importing nothing named by the data.
 
     Builtin exception types and django_taskq's own are rebuilt; anything else becomes a
@@ -48,7 +48,7 @@ def rebuild_exception(value: Any) -> BaseException:
             return cls(*args)
         except Exception:  # noqa: BLE001 - an exotic constructor; fall back to the generic error
             pass
-    return exceptions.RemoteTaskError(name, module, " ".join(str(a) for a in args))
+    return exceptions.RemoteTaskError(name, module, " ".join(str(a) for a in args), traceback)
 
 
 class AsyncResult:
@@ -112,7 +112,7 @@ class AsyncResult:
         if meta is None:
             return None
         if meta.state in states.EXCEPTION_STATES:
-            return rebuild_exception(meta.result)
+            return rebuild_exception(meta.result, meta.traceback)
         return meta.result
 
     info = result
@@ -163,7 +163,7 @@ class AsyncResult:
         if meta.state in states.READY_STATES:
             self._cache = meta
         if meta.state in states.EXCEPTION_STATES:
-            exc = rebuild_exception(meta.result)
+            exc = rebuild_exception(meta.result, meta.traceback)
             if propagate:
                 raise exc
             return exc
@@ -180,12 +180,24 @@ class AsyncResult:
 class EagerResult(AsyncResult):
     """The result of a task run in this process (``Task.apply`` or TASK_ALWAYS_EAGER)."""
 
-    def __init__(self, id: str, meta: ResultMeta) -> None:  # noqa: A002
-        super().__init__(id, task_name=meta.task_name)
+    def __init__(self, id: str, meta: ResultMeta | None) -> None:  # noqa: A002
+        super().__init__(id, task_name=meta.task_name if meta else None)
         self._cache = meta
+
+    def fill(self, other: EagerResult) -> None:
+        """Take the outcome of a run that happened after this handle was returned."""
+        self._cache = other._cache
 
     def _meta(self) -> ResultMeta | None:
         return self._cache
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 0.05) -> Any:
+        """The eager run's value; it has not run yet while its transaction is open."""
+        if self._cache is None:
+            raise exceptions.TimeoutError(
+                f"Task {self.id} has not run: it runs when the transaction commits.")
+        return super().get(timeout, propagate, interval)
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""

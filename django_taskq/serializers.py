@@ -148,9 +148,9 @@ def loads(data: bytes, content_type: str, content_encoding: str = "utf-8",
         raise ContentDisallowed(
             f"Refusing {serializer.name} content ({content_type}): ACCEPT_CONTENT allows "
             f"{', '.join(sorted(accepted))}.")
-    if content_encoding == "base64":
-        data = base64.b64decode(data)
     try:
+        if content_encoding == "base64":
+            data = base64.b64decode(data, validate=True)
         return serializer.decode(data)
     except Exception as exc:  # any codec failure is bad input, never a crash
         raise SerializationError(f"Cannot decode {serializer.name} body: {exc}") from exc

@@ -138,6 +138,11 @@ class Task(Generic[P, R]):
         The returned AsyncResult's id is fixed now; nothing is sent if the transaction rolls back.
         """
         task_id = options.pop("task_id", None) or producer.new_task_id()
+        if get_settings().TASK_ALWAYS_EAGER:
+            eager = EagerResult(task_id, None)
+            transaction.on_commit(lambda: eager.fill(self.apply(args, kwargs, task_id=task_id)),
+                                  using=using)
+            return eager
         send = functools.partial(self.apply_async, args, kwargs, task_id=task_id, **options)
         transaction.on_commit(send, using=using)
         return AsyncResult(task_id, task_name=self.name)

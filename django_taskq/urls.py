@@ -25,7 +25,8 @@ def parse(url: str, *, setting: str) -> ParsedUrl:
         raise ConfigurationError(
             f"{setting} = {url!r} is not a URL; use e.g. 'db://default' or 'memory://'.")
     parts = urlsplit(url)
-    return ParsedUrl(scheme=parts.scheme.lower(), host=parts.hostname or parts.netloc,
+    host = parts.netloc.rsplit("@", 1)[-1]  # keep case: database aliases are case-sensitive
+    return ParsedUrl(scheme=parts.scheme.lower(), host=host,
                      rest=parts.path.lstrip("/"), options=dict(parse_qsl(parts.query)),
                      original=url)
 

@@ -70,3 +70,9 @@ TASKQ = {
     "WORKER_POOL": "solo",
     "POLL_INTERVAL": 0.05,
 }
+
+# Subprocess tests pass extra TASKQ keys (a short lease, the broker under test) as JSON.
+if os.environ.get("TASKQ_TEST_OVERRIDES"):
+    import json
+
+    TASKQ.update(json.loads(os.environ["TASKQ_TEST_OVERRIDES"]))

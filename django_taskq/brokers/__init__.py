@@ -22,7 +22,13 @@ def _database(url: ParsedUrl) -> Broker:
         raise ConfigurationError(
             f"BROKER_URL {url.original!r} names database alias {alias!r}, which is not in "
             f"DATABASES (aliases: {', '.join(settings.DATABASES)}).")
-    poll = float(url.options.get("poll_interval", get_settings().POLL_INTERVAL))
+    try:
+        poll = float(url.options.get("poll_interval", get_settings().POLL_INTERVAL))
+    except ValueError:
+        poll = -1.0
+    if poll <= 0:
+        raise ConfigurationError(
+            f"BROKER_URL {url.original!r}: poll_interval must be a positive number of seconds.")
     return DatabaseBroker(alias=alias, poll_interval=poll)
 
 

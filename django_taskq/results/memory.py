@@ -14,12 +14,12 @@ from .base import ResultBackend
 
 
 class MemoryResultBackend(ResultBackend):
-    """Results in a dict, guarded by a condition so ``wait`` wakes as soon as one is stored."""
+    """Results in a dict, guarded by a lock (``wait`` polls, like the database backend)."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._results: dict[str, ResultMeta] = {}
-        self._changed = threading.Condition()
+        self._changed = threading.Lock()
 
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
         now = timezone.now()
@@ -39,7 +39,6 @@ class MemoryResultBackend(ResultBackend):
                     worker=o.worker, retries=o.retries,
                     date_created=previous.date_created if previous else o.date_started)
                 self._results[o.task_id] = meta
-            self._changed.notify_all()
 
     def get(self, task_id: str) -> ResultMeta | None:
         with self._changed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from django.db import connections
@@ -16,13 +17,17 @@ from ..brokers.base import Broker, DeadLetter, Delivery
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between deletions of results older than RESULT_EXPIRES (by each worker).
+CLEANUP_INTERVAL = 300.0
+
 
 class Heartbeat(threading.Thread):
     """Every ``interval`` seconds: extend leases of ``held()``; recover expired leases."""
 
     def __init__(self, broker: Broker, *, held: Callable[[], Sequence[Delivery]], lease: float,
                  interval: float, max_deliveries: int,
-                 on_dead: Callable[[list[DeadLetter]], None]) -> None:
+                 on_dead: Callable[[list[DeadLetter]], None],
+                 cleanup: Callable[[], object] | None = None) -> None:
         super().__init__(name="taskq-heartbeat", daemon=True)
         self.broker = broker
         self.held = held
@@ -30,6 +35,8 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.max_deliveries = max_deliveries
         self.on_dead = on_dead
+        self.cleanup = cleanup
+        self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -37,7 +44,8 @@ class Heartbeat(threading.Thread):
             self.beat()
 
     def beat(self) -> None:
-        """One round: extend, then recover. Errors are logged; the next round tries again."""
+        """One round: extend, recover, now and then clean up old results. Errors are logged;
+        the next round tries again."""
         try:
             held = list(self.held())
             if held:
@@ -45,6 +53,9 @@ class Heartbeat(threading.Thread):
             dead = self.broker.recover(self.max_deliveries)
             if dead:
                 self.on_dead(dead)
+            if self.cleanup is not None and time.monotonic() >= self._next_cleanup:
+                self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL
+                self.cleanup()
         except Exception:  # noqa: BLE001 - a broker hiccup must not kill the heartbeat
             logger.warning("heartbeat failed; retrying in %.1fs", self.interval, exc_info=True)
         finally:

@@ -45,6 +45,12 @@ def check_arguments(task_name: str, bind: bool, args: tuple[Any, ...],
         raise BadMessage(f"arguments do not match task {task_name}{signature}: {exc}") from exc
 
 
+def _delivery_info(envelope: message.Envelope) -> dict[str, Any]:
+    properties = envelope.properties if isinstance(envelope.properties, dict) else {}
+    info = properties.get("delivery_info")
+    return {**(info if isinstance(info, dict) else {}), "queue": envelope.queue}
+
+
 def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], hostname: str,
             result_serializer: str) -> tuple[Job, message.DecodedMessage]:
     """Decode and check a delivered envelope.
@@ -66,7 +72,7 @@ def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], ho
         retries=decoded.retries, eta=decoded.eta, expires=decoded.expires,
         root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
         group=headers.get("group"), hostname=hostname,
-        delivery_info=dict(envelope.properties.get("delivery_info") or {}, queue=envelope.queue),
+        delivery_info=_delivery_info(envelope),
         headers=headers,
     )
     ignore = task.resolve_ignore_result(headers.get("ignore_result"))

@@ -182,8 +182,10 @@ class PreforkPool:
 
 def _child_main(conn: Connection, parent_end: Connection) -> None:
     parent_end.close()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The parent decides when children stop (a process-group SIGTERM, as systemd sends, must not
+    # cut tasks short); terminate() uses SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         try:
             job = conn.recv()

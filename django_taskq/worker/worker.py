@@ -102,7 +102,7 @@ class Worker:
         self.heartbeat = Heartbeat(
             self.broker, held=self.held_deliveries, lease=options.lease,
             interval=options.heartbeat_interval, max_deliveries=options.max_deliveries,
-            on_dead=self._record_dead)
+            on_dead=self._record_dead, cleanup=self.backend.cleanup)
 
     @property
     def capacity(self) -> int:

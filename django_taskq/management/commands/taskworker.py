@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -45,6 +46,12 @@ class Command(BaseCommand):
         self.stdout.flush()
         install_signal_handlers(worker)
         worker.run(max_tasks=options["max_tasks"], until_empty=options["burst"])
+        if worker.cold and worker.options.pool == "threads":
+            # Running threads cannot be stopped and Python would wait for them at exit; their
+            # messages were requeued, so leave now rather than finish them twice.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def _worker_options(self, options: dict[str, Any]) -> WorkerOptions:
         queues = options["queues"]
@@ -63,8 +70,8 @@ class Command(BaseCommand):
 def configure_logging(level: str) -> None:
     """Log to stderr at ``level`` unless the project configured django_taskq's logging."""
     package_logger = logging.getLogger("django_taskq")
-    package_logger.setLevel(level)
     if not package_logger.handlers and not logging.getLogger().handlers:
+        package_logger.setLevel(level)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
