@@ -101,3 +101,13 @@ def make_worker(configured):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "worker_db: uses the configured() broker fixture")
+
+
+@pytest.fixture(autouse=True)
+def fresh_queue():
+    """Every test starts with new settings caches and empty memory brokers and backends."""
+    from django_taskq.conf import reset_settings
+
+    reset_settings()
+    yield
+    reset_settings()

@@ -1,0 +1,106 @@
+"""The result backends (memory and database on every engine) and AsyncResult."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_taskq import AsyncResult, states
+from django_taskq.exceptions import RemoteTaskError, TimeoutError
+from django_taskq.outcome import Outcome, failure
+from django_taskq.results.database import DatabaseResultBackend
+from django_taskq.results.memory import MemoryResultBackend
+from tests.conftest import require_alias
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mariadb"])
+def backend(request):
+    if request.param == "memory":
+        return MemoryResultBackend()
+    alias = require_alias(request.param)
+    request.getfixturevalue("transactional_db")
+    return DatabaseResultBackend(alias=alias)
+
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def success(task_id: str, payload: bytes = b'{"a":1}') -> Outcome:
+    now = timezone.now()
+    return Outcome(task_id=task_id, task_name="t", state=states.SUCCESS, payload=payload,
+                   date_started=now, date_done=now, worker="w1")
+
+
+def test_pending_then_success(backend):
+    backend.mark_pending([("id1", "t")])
+    assert backend.get("id1").state == states.PENDING
+    backend.store(success("id1"))
+    meta = backend.get("id1")
+    assert (meta.state, meta.result, meta.worker) == (states.SUCCESS, {"a": 1}, "w1")
+    backend.mark_pending([("id1", "t")])  # a late PENDING never overwrites a result
+    assert backend.get("id1").state == states.SUCCESS
+
+
+def test_unknown_id_is_none(backend):
+    assert backend.get("never") is None
+
+
+def test_batch_store_keeps_the_last_outcome_per_id(backend):
+    backend.store_many([success("a", b"1"), success("b", b"2"), success("a", b"3")])
+    assert backend.get("a").result == 3 and backend.get("b").result == 2
+
+
+def test_failure_round_trips_as_exception(backend):
+    backend.store(failure("f", "t", KeyError("k"), traceback="Traceback ..."))
+    result = AsyncResult("f", backend=backend)
+    assert result.failed()
+    assert isinstance(result.result, KeyError)
+    assert result.traceback == "Traceback ..."
+
+
+def test_custom_exception_types_are_not_imported(backend):
+    class Custom(Exception):
+        pass
+
+    backend.store(failure("c", "t", Custom("no import"), traceback="tb"))
+    with pytest.raises(RemoteTaskError, match="Custom: no import") as info:
+        AsyncResult("c", backend=backend).get(timeout=1)
+    assert info.value.exc_type == "Custom"
+    assert info.value.remote_traceback == "tb"
+
+
+def test_binary_serializer_payload_is_stored(backend):
+    import msgpack
+
+    backend.accept = ("json", "msgpack")
+    outcome = Outcome(task_id="m", task_name="t", state=states.SUCCESS,
+                      payload=msgpack.packb({"x": [1, 2]}), content_type="application/x-msgpack",
+                      content_encoding="binary", date_done=timezone.now())
+    backend.store(outcome)
+    assert backend.get("m").result == {"x": [1, 2]}
+
+
+def test_forget_and_cleanup(backend):
+    backend.store(success("old"))
+    backend.store(success("new"))
+    backend.forget("new")
+    assert backend.get("new") is None
+    backend.expires = -1  # everything done is older than "now + 1s"
+    assert backend.cleanup() >= 1
+    assert backend.get("old") is None
+
+
+def test_get_times_out_with_a_clear_error(backend):
+    backend.mark_pending([("slow", "t")])
+    with pytest.raises(TimeoutError, match="did not finish within 0.1 seconds"):
+        AsyncResult("slow", backend=backend).get(timeout=0.1)
+
+
+def test_expired_results_are_removed_by_date(backend):
+    old = success("x")
+    backend.store(Outcome(**{**{f: getattr(old, f) for f in old.__slots__},
+                             "date_done": timezone.now() - timedelta(days=2)}))
+    backend.expires = 86400
+    assert backend.cleanup() == 1
