@@ -50,7 +50,7 @@ def _check_urls(settings: Any) -> list[checks.CheckMessage]:
     from .results import backend_from_url
 
     messages: list[checks.CheckMessage] = []
-    for (key, code), build in zip(_URL_CHECKS, (broker_from_url, backend_from_url)):
+    for (key, code), build in zip(_URL_CHECKS, (broker_from_url, backend_from_url), strict=True):
         try:
             build(getattr(settings, key))
         except ConfigurationError as exc:

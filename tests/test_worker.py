@@ -13,7 +13,7 @@ from django_taskq import AsyncResult, states
 from django_taskq.brokers import get_broker
 from django_taskq.exceptions import SerializationError
 from django_taskq.message import Envelope
-from tests.helpers import dead_letters, envelope
+from tests.helpers import dead_letters
 from tests.testapp import tasks
 
 

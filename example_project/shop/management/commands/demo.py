@@ -1,0 +1,43 @@
+"""``manage.py demo``: enqueue example tasks, wait for a worker to run them, print the results."""
+
+import time
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from django_taskq import AsyncResult
+from shop.tasks import add, refund, slow_square, welcome
+
+
+class Command(BaseCommand):
+    help = "Enqueue example tasks and show their states and results (needs a running worker)."
+
+    def handle(self, *args, **options):
+        started = time.monotonic()
+        with transaction.atomic():  # the user and the message commit together (database broker)
+            user, _ = User.objects.get_or_create(username="ada",
+                                                 defaults={"email": "ada@example.com"})
+            mail = welcome.delay(user.pk)
+        results = {
+            "add.delay(2, 3)": add.delay(2, 3),
+            "slow_square.delay(7)": slow_square.delay(7),
+            "welcome.delay(ada)": mail,
+            "refund.delay(42)": refund.delay(42),
+            "add.apply_async((1, 1), countdown=1)": add.apply_async((1, 1), countdown=1),
+        }
+        bulk = add.delay_many([(i, i) for i in range(100)])
+        self.stdout.write(f"enqueued {len(results) + len(bulk)} tasks; states right now:")
+        for label, result in results.items():
+            self.stdout.write(f"  {label:42} {result.state}")
+        self.stdout.write("waiting for the worker...")
+        for label, result in results.items():
+            value = result.get(timeout=60, propagate=False)
+            shown = f"{type(value).__name__}: {value}" if isinstance(value, Exception) else value
+            self.stdout.write(f"  {label:42} {result.state:8} {shown!r}")
+        total = sum(r.get(timeout=60) for r in bulk)
+        self.stdout.write(f"  {'add.delay_many(100 pairs)':42} SUCCESS  sum={total}")
+        unknown = AsyncResult("no-such-task-id")
+        self.stdout.write(f"  {'AsyncResult(unknown id)':42} {unknown.state:8} "
+                          f"known={unknown.known}")
+        self.stdout.write(f"done in {time.monotonic() - started:.1f}s")

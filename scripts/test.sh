@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite. Installs what it needs into local virtualenvs, then runs pytest once per
+# supported Django line whose Python is on this machine:
+#   main      python3 (3.10+)  + the newest Django the package allows (5.2 LTS on 3.10/3.11)
+#   django6   Python 3.12+     + Django 6.x     (skipped with a note when no 3.12 is found)
+#   django42  Python 3.10      + Django 4.2 LTS (skipped with a note when no 3.10 is found)
+# Extra arguments go to pytest. TASKQ_TEST_LEGS="main" limits the legs.
+# Tests needing PostgreSQL, MariaDB, Redis or RabbitMQ skip when those are unreachable, unless
+# TASKQ_REQUIRE_SERVICES=1 (CI), where they fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LEGS=${TASKQ_TEST_LEGS:-main django6 django42}
+
+find_python() {  # find_python 3.12 -> a python3.12 executable, or nothing
+    local version=$1
+    if command -v "python$version" > /dev/null; then command -v "python$version"; return; fi
+    if command -v pyenv > /dev/null; then
+        ls -d "$(pyenv root)"/versions/"$version".*/bin/python 2> /dev/null | sort -V | tail -n 1
+    fi
+}
+
+run_leg() {  # run_leg NAME VENV PYTHON DJANGO_SPEC [pytest args]
+    local name=$1 venv=$2 python=$3 django=$4
+    shift 4
+    echo "=== $name: $("$python" --version 2>&1), $django"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    if ! "$venv/bin/python" -m pip install -e ".[dev]" "$django" > "$venv/install.log" 2>&1; then
+        cat "$venv/install.log"
+        return 1
+    fi
+    "$venv/bin/python" -m ruff check --quiet django_taskq tests example_project bench
+    "$venv/bin/python" -m pytest "$@"
+}
+
+status=0
+for leg in $LEGS; do
+    case $leg in
+        main) run_leg main .venv "${PYTHON:-python3}" "Django>=4.2" "$@" || status=1 ;;
+        django6)
+            py=$(find_python 3.12)
+            if [ -n "$py" ]; then run_leg django6 .venv-django6 "$py" "Django>=6.0,<7" "$@" || status=1
+            else echo "=== django6: skipped, no Python 3.12 on this machine"; fi ;;
+        django42)
+            py=$(find_python 3.10)
+            if [ -n "$py" ]; then run_leg django42 .venv-django42 "$py" "Django>=4.2,<5.0" "$@" || status=1
+            else echo "=== django42: skipped, no Python 3.10 on this machine"; fi ;;
+        *) echo "unknown leg $leg"; exit 2 ;;
+    esac
+done
+exit $status
