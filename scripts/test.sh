@@ -11,12 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LEGS=${TASKQ_TEST_LEGS:-main django6 django42}
 
-find_python() {  # find_python 3.12 -> a python3.12 executable, or nothing
-    local version=$1
-    if command -v "python$version" > /dev/null; then command -v "python$version"; return; fi
-    if command -v pyenv > /dev/null; then
-        ls -d "$(pyenv root)"/versions/"$version".*/bin/python 2> /dev/null | sort -V | tail -n 1
-    fi
+find_python() {  # find_python 3.12 -> a working python3.12 executable, or nothing
+    local version=$1 candidate
+    for candidate in "$(command -v "python$version" || true)" \
+        $( (command -v pyenv > /dev/null && ls -d "$(pyenv root)"/versions/"$version".*/bin/python) \
+           2> /dev/null | sort -V -r); do
+        # pyenv shims exist for versions that are not selected: check that it really runs.
+        if [ -n "$candidate" ] && "$candidate" -c "import venv" > /dev/null 2>&1; then
+            echo "$candidate"
+            return
+        fi
+    done
 }
 
 run_leg() {  # run_leg NAME VENV PYTHON DJANGO_SPEC [pytest args]
