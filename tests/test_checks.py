@@ -62,7 +62,7 @@ def test_messages_say_how_to_fix(settings):
     assert "TASKQ_BROKER_URL" in message.hint
 
 
-@pytest.mark.django_db  # Django 6's check command also inspects the database
+@pytest.mark.django_db(databases="__all__")  # Django 6 checks every database too
 def test_manage_py_check_fails_on_errors(settings):
     settings.TASKQ = {"WORKER_POOL": "nope"}
     with pytest.raises(SystemCheckError, match="django_taskq.E002"):
