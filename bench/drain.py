@@ -18,9 +18,11 @@ temporary directory; PostgreSQL: database ``taskq_bench``, dropped and recreated
   ``run() wall`` = N / (time until run() returned), which also includes the worker's final
   empty-queue poll and shutdown.
 
-Every phase starts from empty tables. Nothing in django_taskq is patched; the benchmark only
-wraps the worker's settler, the broker's reserve and the connection's execute hook to count
-batches, queries and connections.
+Every phase starts from empty tables (PostgreSQL: TRUNCATE; SQLite: DELETE). Nothing in
+django_taskq is patched: the benchmark only wraps the worker's settler and the broker's reserve
+(to time the last ack and count batches) and the default connection's execute hook and commit
+(to count statements and the time spent in them). ``--breakdown`` lists that time per statement
+kind; ``--profile`` runs every timed phase under cProfile (much slower; read it for proportions).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "precedes each drain, as autovacuum would on a long-lived table "
                              "(default on)")
     parser.add_argument("--profile", action="store_true",
-                        help="run each drain under cProfile and print the top functions to stderr")
+                        help="run each timed phase under cProfile and print the top functions "
+                             "to stderr (the rates printed are then profiled rates)")
     parser.add_argument("--profile-lines", type=int, default=30)
     parser.add_argument("--breakdown", action="store_true",
                         help="list each statement kind under its row: count, ms each, total")
@@ -181,22 +184,32 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
     import django
     from django.db import connection
 
-    cpu = ""
+    cpu, memory = "", ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+        memory = f"{kib / 1024 / 1024:.1f} GiB"
     with connection.cursor() as cursor:
         if args.db == "postgres":
             cursor.execute("SHOW server_version")
             server = "PostgreSQL " + cursor.fetchone()[0]
+            cursor.execute("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', "
+                           "'synchronous_commit', 'autovacuum', 'shared_buffers', "
+                           "'wal_sync_method') ORDER BY name")
         else:
             cursor.execute("SELECT sqlite_version()")
             server = "SQLite " + cursor.fetchone()[0]
-    return {"host": socket.gethostname(), "cpus": os.cpu_count(), "cpu": cpu,
+            cursor.execute("SELECT 'journal_mode', journal_mode FROM pragma_journal_mode "
+                           "UNION ALL SELECT 'synchronous', synchronous FROM pragma_synchronous")
+        server_settings = {name: str(value) for name, value in cursor.fetchall()}
+    return {"host": socket.gethostname(), "cpus": os.cpu_count(), "cpu": cpu, "memory": memory,
             "platform": platform.platform(), "python": platform.python_version(),
-            "django": django.get_version(), "database": server}
+            "django": django.get_version(), "database": server,
+            "database_settings": server_settings}
 
 
 # -- instrumentation ----------------------------------------------------------------------------
@@ -407,7 +420,9 @@ def measure_drain(args: argparse.Namespace, task: Any, label: str, prefetch: int
 
 def table(report: dict[str, Any], breakdown: bool = False) -> str:
     lines = [f"django_taskq throughput: {report['db']} ({report['machine']['database']}), "
-             f"{report['machine']['cpus']} CPUs, CONN_MAX_AGE={report['conn_max_age']}", ""]
+             f"{report['machine']['cpus']} CPUs, CONN_MAX_AGE={report['conn_max_age']}",
+             "database settings: " + ", ".join(
+                 f"{k}={v}" for k, v in report["machine"]["database_settings"].items()), ""]
 
     def statements(row: dict[str, Any]) -> None:
         if breakdown:
@@ -441,6 +456,9 @@ def table(report: dict[str, Any], breakdown: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for variable in ("TASKQ_BROKER_URL", "TASKQ_RESULT_BACKEND"):  # they would override TASKQ
+        if os.environ.pop(variable, None):
+            print(f"note: ignoring {variable} from the environment", file=sys.stderr)
     workdir = tempfile.mkdtemp(prefix="taskq-bench-")
     try:
         configure(args, workdir)

@@ -53,6 +53,8 @@ DATABASES = {
 }
 if services.wanted(services.POSTGRES):
     DATABASES["postgres"] = {"ENGINE": "django.db.backends.postgresql", **services.POSTGRES,
+                             # persistent connections when a test asks (restart test)
+                             "CONN_MAX_AGE": None if os.environ.get("TASKQ_TEST_PERSISTENT") else 0,
                              "TEST": {"NAME": os.environ.get("TASKQ_TEST_PG_TESTNAME",
                                                              "test_taskq")}}
 if services.wanted(services.MARIADB):

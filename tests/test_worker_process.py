@@ -35,8 +35,11 @@ def alias(request, settings):
 class WorkerProcess:
     """``python -m django taskworker`` against the test database of ``alias``."""
 
-    def __init__(self, alias: str, *args: str, lease: float = 2.0) -> None:
+    def __init__(self, alias: str, *args: str, lease: float = 2.0,
+                 persistent_connections: bool = False) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), DJANGO_SETTINGS_MODULE="tests.settings")
+        if persistent_connections:
+            env["TASKQ_TEST_PERSISTENT"] = "1"
         env["TASKQ_TEST_SQLITE"] = str(connections["default"].settings_dict["NAME"])
         if "postgres" in settings.DATABASES:
             env["TASKQ_TEST_PG_NAME"] = connections["postgres"].settings_dict["NAME"]
@@ -132,3 +135,29 @@ def test_second_signal_requeues_the_running_task_and_exits(alias, tmp_path):
     assert slow.state == states.PENDING
     [message] = QueuedMessage.objects.using(alias).all()
     assert (message.state, message.attempts) == ("ready", 1)  # the started attempt counts
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_tasks_after_a_database_restart_work(settings, pool):
+    """Every session of the worker is cut (as a PostgreSQL restart does); the next task works.
+
+    With persistent connections (CONN_MAX_AGE=None), which is where a stale one survives.
+    """
+    alias = require_alias("postgres")
+    url = "db://postgres"
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url}
+    worker = WorkerProcess(alias, "--pool", pool, "--concurrency", "1",
+                           persistent_connections=True)
+    try:
+        assert tasks.count_users.delay(alias).get(timeout=30) == 0
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        time.sleep(1.5)  # idle, as a worker is while its database restarts
+        assert tasks.count_users.delay(alias).get(timeout=30) == 0
+        worker.signal(signal.SIGTERM)
+        code, output = worker.wait()
+    finally:
+        worker.stop()
+    assert code == 0, output
+    assert "task failed" not in output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 
 from django.db import connections
@@ -14,15 +15,25 @@ from ..outcome import Outcome, failure
 from ..registry import registry
 from .job import Job
 
+#: After this many idle seconds a task first checks that its connections still work (the
+#: database may have restarted meanwhile); busy workers skip the check's round trip.
+IDLE_CHECK_AFTER = 1.0
+_last_task_end = 0.0
 
-def close_stale_connections() -> None:
+
+def close_stale_connections(check_liveness: bool = False) -> None:
     """Close broken or expired database connections, as Django does around each request.
 
-    Connections inside an atomic block are left alone (a test's transaction, or a caller's).
+    With ``check_liveness``, also close open connections that no longer answer, so the first task
+    after a database restart reconnects instead of failing. Connections inside an atomic block
+    are left alone (a test's transaction, or a caller's).
     """
     for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
+        if connection.in_atomic_block:
+            continue
+        connection.close_if_unusable_or_obsolete()
+        if check_liveness and connection.connection is not None and not connection.is_usable():
+            connection.close()
 
 
 def execute(job: Job) -> Outcome:
@@ -30,8 +41,10 @@ def execute(job: Job) -> Outcome:
     request = job.request
     common = {"worker": request.hostname or "", "retries": request.retries,
               "ignore_result": job.ignore_result, "serializer": job.result_serializer}
+    global _last_task_end
     started = timezone.now()
-    close_stale_connections()  # a database restart since the last task must not fail this one
+    # A database restart since the last task must not fail this one.
+    close_stale_connections(check_liveness=time.monotonic() - _last_task_end > IDLE_CHECK_AFTER)
     try:
         with activate(request):
             value = registry.get(job.task_name).run(*request.args, **request.kwargs)
@@ -44,6 +57,7 @@ def execute(job: Job) -> Outcome:
                        date_done=timezone.now(), traceback=traceback.format_exc(), **common)
     finally:
         close_stale_connections()
+        _last_task_end = time.monotonic()
     common.pop("serializer")
     return Outcome(task_id=request.id or "", task_name=job.task_name, state=states.SUCCESS,
                    payload=payload, content_type=content_type, content_encoding=encoding,

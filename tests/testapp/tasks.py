@@ -50,7 +50,7 @@ def record_and_sleep(path, seconds):
 
 
 @task
-def count_users():
+def count_users(using="default"):
     from django.contrib.auth.models import User
 
-    return User.objects.count()
+    return User.objects.using(using).count()
