@@ -212,6 +212,21 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
             "database_settings": server_settings}
 
 
+def revision() -> dict[str, Any]:
+    """The commit being measured, and whether django_taskq/ differs from it."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "django_taskq_modified": bool(git("status", "--porcelain", "--", "django_taskq"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "django_taskq_modified": None}
+
+
 # -- instrumentation ----------------------------------------------------------------------------
 
 
@@ -419,8 +434,11 @@ def measure_drain(args: argparse.Namespace, task: Any, label: str, prefetch: int
 
 
 def table(report: dict[str, Any], breakdown: bool = False) -> str:
+    dirty = " + uncommitted django_taskq changes" if report["revision"]["django_taskq_modified"] \
+        else ""
     lines = [f"django_taskq throughput: {report['db']} ({report['machine']['database']}), "
              f"{report['machine']['cpus']} CPUs, CONN_MAX_AGE={report['conn_max_age']}",
+             f"commit {(report['revision']['commit'] or '?')[:12]}{dirty}",
              "database settings: " + ", ".join(
                  f"{k}={v}" for k, v in report["machine"]["database_settings"].items()), ""]
 
@@ -459,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     for variable in ("TASKQ_BROKER_URL", "TASKQ_RESULT_BACKEND"):  # they would override TASKQ
         if os.environ.pop(variable, None):
             print(f"note: ignoring {variable} from the environment", file=sys.stderr)
+    code_revision = revision()  # before the run: the code that was imported
+    load_before = os.getloadavg()
     workdir = tempfile.mkdtemp(prefix="taskq-bench-")
     try:
         configure(args, workdir)
@@ -475,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
             for prefetch in args.prefetch:
                 results.append(measure_drain(args, task, label, prefetch, stores))
         report = {"db": args.db, "tasks": args.tasks, "conn_max_age": args.conn_max_age,
-                  "pool": "solo", "concurrency": 1, "machine": machine(args),
+                  "pool": "solo", "concurrency": 1, "revision": code_revision,
+                  "machine": machine(args),
+                  "load_average_before": load_before, "load_average_after": os.getloadavg(),
                   "argv": sys.argv[1:], "results": results}
     finally:
         from django.db import connections
