@@ -21,17 +21,24 @@ IDLE_CHECK_AFTER = 1.0
 _last_task_end = 0.0
 
 
-def close_stale_connections(check_liveness: bool = False) -> None:
+def close_stale_connections(check_liveness: bool = False, keep: tuple[str, ...] = ()) -> None:
     """Close broken or expired database connections, as Django does around each request.
 
     With ``check_liveness``, also close open connections that no longer answer, so the first task
-    after a database restart reconnects instead of failing. Connections inside an atomic block
-    are left alone (a test's transaction, or a caller's).
+    after a database restart reconnects instead of failing. Aliases in ``keep`` are the worker's
+    own (solo pool: the broker's connection is the task's): they are closed only when broken,
+    never for age, since the worker would reopen them at once. Connections inside an atomic
+    block are left alone (a test's transaction, or a caller's).
     """
     for connection in connections.all(initialized_only=True):
         if connection.in_atomic_block:
             continue
-        connection.close_if_unusable_or_obsolete()
+        if connection.alias in keep:
+            if connection.errors_occurred and connection.connection is not None \
+                    and not connection.is_usable():
+                connection.close()
+        else:
+            connection.close_if_unusable_or_obsolete()
         if check_liveness and connection.connection is not None and not connection.is_usable():
             connection.close()
 
@@ -44,7 +51,8 @@ def execute(job: Job) -> Outcome:
     global _last_task_end
     started = timezone.now()
     # A database restart since the last task must not fail this one.
-    close_stale_connections(check_liveness=time.monotonic() - _last_task_end > IDLE_CHECK_AFTER)
+    close_stale_connections(check_liveness=time.monotonic() - _last_task_end > IDLE_CHECK_AFTER,
+                            keep=job.keep_connections)
     try:
         with activate(request):
             value = registry.get(job.task_name).run(*request.args, **request.kwargs)
@@ -56,7 +64,7 @@ def execute(job: Job) -> Outcome:
         return failure(job.request.id or "", job.task_name, exc, date_started=started,
                        date_done=timezone.now(), traceback=traceback.format_exc(), **common)
     finally:
-        close_stale_connections()
+        close_stale_connections(keep=job.keep_connections)
         _last_task_end = time.monotonic()
     common.pop("serializer")
     return Outcome(task_id=request.id or "", task_name=job.task_name, state=states.SUCCESS,

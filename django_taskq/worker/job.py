@@ -22,6 +22,7 @@ class Job:
     request: Request
     ignore_result: bool
     result_serializer: str
+    keep_connections: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -52,7 +53,8 @@ def _delivery_info(envelope: message.Envelope) -> dict[str, Any]:
 
 
 def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], hostname: str,
-            result_serializer: str) -> tuple[Job, message.DecodedMessage]:
+            result_serializer: str, keep_connections: tuple[str, ...] = ()
+            ) -> tuple[Job, message.DecodedMessage]:
     """Decode and check a delivered envelope.
 
     Raises:
@@ -77,5 +79,5 @@ def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], ho
     )
     ignore = task.resolve_ignore_result(headers.get("ignore_result"))
     job = Job(key=key, task_name=decoded.task_name, request=request, ignore_result=ignore,
-              result_serializer=result_serializer)
+              result_serializer=result_serializer, keep_connections=keep_connections)
     return job, decoded

@@ -88,6 +88,10 @@ class Worker:
         self.accept = settings.ACCEPT_CONTENT
         self.result_serializer = settings.RESULT_SERIALIZER
         self.pool = make_pool(options.pool, options.concurrency)
+        # Solo tasks run on the worker's own thread and so share its database connections.
+        self.keep_connections = tuple(
+            {getattr(self.broker, "alias", None), getattr(self.backend, "alias", None)} - {None}
+        ) if options.pool == "solo" else ()
         self.settler = Settler(self.broker, self.backend)
         self.prefetched: deque[tuple[Delivery, Job]] = deque()
         self.running: dict[int, tuple[Delivery, Job]] = {}
@@ -163,7 +167,8 @@ class Worker:
         try:
             job, decoded = prepare(next(self._keys), delivery.envelope, accept=self.accept,
                                    hostname=self.options.hostname,
-                                   result_serializer=self.result_serializer)
+                                   result_serializer=self.result_serializer,
+                                   keep_connections=self.keep_connections)
         except BadMessage as exc:
             self._reject(delivery, exc)
             return
