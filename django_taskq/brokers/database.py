@@ -79,6 +79,10 @@ class DatabaseBroker(Broker):
 
     @_connection_errors
     def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        connection = connections[self.alias]
+        if connection.vendor == "postgresql" and len(envelopes) > 1:
+            self._insert_pipelined(connection, envelopes)
+            return
         now = self.now()
         rows = [self._model(
             queue=e.queue, message_id=e.message_id, task_name=e.task_name, priority=e.priority,
@@ -86,6 +90,27 @@ class DatabaseBroker(Broker):
             content_encoding=e.content_encoding, available_at=e.eta or now, created_at=now,
         ) for e in envelopes]
         self._rows().bulk_create(rows, batch_size=500)
+
+    def _insert_pipelined(self, connection: Any, envelopes: Sequence[Envelope]) -> None:
+        """PostgreSQL bulk insert: one prepared statement, executed pipelined by psycopg.
+
+        A single multi-row INSERT costs more in client-side query parsing than the rows
+        themselves (bench/README.md); executemany sends them all in one round trip.
+        """
+        qn = connection.ops.quote_name
+        columns = ("queue", "message_id", "task_name", "priority", "headers", "properties",
+                   "body", "content_type", "content_encoding", "available_at", "created_at",
+                   "state", "attempts", "locked_by")
+        marks = ", ".join("%s::jsonb" if c in ("headers", "properties") else "%s"
+                          for c in columns)
+        sql = (f"INSERT INTO {qn(self._model._meta.db_table)} "
+               f"({', '.join(qn(c) for c in columns)}) VALUES ({marks})")
+        now = self.now()
+        rows = [(e.queue, e.message_id, e.task_name, e.priority, json.dumps(e.headers),
+                 json.dumps(e.properties), e.body, e.content_type, e.content_encoding,
+                 e.eta or now, now, "ready", 0, "") for e in envelopes]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
 
     @_connection_errors
     def reserve(self, queues: Sequence[str], *, max_messages: int, lease: float, worker: str,
