@@ -206,3 +206,37 @@ def test_enqueue_joins_the_callers_transaction(broker):
     with transaction.atomic(using=broker.alias):
         broker.enqueue(envelope())
     assert broker.size("default") == 1
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "postgres", "mariadb"])
+def test_recover_and_dead_letter_work_while_another_connection_writes(broker, clock):
+    """SQLite refuses a read-then-write transaction while another writer is busy: the broker's
+    maintenance transactions must write first, so they wait instead of failing."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_writing() -> None:
+        try:
+            while not stop.is_set():
+                broker.enqueue_many([envelope("noise") for _ in range(20)])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+
+    broker.enqueue_many([envelope() for _ in range(30)])
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        for _ in range(15):
+            got = reserve(broker, n=2)
+            broker.dead_letter(got[0], "bad")
+            clock.advance(LEASE + 1)
+            broker.recover(max_deliveries=5)
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert errors == []
+    assert len(dead_letters(broker)) == 15

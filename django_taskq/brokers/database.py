@@ -220,6 +220,9 @@ class DatabaseBroker(Broker):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with transaction.atomic(using=self.alias):
             for rows in self._owned([delivery]):
+                # Write first: SQLite refuses (at once, busy timeout or not) a transaction that
+                # reads and then wants to write while another connection writes.
+                rows.update(state="reserved")
                 self._bury(list(rows.select_for_update()), reason)
 
     def _bury(self, rows: list[Any], reason: str | Callable[[Any], str]) -> None:
@@ -246,12 +249,13 @@ class DatabaseBroker(Broker):
         skip_locked = connections[self.alias].features.has_select_for_update_skip_locked
         expired = self._rows().filter(state="reserved", locked_until__lt=now)
         with transaction.atomic(using=self.alias):
+            # The write comes first: see dead_letter() on SQLite's lock upgrade.
+            returned = expired.filter(attempts__lt=max_deliveries).update(
+                state="ready", locked_until=None, locked_by="", available_at=now)
             poison = list(expired.filter(attempts__gte=max_deliveries)
                           .select_for_update(skip_locked=skip_locked))
             if poison:
                 self._bury(poison, lambda row: worker_lost_reason(row.attempts))
-            returned = expired.filter(attempts__lt=max_deliveries).update(
-                state="ready", locked_until=None, locked_by="", available_at=now)
         if returned:
             self._wake.set()
         return [DeadLetter(self._delivery(tuple(getattr(r, c) for c in _COLUMNS), "").envelope,

@@ -101,6 +101,7 @@ class Worker:
         self._stop_started: float | None = None
         self._keys = itertools.count(1)
         self._next_poll = 0.0
+        self._claim_was_short = False
         self._held_lock = threading.Lock()
         self._in_task = False
         self.heartbeat = Heartbeat(
@@ -158,10 +159,17 @@ class Worker:
         deliveries = self.broker.reserve(
             self.options.queues, max_messages=want, lease=self.options.lease,
             worker=self.options.hostname, timeout=self.options.poll_interval if idle else 0.0)
+        self._claim_was_short = len(deliveries) < want
         if not deliveries and not idle:
             self._next_poll = time.monotonic() + self.options.poll_interval
-        for delivery in deliveries:
-            self._accept(delivery)
+        for index, delivery in enumerate(deliveries):
+            try:
+                self._accept(delivery)
+            except BaseException:
+                # Do not leave the rest of the batch leased (and unextended) until expiry.
+                _attempt(lambda rest=deliveries[index + 1:]: self.broker.release(rest),
+                         "release the rest of a claimed batch")
+                raise
 
     def _accept(self, delivery: Delivery) -> None:
         try:
@@ -277,7 +285,8 @@ class Worker:
     def _done(self, max_tasks: int | None, until_empty: bool) -> bool:
         if max_tasks is not None and self.processed >= max_tasks and not self.stopping:
             self.request_stop()
-        if until_empty and not self.stopping and self._idle() and self._queues_empty():
+        if until_empty and not self.stopping and self._idle() and self._claim_was_short \
+                and self._queues_empty():
             self.request_stop()
         timeout = self.options.shutdown_timeout
         if self.stopping and timeout is not None and self._stop_started is not None \
