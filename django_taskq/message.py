@@ -6,6 +6,7 @@ fields; the body is ``[args, kwargs, embed]`` where embed holds callbacks, errba
 
 from __future__ import annotations
 
+import functools
 import os
 import reprlib
 import socket
@@ -61,9 +62,14 @@ class DecodedMessage:
     retries: int
 
 
+@functools.lru_cache(maxsize=1)
+def _hostname() -> str:
+    return socket.gethostname()  # a system call; asked once, not per message
+
+
 def origin() -> str:
-    """Who sent a message: ``gen<pid>@<host>``, as Celery writes it."""
-    return f"gen{os.getpid()}@{socket.gethostname()}"
+    """Who sent a message: ``gen<pid>@<host>``, as Celery writes it (the pid changes on fork)."""
+    return f"gen{os.getpid()}@{_hostname()}"
 
 
 def _iso(value: datetime | None) -> str | None:

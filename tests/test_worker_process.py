@@ -62,6 +62,12 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.communicate()
 
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()  # never leave a worker behind, whatever the test did
+
 
 def wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
@@ -77,23 +83,17 @@ def runs(marker: Path) -> int:
 def test_sigkill_mid_task_loses_nothing_and_reruns_once(alias, tmp_path):
     marker = tmp_path / "runs"
     result = tasks.record_and_sleep.delay(str(marker), 1.5)
-    first = WorkerProcess(alias, "--pool", "solo")
-    try:
+    with WorkerProcess(alias, "--pool", "solo") as first:
         wait_for(lambda: runs(marker) == 1)
         first.proc.kill()  # SIGKILL: no chance to release anything
         first.wait()
-    finally:
-        first.stop()
     assert result.state == states.PENDING
-    second = WorkerProcess(alias, "--pool", "solo")
-    try:
+    with WorkerProcess(alias, "--pool", "solo") as second:
         assert result.get(timeout=30) == "slept"
         assert runs(marker) == 2  # once killed, once to completion: re-run exactly once
         assert QueuedMessage.objects.using(alias).count() == 0
         second.signal(signal.SIGTERM)
         code, output = second.wait()
-    finally:
-        second.stop()
     assert code == 0, output
     assert "task succeeded name=tests.testapp.tasks.record_and_sleep" in output
 
@@ -103,14 +103,11 @@ def test_sigterm_finishes_running_task_and_releases_the_rest(alias, tmp_path, po
     marker = tmp_path / "runs"
     slow = tasks.record_and_sleep.delay(str(marker), 1.0)
     waiting = tasks.add.delay_many([(1, 1)] * 3)
-    worker = WorkerProcess(alias, "--pool", pool, "--concurrency", "1",
-                           "--prefetch-multiplier", "4")
-    try:
+    with WorkerProcess(alias, "--pool", pool, "--concurrency", "1",
+                           "--prefetch-multiplier", "4") as worker:
         wait_for(lambda: runs(marker) == 1)
         worker.signal(signal.SIGTERM)
         code, output = worker.wait()
-    finally:
-        worker.stop()
     assert code == 0, output
     assert slow.state == states.SUCCESS
     assert all(r.state == states.PENDING for r in waiting)
@@ -122,15 +119,12 @@ def test_sigterm_finishes_running_task_and_releases_the_rest(alias, tmp_path, po
 def test_second_signal_requeues_the_running_task_and_exits(alias, tmp_path):
     marker = tmp_path / "runs"
     slow = tasks.record_and_sleep.delay(str(marker), 60)
-    worker = WorkerProcess(alias, "--pool", "solo")
-    try:
+    with WorkerProcess(alias, "--pool", "solo") as worker:
         wait_for(lambda: runs(marker) == 1)
         worker.signal(signal.SIGTERM)
         time.sleep(0.3)
         worker.signal(signal.SIGINT)
         code, output = worker.wait(timeout=20)
-    finally:
-        worker.stop()
     assert code == 0, output
     assert slow.state == states.PENDING
     [message] = QueuedMessage.objects.using(alias).all()
@@ -146,9 +140,8 @@ def test_tasks_after_a_database_restart_work(settings, pool):
     alias = require_alias("postgres")
     url = "db://postgres"
     settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url}
-    worker = WorkerProcess(alias, "--pool", pool, "--concurrency", "1",
-                           persistent_connections=True)
-    try:
+    with WorkerProcess(alias, "--pool", pool, "--concurrency", "1",
+                           persistent_connections=True) as worker:
         assert tasks.count_users.delay(alias).get(timeout=30) == 0
         with connections[alias].cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -157,7 +150,5 @@ def test_tasks_after_a_database_restart_work(settings, pool):
         assert tasks.count_users.delay(alias).get(timeout=30) == 0
         worker.signal(signal.SIGTERM)
         code, output = worker.wait()
-    finally:
-        worker.stop()
     assert code == 0, output
     assert "task failed" not in output
