@@ -12,7 +12,7 @@ from django_taskq.brokers.memory import MemoryBroker
 from tests import services
 
 DB_ALIASES = {"sqlite": "default", "postgres": "postgres", "mariadb": "mariadb"}
-BROKER_KINDS = ["memory", *DB_ALIASES]
+BROKER_KINDS = ["memory", *DB_ALIASES, "redis"]
 
 
 class Clock:
@@ -31,6 +31,27 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+def require_service(url: str, name: str) -> str:
+    """``url`` when its server answers; skip (or, in CI, fail) when it does not."""
+    if not services.url_reachable(url):
+        assert not services.REQUIRED, f"{name} at {url} is required (TASKQ_REQUIRE_SERVICES=1)"
+        pytest.skip(f"{name} is not reachable at {url}")
+    return url
+
+
+@pytest.fixture
+def redis_url():
+    """The test Redis database, emptied before and after the test."""
+    import redis
+
+    url = require_service(services.REDIS_URL, "Redis")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
 
 
 def require_alias(kind: str) -> str:
@@ -52,6 +73,14 @@ def broker(broker_kind: str, clock: Clock, request: pytest.FixtureRequest):
     """A fresh, empty broker of each kind, on the fake clock."""
     if broker_kind == "memory":
         return MemoryBroker(now=clock)
+    if broker_kind == "redis":
+        from django_taskq.brokers.redis import RedisBroker
+        from django_taskq.urls import parse
+
+        url = request.getfixturevalue("redis_url")
+        made = RedisBroker(parse(url, setting="BROKER_URL"), poll_interval=0.01, now=clock)
+        request.addfinalizer(made.close)
+        return made
     alias = require_alias(broker_kind)
     request.getfixturevalue("transactional_db")
     return DatabaseBroker(alias=alias, poll_interval=0.01, now=clock)
@@ -71,6 +100,8 @@ def configured(broker_kind: str, request: pytest.FixtureRequest, settings):
     """TASKQ pointed at ``broker_kind`` for both broker and results; yields the URL used."""
     if broker_kind == "memory":
         url = "memory://"
+    elif broker_kind == "redis":
+        url = request.getfixturevalue("redis_url")
     else:
         alias = require_alias(broker_kind)
         request.getfixturevalue("transactional_db")

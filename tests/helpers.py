@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from django_taskq.brokers.base import Broker
-from django_taskq.brokers.memory import MemoryBroker
 from django_taskq.message import Envelope, build_envelope
 
 
@@ -19,10 +18,5 @@ def envelope(queue: str = "default", *, task: str = "tests.testapp.tasks.add",
 
 
 def dead_letters(broker: Broker) -> list[tuple[str, str]]:
-    """(task id, reason) of every dead letter the broker holds."""
-    if isinstance(broker, MemoryBroker):
-        return [(d.envelope.message_id, d.reason) for d in broker.dead_letters]
-    from django_taskq.models import DeadLetterMessage
-
-    rows = DeadLetterMessage.objects.using(broker.alias).order_by("id")  # type: ignore[attr-defined]
-    return [(r.message_id, r.reason) for r in rows]
+    """(task id, reason) of every dead letter the broker holds, oldest first."""
+    return [(d.envelope.message_id, d.reason) for d in broker.dead_letter_list(limit=1000)]

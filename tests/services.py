@@ -26,6 +26,9 @@ MARIADB = {
     "NAME": os.environ.get("TASKQ_TEST_MYSQL_NAME", "test"),
 }
 
+REDIS_URL = os.environ.get("TASKQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+AMQP_URL = os.environ.get("TASKQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     """Whether a TCP connection to host:port opens within ``timeout``."""
@@ -34,6 +37,14 @@ def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def url_reachable(url: str) -> bool:
+    """Whether the host and port of a service URL accept a TCP connection."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return reachable(parts.hostname or "127.0.0.1", parts.port or 0)
 
 
 def wanted(config: dict) -> bool:

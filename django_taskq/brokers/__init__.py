@@ -9,10 +9,8 @@ from ..urls import ParsedUrl
 from .base import Broker, DeadLetter, Delivery
 
 
-def _database(url: ParsedUrl) -> Broker:
-    from .database import DatabaseBroker
-
-    alias = database_alias(url, "BROKER_URL")
+def _poll_interval(url: ParsedUrl) -> float:
+    """How long an idle worker waits per round: ``?poll_interval=`` or POLL_INTERVAL."""
     try:
         poll = float(url.options.get("poll_interval", get_settings().POLL_INTERVAL))
     except ValueError:
@@ -20,7 +18,19 @@ def _database(url: ParsedUrl) -> Broker:
     if poll <= 0:
         raise ConfigurationError(
             f"BROKER_URL {url.original!r}: poll_interval must be a positive number of seconds.")
-    return DatabaseBroker(alias=alias, poll_interval=poll)
+    return poll
+
+
+def _database(url: ParsedUrl) -> Broker:
+    from .database import DatabaseBroker
+
+    return DatabaseBroker(alias=database_alias(url, "BROKER_URL"), poll_interval=_poll_interval(url))
+
+
+def _redis(url: ParsedUrl) -> Broker:
+    from . import redis
+
+    return redis.from_url(url, poll_interval=_poll_interval(url))
 
 
 def _memory(url: ParsedUrl) -> Broker:
@@ -30,8 +40,10 @@ def _memory(url: ParsedUrl) -> Broker:
     return slot.named.setdefault(url.host or "default", MemoryBroker())
 
 
-slot: EngineSlot[Broker] = EngineSlot("BROKER_URL", {"db": _database, "memory": _memory},
-                                      close=lambda broker: broker.close())
+slot: EngineSlot[Broker] = EngineSlot(
+    "BROKER_URL",
+    {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis},
+    close=lambda broker: broker.close())
 SCHEMES = slot.schemes
 broker_from_url = slot.from_url
 get_broker = slot.get

@@ -79,6 +79,11 @@ class Broker(ABC):
     def requeue(self, delivery: Delivery, eta: datetime | None = None) -> None:
         """Make a leased message ready again (at ``eta``), keeping its attempt count."""
 
+    def defer(self, delivery: Delivery, eta: datetime) -> None:
+        """Put back a message that arrived before its ``eta`` (a Celery producer's ETA message),
+        undoing the attempt; it is not held in worker memory while it waits."""
+        self.requeue(delivery, eta)
+
     @abstractmethod
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Give back messages that were reserved but never started; their attempt is undone."""
@@ -103,6 +108,10 @@ class Broker(ABC):
     @abstractmethod
     def size(self, queue: str) -> int:
         """How many messages wait in ``queue`` (ready or delayed, not leased)."""
+
+    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its dead letters")
 
     def interrupt(self) -> None:
         """Wake a ``reserve`` that is waiting, so a stopping worker does not wait it out."""

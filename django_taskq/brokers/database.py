@@ -270,5 +270,16 @@ class DatabaseBroker(Broker):
     def size(self, queue: str) -> int:
         return int(self._rows().filter(queue=queue, state="ready").count())
 
+    @_connection_errors
+    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
+        from ..models import DeadLetterMessage
+
+        rows = DeadLetterMessage.objects.using(self.alias).order_by("id")[:limit]
+        return [DeadLetter(Envelope(queue=r.queue, body=bytes(r.body), headers=_json(r.headers),
+                                    content_type=r.content_type,
+                                    content_encoding=r.content_encoding, priority=r.priority,
+                                    properties=_json(r.properties)), r.reason, r.attempts)
+                for r in rows]
+
     def close(self) -> None:
         """Nothing to do: Django owns the database connections (closed around tasks)."""

@@ -134,6 +134,10 @@ class MemoryBroker(Broker):
         with self._lock:
             return len(self._queues.get(queue, []))
 
+    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
+        with self._lock:
+            return self.dead_letters[:limit]
+
     def held_count(self) -> int:
         """How many messages are leased right now (for tests)."""
         with self._lock:

@@ -1,0 +1,272 @@
+"""The Redis broker: Celery's list layout, with leases kept by Lua scripts.
+
+Ready messages sit where a Celery (kombu) producer or worker expects them: one JSON message per
+entry of the list named after the queue (LPUSH to enqueue, oldest at the right end), priority
+lists ``<queue>\\x06\\x16<step>`` for steps 3, 6, 9. A claim pops a batch and records each message
+in flight, with its lease deadline and delivery count, in one script (``redis_scripts.CLAIM``):
+there is no moment when a popped message is held only by a worker. Delayed messages wait in a
+sorted set and are moved to their list by the claim once due, so an ETA never meets a visibility
+timeout. Idle workers block on a wake-up list the producer pushes to, so a new message is taken
+at once without polling.
+
+Priority: 9 is the highest, as on the database broker (kombu's Redis transport consumes the
+``0`` list first; a Celery worker reading our queues sees the reverse order).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from django.utils import timezone
+
+from ..exceptions import ConfigurationError
+from ..message import Envelope
+from ..redisconn import client_from_url, reconnecting
+from ..urls import ParsedUrl
+from . import redis_scripts as scripts
+from .base import Broker, DeadLetter, Delivery, worker_lost_reason
+
+SEP = "\x06\x16"
+#: kombu's default priority steps; a message of priority p goes to the highest step <= p.
+PRIORITY_STEPS = (0, 3, 6, 9)
+#: At most this many messages per claim (keeps the script's argument lists bounded).
+MAX_CLAIM = 1000
+WAKE_TOKENS = 8
+_REASON_HEAD, _REASON_TAIL = worker_lost_reason("{n}").split("{n}")  # type: ignore[arg-type]
+
+
+def list_key(queue: str, priority: int) -> str:
+    """The Redis list holding ``queue``'s ready messages of ``priority`` (kombu's naming)."""
+    step = max(s for s in PRIORITY_STEPS if s <= max(0, min(priority, 9)))
+    return f"{queue}{SEP}{step}" if step else queue
+
+
+def to_wire(envelope: Envelope) -> str:
+    """The kombu JSON message for ``envelope`` (body base64, a fresh delivery tag)."""
+    properties = dict(envelope.properties)
+    properties.setdefault("delivery_info", {"exchange": "", "routing_key": envelope.queue})
+    properties.update(priority=envelope.priority, body_encoding="base64",
+                      delivery_tag=str(uuid.uuid4()))
+    return json.dumps({
+        "body": base64.b64encode(envelope.body).decode("ascii"),
+        "content-encoding": envelope.content_encoding,
+        "content-type": envelope.content_type,
+        "headers": envelope.headers,
+        "properties": properties,
+    })
+
+
+def from_wire(raw: bytes | str, key: str) -> Envelope:
+    """The envelope of a stored message; a malformed one keeps its bytes and no headers, so the
+    worker rejects it with a clear reason instead of crashing."""
+    queue = key.split(SEP, 1)[0]
+    try:
+        message = json.loads(raw)
+        properties = message.get("properties") or {}
+        body = message["body"]
+        if properties.get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        elif isinstance(body, str):
+            body = body.encode(message.get("content-encoding") or "utf-8")
+        headers = message.get("headers")
+        return Envelope(queue=queue, body=body, headers=headers if isinstance(headers, dict) else {},
+                        content_type=message.get("content-type") or "application/json",
+                        content_encoding=message.get("content-encoding") or "utf-8",
+                        priority=int(properties.get("priority") or 0), properties=properties)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+        return Envelope(queue=queue, body=data, headers={}, content_type="application/x-unknown")
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class RedisBroker(Broker):
+    """Messages in Redis lists, leases and delays in sorted sets, moved by Lua scripts."""
+
+    def __init__(self, url: ParsedUrl, *, poll_interval: float = 0.5, prefix: str = "taskq",
+                 now: Callable[[], datetime] = timezone.now) -> None:
+        self.url = url
+        self.poll_interval = poll_interval
+        self.prefix = prefix
+        self.now = now
+        self.client = client_from_url(url, "BROKER_URL", min_timeout=poll_interval)
+        self._scripts = {name: self.client.register_script(getattr(scripts, name))
+                         for name in ("CLAIM", "ACK", "REQUEUE", "RELEASE", "DEAD_LETTER",
+                                      "RECOVER")}
+        self._interrupted = threading.Event()
+        self._bound: set[str] = set()
+
+    def _delayed(self, queue: str) -> str:
+        return f"{self.prefix}:delayed:{queue}"
+
+    def _wake(self, queue: str) -> str:
+        return f"{self.prefix}:wake:{queue}"
+
+    # -- producing -------------------------------------------------------------------------
+
+    @reconnecting
+    def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        now_ms = _ms(self.now())
+        pipe = self.client.pipeline(transaction=False)
+        ready: dict[str, int] = {}
+        for envelope in envelopes:
+            key = list_key(envelope.queue, envelope.priority)
+            if envelope.eta is not None and _ms(envelope.eta) > now_ms:
+                pipe.zadd(self._delayed(envelope.queue),
+                          {f"{key}\n{to_wire(envelope)}": _ms(envelope.eta)})
+            else:
+                pipe.lpush(key, to_wire(envelope))
+                ready[envelope.queue] = ready.get(envelope.queue, 0) + 1
+        for queue, count in ready.items():
+            wake = self._wake(queue)
+            pipe.lpush(wake, *["1"] * min(count, WAKE_TOKENS))
+            pipe.ltrim(wake, 0, WAKE_TOKENS - 1)
+        pipe.execute()
+
+    # -- consuming -------------------------------------------------------------------------
+
+    @reconnecting
+    def reserve(self, queues: Sequence[str], *, max_messages: int, lease: float, worker: str,
+                timeout: float = 0.0) -> list[Delivery]:
+        self._bind(queues)
+        deadline = time.monotonic() + timeout
+        self._interrupted.clear()
+        while True:
+            deliveries = self._claim(queues, min(max_messages, MAX_CLAIM), lease)
+            remaining = deadline - time.monotonic()
+            if deliveries or remaining <= 0 or self._interrupted.is_set():
+                return deliveries
+            # BLPOP's timeout has one-second resolution below Redis 6; 7 takes fractions.
+            self.client.blpop([self._wake(q) for q in queues],
+                              timeout=max(0.01, min(self.poll_interval, remaining)))
+
+    def _claim(self, queues: Sequence[str], limit: int, lease: float) -> list[Delivery]:
+        now = self.now()
+        token = uuid.uuid4().hex[:16]
+        lists = [list_key(q, step) for step in reversed(PRIORITY_STEPS) for q in queues]
+        keys = [self._delayed(q) for q in queues] + [self._wake(q) for q in queues] + lists
+        now_ms = _ms(now)
+        reply = self._scripts["CLAIM"](keys=keys, args=[
+            limit, token, now_ms, now_ms + int(lease * 1000), len(queues), self.prefix])
+        return [Delivery(from_wire(reply[i + 3], _text(reply[i + 2])), _text(reply[i]),
+                         int(reply[i + 1]), token)
+                for i in range(0, len(reply), 4)]
+
+    def _bind(self, queues: Sequence[str]) -> None:
+        """Record each queue in kombu's binding table, so Celery producers can route to it."""
+        new = [q for q in queues if q not in self._bound]
+        if new:
+            pipe = self.client.pipeline(transaction=False)
+            for queue in new:
+                pipe.sadd(f"_kombu.binding.{queue}", f"{queue}{SEP}{SEP}{queue}")
+            pipe.execute()
+            self._bound.update(new)
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    # -- settling --------------------------------------------------------------------------
+
+    @reconnecting
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._scripts["ACK"](args=[self.prefix, *(d.tag for d in deliveries)])
+
+    @reconnecting
+    def requeue(self, delivery: Delivery, eta: datetime | None = None) -> None:
+        self._put_back(delivery, eta, undo=False)
+
+    @reconnecting
+    def defer(self, delivery: Delivery, eta: datetime) -> None:
+        self._put_back(delivery, eta, undo=True)
+
+    def _put_back(self, delivery: Delivery, eta: datetime | None, undo: bool) -> None:
+        due = "" if eta is None or eta <= self.now() else str(_ms(eta))
+        self._scripts["REQUEUE"](keys=[self._delayed(delivery.envelope.queue)],
+                                 args=[self.prefix, delivery.tag, due, "1" if undo else "0"])
+        if not due:
+            self.client.lpush(self._wake(delivery.envelope.queue), "1")
+
+    @reconnecting
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._scripts["RELEASE"](args=[self.prefix, *(d.tag for d in reversed(deliveries))])
+
+    @reconnecting
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._scripts["DEAD_LETTER"](args=[self.prefix, delivery.tag, reason,
+                                           self.now().timestamp()])
+
+    @reconnecting
+    def extend_leases(self, deliveries: Sequence[Delivery], lease: float) -> None:
+        if deliveries:
+            deadline = _ms(self.now()) + int(lease * 1000)
+            # XX: only leases still held; a lease recovered meanwhile is not brought back.
+            self.client.zadd(f"{self.prefix}:leases", {d.tag: deadline for d in deliveries},
+                             xx=True)
+
+    @reconnecting
+    def recover(self, max_deliveries: int) -> list[DeadLetter]:
+        now = self.now()
+        reply = self._scripts["RECOVER"](args=[
+            self.prefix, _ms(now), max_deliveries, _REASON_HEAD, _REASON_TAIL, now.timestamp()])
+        return [DeadLetter(from_wire(reply[i + 2], _text(reply[i + 1])),
+                           worker_lost_reason(int(reply[i])), int(reply[i]))
+                for i in range(0, len(reply), 3)]
+
+    # -- inspecting ------------------------------------------------------------------------
+
+    def _lists(self, queue: str) -> list[str]:
+        return [list_key(queue, step) for step in PRIORITY_STEPS]
+
+    @reconnecting
+    def purge(self, queue: str) -> int:
+        pipe = self.client.pipeline(transaction=True)
+        for key in self._lists(queue):
+            pipe.llen(key)
+        pipe.zcard(self._delayed(queue))
+        pipe.delete(*self._lists(queue), self._delayed(queue))
+        return int(sum(pipe.execute()[:-1]))
+
+    @reconnecting
+    def size(self, queue: str) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._lists(queue):
+            pipe.llen(key)
+        pipe.zcard(self._delayed(queue))
+        return int(sum(pipe.execute()))
+
+    @reconnecting
+    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
+        letters = []
+        for entry in self.client.lrange(f"{self.prefix}:dead", 0, limit - 1):
+            record = json.loads(entry)
+            letters.append(DeadLetter(from_wire(record["message"], record["list"]),
+                                      record["reason"], int(record["attempts"])))
+        return letters
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def from_url(url: ParsedUrl, poll_interval: float) -> RedisBroker:
+    """The broker for a ``redis://`` or ``rediss://`` URL (``?prefix=`` renames our keys)."""
+    prefix = url.options.get("prefix", "taskq")
+    if not prefix or "\n" in prefix:
+        raise ConfigurationError(f"BROKER_URL {url.original!r}: prefix must be a non-empty name.")
+    return RedisBroker(url, poll_interval=poll_interval, prefix=prefix)
+
+
+__all__ = ["RedisBroker", "from_url", "list_key", "to_wire", "from_wire"]

@@ -1,0 +1,86 @@
+"""Redis clients for the broker and the result backend: every call has a deadline.
+
+``redis://`` and ``rediss://`` (TLS; redis-py verifies the server certificate unless the URL
+says ``ssl_cert_reqs=none``). Query options understood by redis-py pass through; our own
+(``socket_timeout``, ``socket_connect_timeout``) have safe defaults instead of "wait forever".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from .exceptions import BrokerConnectionError, ConfigurationError
+from .urls import ParsedUrl
+
+T = TypeVar("T")
+
+#: Seconds to open a connection, and to wait for any reply that is not a blocking wait.
+CONNECT_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 10.0
+#: Options of ours that redis-py must not see.
+OWN_OPTIONS = ("poll_interval", "prefix")
+
+
+def redis_module() -> Any:
+    """The redis-py package, or a ConfigurationError saying how to install it."""
+    try:
+        import redis
+    except ImportError as exc:
+        raise ConfigurationError(
+            "The Redis broker and result backend need redis-py: "
+            "pip install 'django-taskq[redis]'.") from exc
+    return redis
+
+
+def client_from_url(url: ParsedUrl, setting: str, *, min_timeout: float = 0.0) -> Any:
+    """A redis-py client for ``url``, with connect and command deadlines.
+
+    ``min_timeout`` raises the command deadline above the longest blocking wait the caller
+    issues (a blocking pop must not look like a dead server).
+
+    Raises:
+        ConfigurationError: redis-py missing, or a malformed URL or option.
+    """
+    redis = redis_module()
+    query = {k: v for k, v in url.options.items() if k not in OWN_OPTIONS}
+    try:
+        command = float(query.pop("socket_timeout", COMMAND_TIMEOUT))
+        connect = float(query.pop("socket_connect_timeout", CONNECT_TIMEOUT))
+    except ValueError as exc:
+        raise ConfigurationError(f"{setting} {url.original!r}: {exc}") from exc
+    base = url.original.split("?", 1)[0]
+    if query:
+        base += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    try:
+        return redis.Redis.from_url(
+            base, socket_timeout=max(command, min_timeout + 5.0), socket_connect_timeout=connect,
+            socket_keepalive=True, health_check_interval=30, retry_on_timeout=False)
+    except ValueError as exc:
+        raise ConfigurationError(f"{setting} {url.original!r}: {exc}") from exc
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """The redis-py errors that mean "the server is unreachable or went away"."""
+    redis = redis_module()
+    return (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Re-raise a lost or unreachable Redis as BrokerConnectionError naming ``what``."""
+    try:
+        yield
+    except connection_errors() as exc:
+        raise BrokerConnectionError(f"Redis unreachable ({what}): {exc}") from exc
+
+
+def reconnecting(method: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a broker or backend method: connection errors become BrokerConnectionError."""
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        with translated(method.__name__):
+            return method(self, *args, **kwargs)
+    return wrapper
