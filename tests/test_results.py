@@ -12,17 +12,28 @@ from django_taskq.exceptions import RemoteTaskError, TimeoutError
 from django_taskq.outcome import Outcome, failure
 from django_taskq.results.database import DatabaseResultBackend
 from django_taskq.results.memory import MemoryResultBackend
+from django_taskq.results.redis import RedisResultBackend
+from django_taskq.urls import parse
 from tests.conftest import require_alias
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres", "mariadb"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mariadb", "redis"])
 def backend(request):
     if request.param == "memory":
         return MemoryResultBackend()
+    if request.param == "redis":
+        made = RedisResultBackend(parse(request.getfixturevalue("redis_url"),
+                                        setting="RESULT_BACKEND"))
+        request.addfinalizer(made.close)
+        return made
     alias = require_alias(request.param)
     request.getfixturevalue("transactional_db")
     return DatabaseResultBackend(alias=alias)
 
+
+# Backends that delete expired results by date in cleanup(); Redis uses key TTLs instead.
+BY_DATE = pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres", "mariadb"],
+                                  indirect=True)
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -82,6 +93,7 @@ def test_binary_serializer_payload_is_stored(backend):
     assert backend.get("m").result == {"x": [1, 2]}
 
 
+@BY_DATE
 def test_forget_and_cleanup(backend):
     backend.store(success("old"))
     backend.store(success("new"))
@@ -98,9 +110,43 @@ def test_get_times_out_with_a_clear_error(backend):
         AsyncResult("slow", backend=backend).get(timeout=0.1)
 
 
+@BY_DATE
 def test_expired_results_are_removed_by_date(backend):
     old = success("x")
     backend.store(Outcome(**{**{f: getattr(old, f) for f in old.__slots__},
                              "date_done": timezone.now() - timedelta(days=2)}))
     backend.expires = 86400
     assert backend.cleanup() == 1
+
+
+def test_redis_forget_deletes_and_results_expire_by_ttl(redis_url):
+    import redis
+
+    backend = RedisResultBackend(parse(redis_url, setting="RESULT_BACKEND"), expires=120)
+    backend.mark_pending([("p", "t")])
+    backend.store(success("done"))
+    client = redis.Redis.from_url(redis_url)
+    assert 0 < client.ttl("celery-task-meta-p") <= 120
+    assert 0 < client.ttl("celery-task-meta-done") <= 120
+    backend.forget("done")
+    assert backend.get("done") is None and client.exists("celery-task-meta-done") == 0
+    assert backend.cleanup() == 0  # nothing to sweep: Redis drops expired keys itself
+
+
+def test_redis_wait_wakes_on_publish_without_polling(redis_url):
+    """get() subscribes, reads the key once, then is woken by the worker's PUBLISH."""
+    import threading
+
+    backend = RedisResultBackend(parse(redis_url, setting="RESULT_BACKEND"))
+    writer = RedisResultBackend(parse(redis_url, setting="RESULT_BACKEND"))
+    backend.mark_pending([("w", "t")])
+    reads = []
+    original = backend.get
+    backend.get = lambda task_id: reads.append(task_id) or original(task_id)
+    timer = threading.Timer(0.3, lambda: writer.store(success("w", b"42")))
+    timer.start()
+    try:
+        assert AsyncResult("w", backend=backend).get(timeout=10) == 42
+    finally:
+        timer.cancel()
+    assert reads == ["w"]

@@ -33,10 +33,12 @@ def alias(request, settings):
 
 
 class WorkerProcess:
-    """``python -m django taskworker`` against the test database of ``alias``."""
+    """``python -m django taskworker`` against the test database of ``alias`` (or the given
+    broker and result backend URLs)."""
 
     def __init__(self, alias: str, *args: str, lease: float = 2.0,
-                 persistent_connections: bool = False) -> None:
+                 persistent_connections: bool = False, broker_url: str | None = None,
+                 result_backend: str | None = None) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), DJANGO_SETTINGS_MODULE="tests.settings")
         if persistent_connections:
             env["TASKQ_TEST_PERSISTENT"] = "1"
@@ -44,7 +46,8 @@ class WorkerProcess:
         if "postgres" in settings.DATABASES:
             env["TASKQ_TEST_PG_NAME"] = connections["postgres"].settings_dict["NAME"]
         env["TASKQ_TEST_OVERRIDES"] = json.dumps({
-            "BROKER_URL": f"db://{alias}", "RESULT_BACKEND": f"db://{alias}",
+            "BROKER_URL": broker_url or f"db://{alias}",
+            "RESULT_BACKEND": result_backend or f"db://{alias}",
             "LEASE_TIMEOUT": lease, "HEARTBEAT_INTERVAL": lease / 4, "POLL_INTERVAL": 0.1})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "taskworker", "--loglevel", "INFO", *args],

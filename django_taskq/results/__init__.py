@@ -28,8 +28,14 @@ def _memory(url: ParsedUrl) -> ResultBackend:
     return slot.named.setdefault(url.host or "default", MemoryResultBackend(**_common()))
 
 
+def _redis(url: ParsedUrl) -> ResultBackend:
+    from .redis import RedisResultBackend
+
+    return RedisResultBackend(url, serializer=get_settings().RESULT_SERIALIZER, **_common())
+
+
 slot: EngineSlot[ResultBackend] = EngineSlot(
-    "RESULT_BACKEND", {"db": _database, "memory": _memory}, close=lambda backend: backend.close())
+    "RESULT_BACKEND", {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis}, close=lambda backend: backend.close())
 SCHEMES = slot.schemes
 backend_from_url = slot.from_url
 get_backend = slot.get

@@ -188,6 +188,11 @@ class Worker:
                               worker=self.options.hostname)
             self.settler.add(delivery, revoked)
             return
+        if decoded.eta is not None and decoded.eta > timezone.now():
+            # A Celery producer's ETA message, delivered at once: park it in the broker until
+            # due (never held in worker memory, so never past a visibility timeout).
+            self.broker.defer(delivery, decoded.eta)
+            return
         with self._held_lock:
             self.prefetched.append((delivery, job))
 

@@ -1,0 +1,174 @@
+"""The Redis result backend, in Celery's layout: a Celery client reads our results and we read its.
+
+One key per task, ``celery-task-meta-<id>``, holding the meta mapping (``status``, ``result``,
+``traceback``, ``children``, ``date_done``, ``task_id``, plus ``name``, ``worker``, ``retries``
+as Celery's ``result_extended`` writes them) encoded with RESULT_SERIALIZER, with a TTL of
+RESULT_EXPIRES. Every store is also PUBLISHed on a channel of the same name, so a waiting
+``get()`` wakes at once instead of polling.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from .. import serializers, states
+from ..exceptions import SerializationError, TimeoutError
+from ..outcome import Outcome
+from ..redisconn import client_from_url, reconnecting
+from ..result import ResultMeta
+from ..urls import ParsedUrl
+from .base import ResultBackend
+
+KEY_PREFIX = "celery-task-meta-"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.utc)
+
+
+class RedisResultBackend(ResultBackend):
+    """Results as ``celery-task-meta-<id>`` keys with a TTL, announced by PUBLISH."""
+
+    def __init__(self, url: ParsedUrl, *, serializer: str = "json", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.serializer = serializer
+        self.client = client_from_url(url, "RESULT_BACKEND")
+        self._content_type = serializers.dumps(None, serializer)[1]
+
+    @staticmethod
+    def key(task_id: str) -> str:
+        """The key (and pub/sub channel) of ``task_id``'s result."""
+        return f"{KEY_PREFIX}{task_id}"
+
+    def _ttl(self) -> int | None:
+        return max(1, int(self.expires)) if self.expires and self.expires > 0 else None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _encode(self, outcome: Outcome) -> bytes:
+        fields = {
+            "status": outcome.state, "traceback": outcome.traceback, "children": [],
+            "date_done": _iso(outcome.date_done), "task_id": outcome.task_id,
+            "name": outcome.task_name, "worker": outcome.worker or None,
+            "retries": outcome.retries, "date_started": _iso(outcome.date_started),
+        }
+        same_json = (self.serializer == "json" and outcome.content_type == "application/json"
+                     and outcome.content_encoding == "utf-8")
+        if same_json:
+            # Splice the already-encoded value in rather than decoding and encoding it again.
+            value = outcome.payload if outcome.payload is not None else b"null"
+            head = json.dumps({"status": fields.pop("status"), "result": None})[:-5].encode()
+            return head + value + b", " + json.dumps(fields)[1:].encode()
+        value = None
+        if outcome.payload is not None:
+            value = serializers.loads(outcome.payload, outcome.content_type,
+                                      outcome.content_encoding,
+                                      accept=(*self.accept, "json", self.serializer))
+        return serializers.dumps({**fields, "result": value}, self.serializer)[0]
+
+    @reconnecting
+    def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, name in records:
+            meta = json.dumps({"status": states.PENDING, "result": None, "traceback": None,
+                               "children": [], "date_done": None, "task_id": task_id,
+                               "name": name}) if self.serializer == "json" else \
+                serializers.dumps({"status": states.PENDING, "result": None, "task_id": task_id,
+                                   "name": name}, self.serializer)[0]
+            pipe.set(self.key(task_id), meta, nx=True, ex=self._ttl())
+        pipe.execute()
+
+    @reconnecting
+    def store_many(self, outcomes: Sequence[Outcome]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        ttl = self._ttl()
+        for outcome in outcomes:
+            data = self._encode(outcome)
+            pipe.set(self.key(outcome.task_id), data, ex=ttl)
+            pipe.publish(self.key(outcome.task_id), data)
+        pipe.execute()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _meta(self, task_id: str, data: bytes | None) -> ResultMeta | None:
+        if data is None:
+            return None
+        meta = serializers.loads(data, self._content_type, "utf-8", self.accept)
+        if not isinstance(meta, dict):
+            raise SerializationError(f"Result of {task_id} is not a mapping: {meta!r:.100}")
+        return ResultMeta(
+            task_id=task_id, state=str(meta.get("status") or states.PENDING),
+            result=meta.get("result"), traceback=meta.get("traceback"),
+            task_name=meta.get("name"), date_started=_when(meta.get("date_started")),
+            date_done=_when(meta.get("date_done")), worker=meta.get("worker"),
+            retries=int(meta.get("retries") or 0))
+
+    @reconnecting
+    def get(self, task_id: str) -> ResultMeta | None:
+        return self._meta(task_id, self.client.get(self.key(task_id)))
+
+    @reconnecting
+    def wait(self, task_id: str, timeout: float | None, interval: float = 0.05) -> ResultMeta:
+        """Subscribe to the task's channel, then read the key; wake on the PUBLISH of the result."""
+        channel = self.key(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.client.pubsub()
+        try:
+            pubsub.subscribe(channel)
+            # Only once the subscription is confirmed can no store slip between read and wait.
+            while (pubsub.get_message(timeout=_left(deadline, 5.0)) or {}).get("type") \
+                    != "subscribe":
+                _check(deadline, timeout, task_id, None)
+            meta = self.get(task_id)
+            while meta is None or meta.state not in states.READY_STATES:
+                _check(deadline, timeout, task_id, meta)
+                message = pubsub.get_message(timeout=_left(deadline, 1.0))
+                if message is None:
+                    meta = self.get(task_id)  # a safety net should a message be missed
+                elif message.get("type") == "message":
+                    meta = self._meta(task_id, message["data"])
+            return meta
+        finally:
+            pubsub.close()
+
+    @reconnecting
+    def forget(self, task_id: str) -> None:
+        self.client.delete(self.key(task_id))
+
+    def cleanup(self) -> int:
+        """Nothing to do: Redis expires results by their TTL."""
+        return 0
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _left(deadline: float | None, cap: float) -> float:
+    if deadline is None:
+        return cap
+    return max(0.0, min(cap, deadline - time.monotonic()))
+
+
+def _check(deadline: float | None, timeout: float | None, task_id: str,
+           meta: ResultMeta | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError(f"Task {task_id} did not finish within {timeout} seconds "
+                           f"(state {meta.state if meta else states.PENDING}).")

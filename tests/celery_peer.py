@@ -1,0 +1,37 @@
+"""A Celery 5 application for the interop tests: the same task names as tests/testapp/tasks.py.
+
+The tests use it in-process as a Celery *client*, and start ``celery -A tests.celery_peer worker``
+as a real Celery *worker*. Broker and backend URLs come from CELERY_PEER_BROKER/_BACKEND.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+
+def make_app(broker: str, backend: str) -> Celery:
+    """A Celery app whose defaults match what django_taskq declares and stores."""
+    app = Celery("peer", broker=broker, backend=backend, set_as_current=False)
+    app.conf.update(
+        task_default_queue="default",
+        task_queue_max_priority=10,  # django_taskq's RabbitMQ queues carry x-max-priority 10
+        result_extended=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+
+    @app.task(name="tests.testapp.tasks.add", shared=False)
+    def add(x, y):
+        return x + y
+
+    @app.task(name="tests.testapp.tasks.fail", shared=False)
+    def fail(message="boom"):
+        raise ValueError(message)
+
+    return app
+
+
+app = make_app(os.environ.get("CELERY_PEER_BROKER", "memory://"),
+               os.environ.get("CELERY_PEER_BACKEND", "cache+memory://"))

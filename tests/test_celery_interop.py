@@ -1,0 +1,99 @@
+"""Wire compatibility with the real ``celery`` package, both ways, on Redis.
+
+Celery client → ``taskworker``: Celery's ``send_task`` reaches our worker and Celery's
+``AsyncResult.get()`` reads what we store. Our ``delay()`` → a real ``celery worker``: it runs the
+task and our ``AsyncResult.get()`` reads Celery's result.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from django_taskq import AsyncResult, states
+from django_taskq.brokers import get_broker
+from tests.celery_peer import make_app
+from tests.testapp import tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.parametrize("broker_kind", ["redis"])
+
+
+@pytest.fixture
+def celery_client(configured):
+    app = make_app(configured, configured)
+    yield app
+    app.close()
+
+
+def run_until(worker, condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        worker.step()
+
+
+def test_celery_client_task_runs_on_taskq_and_celery_reads_the_result(make_worker, celery_client):
+    ok = celery_client.send_task("tests.testapp.tasks.add", args=(2, 3))
+    failed = celery_client.send_task("tests.testapp.tasks.fail", args=("bad input",))
+    worker = make_worker()
+    run_until(worker, lambda: AsyncResult(failed.id).ready())
+    assert ok.get(timeout=10) == 5
+    with pytest.raises(ValueError, match="bad input"):
+        failed.get(timeout=10)
+    assert AsyncResult(ok.id).name == "tests.testapp.tasks.add"
+
+
+def test_celery_priorities_land_in_the_lists_we_consume(make_worker, celery_client):
+    low = celery_client.send_task("tests.testapp.tasks.add", args=(0, 0), priority=0)
+    high = celery_client.send_task("tests.testapp.tasks.add", args=(9, 9), priority=9)
+    [first, second] = get_broker().reserve(["default"], max_messages=2, lease=30, worker="w")
+    assert [first.message_id, second.message_id] == [high.id, low.id]
+
+
+def test_celery_eta_message_waits_in_the_broker_not_in_worker_memory(make_worker, celery_client):
+    sent = celery_client.send_task("tests.testapp.tasks.add", args=(1, 1), countdown=1.5)
+    eta = timezone.now() + timezone.timedelta(seconds=1.4)
+    worker = make_worker()
+    for _ in range(3):
+        worker.step()
+    assert not worker.prefetched and not worker.running
+    assert get_broker().size("default") == 1  # parked in the delayed set
+    assert not AsyncResult(sent.id).ready()
+    run_until(worker, lambda: AsyncResult(sent.id).ready())
+    assert sent.get(timeout=5) == 2
+    assert AsyncResult(sent.id).date_done >= eta
+
+
+@pytest.fixture
+def celery_worker(configured):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CELERY_PEER_BROKER=configured,
+               CELERY_PEER_BACKEND=configured)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.celery_peer", "worker", "--pool", "solo",
+         "--concurrency", "1", "-Q", "default", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel", "WARNING"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc
+    proc.terminate()
+    try:
+        proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+def test_taskq_delay_runs_on_a_real_celery_worker(celery_worker):
+    ok = tasks.add.delay(20, 22)
+    failed = tasks.fail.delay("from celery")
+    assert ok.get(timeout=60) == 42
+    with pytest.raises(ValueError, match="from celery"):
+        failed.get(timeout=30)
+    assert AsyncResult(ok.id).state == states.SUCCESS
+    assert celery_worker.poll() is None  # the Celery worker did not choke on our messages
