@@ -35,7 +35,8 @@ def _redis(url: ParsedUrl) -> ResultBackend:
 
 
 slot: EngineSlot[ResultBackend] = EngineSlot(
-    "RESULT_BACKEND", {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis}, close=lambda backend: backend.close())
+    "RESULT_BACKEND", {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis},
+    close=lambda backend: backend.close())
 SCHEMES = slot.schemes
 backend_from_url = slot.from_url
 get_backend = slot.get
