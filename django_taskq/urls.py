@@ -27,7 +27,8 @@ def parse(url: str, *, setting: str) -> ParsedUrl:
     parts = urlsplit(url)
     host = parts.netloc.rsplit("@", 1)[-1]  # keep case: database aliases are case-sensitive
     return ParsedUrl(scheme=parts.scheme.lower(), host=host,
-                     rest=parts.path.lstrip("/"), options=dict(parse_qsl(parts.query)),
+                     rest=parts.path.lstrip("/"),
+                     options=dict(parse_qsl(parts.query, keep_blank_values=True)),
                      original=url)
 
 
