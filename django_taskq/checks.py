@@ -52,7 +52,7 @@ def _check_urls(settings: Any) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     for (key, code), build in zip(_URL_CHECKS, (broker_from_url, backend_from_url), strict=True):
         try:
-            build(getattr(settings, key))
+            build(getattr(settings, key)).close()  # built to validate, never connected
         except ConfigurationError as exc:
             messages.append(checks.Error(str(exc), hint=f"Fix TASKQ[{key!r}] or the "
                                          f"TASKQ_{key} environment variable.",

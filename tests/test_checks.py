@@ -33,13 +33,22 @@ def test_e002_bad_value(settings, key, value):
 
 
 @pytest.mark.parametrize("url", ["rabbit://x", "nonsense", "db://nope",
-                                 "db://default?poll_interval=soon"])
+                                 "db://default?poll_interval=soon",
+                                 "redis://127.0.0.1:6379/0?socket_timeout=never",
+                                 "redis://127.0.0.1:6379/0?prefix="])
 def test_e003_bad_broker_url(settings, url):
     assert ids({"BROKER_URL": url}, settings) == ["django_taskq.E003"]
 
 
-def test_e004_bad_result_backend(settings):
-    assert ids({"RESULT_BACKEND": "cassandra://"}, settings) == ["django_taskq.E004"]
+@pytest.mark.parametrize("url", ["cassandra://", "redis://127.0.0.1:6379/0?socket_timeout=x"])
+def test_e004_bad_result_backend(settings, url):
+    assert ids({"RESULT_BACKEND": url}, settings) == ["django_taskq.E004"]
+
+
+def test_redis_urls_pass_the_checks_without_connecting(settings):
+    """A check must not need the server: the URL of a stopped Redis is still well-formed."""
+    url = "redis://127.0.0.1:1/0"
+    assert ids({"BROKER_URL": url, "RESULT_BACKEND": url}, settings) == []
 
 
 def test_e005_unknown_serializer(settings):
