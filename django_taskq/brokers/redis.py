@@ -99,8 +99,7 @@ class RedisBroker(Broker):
         self.now = now
         self.client = client_from_url(url, "BROKER_URL", min_timeout=poll_interval)
         self._scripts = {name: self.client.register_script(getattr(scripts, name))
-                         for name in ("CLAIM", "ACK", "REQUEUE", "RELEASE", "DEAD_LETTER",
-                                      "RECOVER")}
+                         for name in ("CLAIM", "REQUEUE", "RELEASE", "DEAD_LETTER", "RECOVER")}
         self._interrupted = threading.Event()
         self._bound: set[str] = set()
 
@@ -150,7 +149,7 @@ class RedisBroker(Broker):
 
     def _claim(self, queues: Sequence[str], limit: int, lease: float) -> list[Delivery]:
         now = self.now()
-        token = uuid.uuid4().hex[:16]
+        token = uuid.uuid4().hex[:12]
         lists = [list_key(q, step) for step in reversed(PRIORITY_STEPS) for q in queues]
         keys = [self._delayed(q) for q in queues] + [self._wake(q) for q in queues] + lists
         now_ms = _ms(now)
@@ -178,7 +177,12 @@ class RedisBroker(Broker):
     @reconnecting
     def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            self._scripts["ACK"](args=[self.prefix, *(d.tag for d in deliveries)])
+            # Tags are unique per lease: deleting a stale holder's tag touches nothing.
+            tags = [d.tag for d in deliveries]
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(f"{self.prefix}:inflight", *tags)
+            pipe.zrem(f"{self.prefix}:leases", *tags)
+            pipe.execute()
 
     @reconnecting
     def requeue(self, delivery: Delivery, eta: datetime | None = None) -> None:

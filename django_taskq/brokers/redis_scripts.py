@@ -3,16 +3,47 @@
 Keys (``P`` is the key prefix, ``taskq`` by default; queue lists keep Celery's names):
 - ``<queue>``, ``<queue>\\x06\\x16<3|6|9>``: ready messages, kombu's JSON, LPUSHed, RPOPped.
 - ``P:delayed:<queue>``: zset of ``<list key>\\n<message>`` by due time (ms).
-- ``P:inflight``: hash ``<tag>`` → ``<list key>\\n<message>``; tag = ``<token>:<n>:<sha1>``.
+- ``P:inflight``: hash ``<tag>`` → ``<attempts>\\n<list key>\\n<message>``; the tag
+  ``<claim token>:<n>`` is new for every lease, so a stale holder cannot touch a new lease.
 - ``P:leases``: zset ``<tag>`` by lease deadline (ms).
-- ``P:attempts``: hash ``<sha1 of message>`` → deliveries so far (survives redelivery).
 - ``P:dead``: list of JSON dead letters.
 - ``P:wake:<queue>``: wake-up tokens for idle workers blocked in BLPOP.
+
+A message that goes back to a queue after a delivery (lease expired, requeue, release) carries
+its delivery count as one extra top-level key at the end of its JSON,
+``…, "x-taskq-attempts": 2}`` (kombu ignores keys it does not know), so a first delivery — nearly
+every delivery — costs no bookkeeping beyond its in-flight record.
+"""
+
+
+# Shared helpers: the delivery count carried by a returned message, and the in-flight record.
+_COMMON = """
+local MARK = ', "x-taskq-attempts": '
+local function attempts_of(raw)
+  local tail = string.sub(raw, -40)
+  local at, _, n = string.find(tail, ', "x%-taskq%-attempts": (%d+)}$')
+  if not at then return 0, raw end
+  return tonumber(n), string.sub(raw, 1, #raw - #tail + at - 1) .. '}'
+end
+local function with_attempts(raw, n)
+  if n <= 0 or string.sub(raw, -1) ~= '}' then return raw end
+  return string.sub(raw, 1, -2) .. MARK .. n .. '}'
+end
+local function take(prefix, tag)
+  local held = redis.call('HGET', prefix .. ':inflight', tag)
+  if not held then return false end
+  redis.call('HDEL', prefix .. ':inflight', tag)
+  redis.call('ZREM', prefix .. ':leases', tag)
+  local a = string.find(held, '\\n', 1, true)
+  local b = string.find(held, '\\n', a + 1, true)
+  return tonumber(string.sub(held, 1, a - 1)), string.sub(held, a + 1, b - 1), string.sub(held, b + 1)
+end
 """
 
 # KEYS: delayed zsets (nq of them), then the wake lists (nq), then ready lists in claim order.
 # ARGV: max messages, claim token, now ms, lease deadline ms, nq, prefix.
-CLAIM = """
+# Returns tag, attempts, list key, message for each message taken.
+CLAIM = _COMMON + """
 local n, token, now, deadline = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local nq, prefix = tonumber(ARGV[5]), ARGV[6]
 for i = 1, nq do
@@ -32,12 +63,14 @@ for i = 2 * nq + 1, #KEYS do
   if batch then
     for _, raw in ipairs(batch) do
       taken = taken + 1
-      local sha = redis.sha1hex(raw)
-      local attempts = redis.call('HINCRBY', prefix .. ':attempts', sha, 1)
-      local tag = token .. ':' .. taken .. ':' .. sha
-      held[#held + 1] = tag; held[#held + 1] = KEYS[i] .. '\\n' .. raw
+      local before, message = attempts_of(raw)
+      local attempts = before + 1
+      local tag = token .. ':' .. taken
+      held[#held + 1] = tag
+      held[#held + 1] = attempts .. '\\n' .. KEYS[i] .. '\\n' .. message
       leases[#leases + 1] = deadline; leases[#leases + 1] = tag
-      out[#out + 1] = tag; out[#out + 1] = attempts; out[#out + 1] = KEYS[i]; out[#out + 1] = raw
+      out[#out + 1] = tag; out[#out + 1] = attempts; out[#out + 1] = KEYS[i]
+      out[#out + 1] = message
     end
   end
 end
@@ -52,101 +85,59 @@ end
 return out
 """
 
-# Take a held message out of flight. Returns the held value or false.
-_TAKE = """
-local function take(prefix, tag)
-  local held = redis.call('HGET', prefix .. ':inflight', tag)
-  if not held then return false end
-  redis.call('HDEL', prefix .. ':inflight', tag)
-  redis.call('ZREM', prefix .. ':leases', tag)
-  return held
-end
-local function sha_of(tag) return string.match(tag, ':([^:]+)$') end
-local function split(held)
-  local cut = string.find(held, '\\n', 1, true)
-  return string.sub(held, 1, cut - 1), string.sub(held, cut + 1)
-end
-"""
-
-# ARGV: prefix, tags...
-ACK = _TAKE + """
-local prefix, done = ARGV[1], 0
-for i = 2, #ARGV do
-  if take(prefix, ARGV[i]) then
-    redis.call('HDEL', prefix .. ':attempts', sha_of(ARGV[i]))
-    done = done + 1
-  end
-end
-return done
-"""
-
-# KEYS: the delayed zset of the message's queue. ARGV: prefix, tag, due ms ('' = now), undo (0/1).
-REQUEUE = _TAKE + """
-local prefix, tag, due, undo = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local held = take(prefix, tag)
-if not held then return 0 end
-if undo == '1' then redis.call('HINCRBY', prefix .. ':attempts', sha_of(tag), -1) end
+# KEYS: the delayed zset of the message's queue.
+# ARGV: prefix, tag, due ms ('' = now), attempts to undo (0 or 1).
+REQUEUE = _COMMON + """
+local prefix, tag, due, undo = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local attempts, list, raw = take(prefix, tag)
+if not attempts then return 0 end
+raw = with_attempts(raw, attempts - undo)
 if due == '' then
-  local list, raw = split(held)
   redis.call('LPUSH', list, raw)
 else
-  redis.call('ZADD', KEYS[1], due, held)
+  redis.call('ZADD', KEYS[1], due, list .. '\\n' .. raw)
 end
 return 1
 """
 
 # ARGV: prefix, tags... (in reverse claim order, so the first claimed is next again)
-RELEASE = _TAKE + """
+RELEASE = _COMMON + """
 local prefix = ARGV[1]
 for i = 2, #ARGV do
-  local held = take(prefix, ARGV[i])
-  if held then
-    local sha = sha_of(ARGV[i])
-    if redis.call('HINCRBY', prefix .. ':attempts', sha, -1) <= 0 then
-      redis.call('HDEL', prefix .. ':attempts', sha)
-    end
-    local list, raw = split(held)
-    redis.call('RPUSH', list, raw)
-  end
+  local attempts, list, raw = take(prefix, ARGV[i])
+  if attempts then redis.call('RPUSH', list, with_attempts(raw, attempts - 1)) end
 end
 return 1
 """
 
-# ARGV: prefix, tag, reason, now (seconds, float as text)
-DEAD_LETTER = _TAKE + """
+# ARGV: prefix, tag, reason, now (seconds)
+DEAD_LETTER = _COMMON + """
 local prefix, tag = ARGV[1], ARGV[2]
-local held = take(prefix, tag)
-if not held then return 0 end
-local sha = sha_of(tag)
-local attempts = tonumber(redis.call('HGET', prefix .. ':attempts', sha) or '0')
-redis.call('HDEL', prefix .. ':attempts', sha)
-local list, raw = split(held)
+local attempts, list, raw = take(prefix, tag)
+if not attempts then return 0 end
 redis.call('RPUSH', prefix .. ':dead', cjson.encode({list = list, reason = ARGV[3],
   attempts = attempts, time = tonumber(ARGV[4]), message = raw}))
 return 1
 """
 
 # ARGV: prefix, now ms, max deliveries, reason head, reason tail, now (seconds)
-# Returns the dead-lettered messages as attempts, list, raw triples.
-RECOVER = _TAKE + """
+# Returns the dead-lettered messages as attempts, list, message triples.
+RECOVER = _COMMON + """
 local prefix, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', prefix .. ':leases', '-inf', '(' .. now, 'LIMIT', 0, 1000)
+local expired = redis.call('ZRANGEBYSCORE', prefix .. ':leases', '-inf', '(' .. now,
+  'LIMIT', 0, 1000)
 local dead = {}
 for _, tag in ipairs(expired) do
-  local held = take(prefix, tag)
-  if held then
-    local sha = sha_of(tag)
-    local attempts = tonumber(redis.call('HGET', prefix .. ':attempts', sha) or '0')
-    local list, raw = split(held)
-    if attempts >= limit then
-      redis.call('HDEL', prefix .. ':attempts', sha)
-      redis.call('RPUSH', prefix .. ':dead', cjson.encode({list = list,
-        reason = ARGV[4] .. attempts .. ARGV[5], attempts = attempts,
-        time = tonumber(ARGV[6]), message = raw}))
-      dead[#dead + 1] = attempts; dead[#dead + 1] = list; dead[#dead + 1] = raw
-    else
-      redis.call('RPUSH', list, raw)
-    end
+  local attempts, list, raw = take(prefix, tag)
+  if not attempts then
+    redis.call('ZREM', prefix .. ':leases', tag)  -- acked between its two steps
+  elseif attempts >= limit then
+    redis.call('RPUSH', prefix .. ':dead', cjson.encode({list = list,
+      reason = ARGV[4] .. attempts .. ARGV[5], attempts = attempts,
+      time = tonumber(ARGV[6]), message = raw}))
+    dead[#dead + 1] = attempts; dead[#dead + 1] = list; dead[#dead + 1] = raw
+  else
+    redis.call('RPUSH', list, with_attempts(raw, attempts))
   end
 end
 return dead

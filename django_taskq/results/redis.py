@@ -10,6 +10,8 @@ RESULT_EXPIRES. Every store is also PUBLISHed on a channel of the same name, so 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -52,6 +54,7 @@ class RedisResultBackend(ResultBackend):
         self.serializer = serializer
         self.client = client_from_url(url, "RESULT_BACKEND")
         self._content_type = serializers.dumps(None, serializer)[1]
+        self._local = threading.local()
 
     @staticmethod
     def key(task_id: str) -> str:
@@ -125,17 +128,25 @@ class RedisResultBackend(ResultBackend):
     def get(self, task_id: str) -> ResultMeta | None:
         return self._meta(task_id, self.client.get(self.key(task_id)))
 
+    def _pubsub(self) -> Any:
+        """This thread's subscriber connection, kept between waits (a new connection per
+        ``get()`` would cost a connect and a handshake); a forked child makes its own."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.pubsub, local.pid = self.client.pubsub(), os.getpid()
+        return local.pubsub
+
     @reconnecting
     def wait(self, task_id: str, timeout: float | None, interval: float = 0.05) -> ResultMeta:
         """Subscribe to the task's channel, then read the key; wake on the PUBLISH of the result."""
-        channel = self.key(task_id)
+        channel = self.key(task_id).encode()
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.client.pubsub()
+        pubsub = self._pubsub()
         try:
             pubsub.subscribe(channel)
             # Only once the subscription is confirmed can no store slip between read and wait.
-            while (pubsub.get_message(timeout=_left(deadline, 5.0)) or {}).get("type") \
-                    != "subscribe":
+            # Replies left over from earlier waits (other channels) are skipped.
+            while not _is(pubsub.get_message(timeout=_left(deadline, 5.0)), "subscribe", channel):
                 _check(deadline, timeout, task_id, None)
             meta = self.get(task_id)
             while meta is None or meta.state not in states.READY_STATES:
@@ -143,11 +154,14 @@ class RedisResultBackend(ResultBackend):
                 message = pubsub.get_message(timeout=_left(deadline, 1.0))
                 if message is None:
                     meta = self.get(task_id)  # a safety net should a message be missed
-                elif message.get("type") == "message":
+                elif _is(message, "message", channel):
                     meta = self._meta(task_id, message["data"])
+            pubsub.unsubscribe(channel)  # its confirmation is skipped by the next wait
             return meta
-        finally:
+        except BaseException:
+            self._local.pid = None  # in an unknown state: the next wait starts afresh
             pubsub.close()
+            raise
 
     @reconnecting
     def forget(self, task_id: str) -> None:
@@ -158,7 +172,14 @@ class RedisResultBackend(ResultBackend):
         return 0
 
     def close(self) -> None:
+        if getattr(self._local, "pid", None) == os.getpid():
+            self._local.pubsub.close()
+        self._local = threading.local()
         self.client.close()
+
+
+def _is(message: dict[str, Any] | None, kind: str, channel: bytes) -> bool:
+    return message is not None and message.get("type") == kind and message.get("channel") == channel
 
 
 def _left(deadline: float | None, cap: float) -> float:

@@ -50,9 +50,10 @@ def execute(job: Job) -> Outcome:
               "ignore_result": job.ignore_result, "serializer": job.result_serializer}
     global _last_task_end
     started = timezone.now()
-    # A database restart since the last task must not fail this one.
-    close_stale_connections(check_liveness=time.monotonic() - _last_task_end > IDLE_CHECK_AFTER,
-                            keep=job.keep_connections)
+    if time.monotonic() - _last_task_end > IDLE_CHECK_AFTER:
+        # A database restart while idle must not fail this task. Back to back, the previous
+        # task's check (in ``finally`` below) ran a moment ago.
+        close_stale_connections(check_liveness=True, keep=job.keep_connections)
     try:
         with activate(request):
             value = registry.get(job.task_name).run(*request.args, **request.kwargs)
