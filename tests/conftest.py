@@ -12,7 +12,9 @@ from django_taskq.brokers.memory import MemoryBroker
 from tests import services
 
 DB_ALIASES = {"sqlite": "default", "postgres": "postgres", "mariadb": "mariadb"}
-BROKER_KINDS = ["memory", *DB_ALIASES, "redis"]
+BROKER_KINDS = ["memory", *DB_ALIASES, "redis", "amqp"]
+#: Queues the shared tests use on RabbitMQ; emptied (deleted) around every test.
+AMQP_TEST_QUEUES = ("default", "a", "b", "other", "noise")
 
 
 class Clock:
@@ -54,6 +56,29 @@ def redis_url():
     client.close()
 
 
+def delete_amqp_queues(url: str, queues=AMQP_TEST_QUEUES) -> None:
+    """Delete ``queues`` (with their delay queues and exchanges) and the dead letter queue."""
+    from django_taskq.brokers.amqp import from_url
+    from django_taskq.urls import parse
+
+    broker = from_url(parse(url, setting="BROKER_URL"))
+    try:
+        for queue in queues:
+            broker.delete(queue)
+        broker.publisher.delete([broker.options.dead_letter_queue])
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def amqp_url():
+    """The test RabbitMQ, with the queues tests use deleted before and after the test."""
+    url = require_service(services.AMQP_URL, "RabbitMQ")
+    delete_amqp_queues(url)
+    yield url
+    delete_amqp_queues(url)
+
+
 def require_alias(kind: str) -> str:
     """The database alias for ``kind``, skipping (or, in CI, failing) when it is missing."""
     alias = DB_ALIASES[kind]
@@ -81,18 +106,35 @@ def broker(broker_kind: str, clock: Clock, request: pytest.FixtureRequest):
         made = RedisBroker(parse(url, setting="BROKER_URL"), poll_interval=0.01, now=clock)
         request.addfinalizer(made.close)
         return made
+    if broker_kind == "amqp":  # RabbitMQ keeps time itself: the fake clock does not apply
+        from django_taskq.brokers.amqp import from_url
+        from django_taskq.urls import parse
+
+        made = from_url(parse(request.getfixturevalue("amqp_url"), setting="BROKER_URL"))
+        request.addfinalizer(made.close)
+        return made
     alias = require_alias(broker_kind)
     request.getfixturevalue("transactional_db")
     return DatabaseBroker(alias=alias, poll_interval=0.01, now=clock)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Broker-parametrised tests touch every configured database; let them all in, and
     # truncate between tests so that committed rows from real claims never leak.
+    kept, dropped = [], []
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "broker" in names or "configured" in names:
             item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        # A fake clock cannot move RabbitMQ's time: such tests do not apply to it.
+        if item.get_closest_marker("needs_fake_clock") and params.get("broker_kind") == "amqp":
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture
@@ -102,11 +144,15 @@ def configured(broker_kind: str, request: pytest.FixtureRequest, settings):
         url = "memory://"
     elif broker_kind == "redis":
         url = request.getfixturevalue("redis_url")
+    elif broker_kind == "amqp":
+        request.getfixturevalue("transactional_db")
+        url = request.getfixturevalue("amqp_url")
     else:
         alias = require_alias(broker_kind)
         request.getfixturevalue("transactional_db")
         url = f"db://{alias}"
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url,
+    results = "db://default" if broker_kind == "amqp" else url
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": results,
                       "POLL_INTERVAL": 0.01}
     return url
 
@@ -132,6 +178,7 @@ def make_worker(configured):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "worker_db: uses the configured() broker fixture")
+    config.addinivalue_line("markers", "needs_fake_clock: moves a fake clock (not for amqp)")
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,12 @@ def _redis(url: ParsedUrl) -> Broker:
     return redis.from_url(url, poll_interval=_poll_interval(url))
 
 
+def _amqp(url: ParsedUrl) -> Broker:
+    from . import amqp
+
+    return amqp.from_url(url)
+
+
 def _memory(url: ParsedUrl) -> Broker:
     from .memory import MemoryBroker
 
@@ -42,7 +48,8 @@ def _memory(url: ParsedUrl) -> Broker:
 
 slot: EngineSlot[Broker] = EngineSlot(
     "BROKER_URL",
-    {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis},
+    {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis,
+     "amqp": _amqp, "amqps": _amqp, "pyamqp": _amqp},
     close=lambda broker: broker.close())
 SCHEMES = slot.schemes
 broker_from_url = slot.from_url

@@ -326,6 +326,9 @@ class Worker:
             _attempt(lambda: self.broker.release(unstarted), "release prefetched messages")
         for delivery in abandoned:  # started but not finished: back to the queue, attempt kept
             _attempt(lambda d=delivery: self.broker.requeue(d), "requeue running message")
+        # Connections go too: RabbitMQ returns what a consumer still buffers only when its
+        # channel closes, and then counts it as a lost delivery unless released cleanly.
+        _attempt(self.broker.close, "close the broker's connections")
         logger.info("worker stopped: %d task(s) processed, %d released, %d requeued",
                     self.processed, len(unstarted), len(abandoned))
 
