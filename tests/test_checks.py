@@ -35,7 +35,8 @@ def test_e002_bad_value(settings, key, value):
 @pytest.mark.parametrize("url", ["rabbit://x", "nonsense", "db://nope",
                                  "db://default?poll_interval=soon",
                                  "redis://127.0.0.1:6379/0?socket_timeout=never",
-                                 "redis://127.0.0.1:6379/0?prefix="])
+                                 "redis://127.0.0.1:6379/0?prefix=",
+                                 "amqp://guest@127.0.0.1//?queue_type=fast"])
 def test_e003_bad_broker_url(settings, url):
     assert ids({"BROKER_URL": url}, settings) == ["django_taskq.E003"]
 
