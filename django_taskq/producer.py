@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from .conf import get_settings
-from .exceptions import BrokerConnectionError
+from .exceptions import BrokerConnectionError, TaskqError
 from .message import Envelope, build_envelope
+
+logger = logging.getLogger(__name__)
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
@@ -89,22 +92,32 @@ def envelope_for(task_name: str, task_id: str, args: Sequence[Any], kwargs: dict
 
 
 def send(envelopes: list[Envelope], record_results: bool) -> None:
-    """Record PENDING results (unless ignored) and hand the envelopes to the broker.
+    """Hand the envelopes to the broker and record PENDING results (unless ignored).
 
-    On the database broker both writes join the caller's transaction, and happen in one
-    transaction of their own otherwise, so a PENDING record never exists without its message.
+    On the database broker both writes join the caller's transaction (or form one of their
+    own), so a PENDING record never exists without its message. Elsewhere the message goes
+    first — the PENDING record is written only if absent, so a worker's faster result is never
+    overwritten, and a PENDING record never names a message that was not sent; a failure to
+    write it after the message went out is logged, not raised (raising would invite a resend).
     """
     from .brokers import get_broker
     from .results import get_backend
 
     broker = get_broker()
+    records = [(e.message_id, e.task_name) for e in envelopes] if record_results else []
     try:
         with broker.atomic():
-            if record_results:
-                get_backend().mark_pending([(e.message_id, e.task_name) for e in envelopes])
             broker.enqueue_many(envelopes)
+            if records and broker.transactional:
+                get_backend().mark_pending(records)
     except (OperationalError, InterfaceError) as exc:
         raise BrokerConnectionError(f"could not enqueue {len(envelopes)} message(s): {exc}") from exc
+    if records and not broker.transactional:
+        try:
+            get_backend().mark_pending(records)
+        except (TaskqError, DatabaseError) as exc:
+            logger.warning("sent %d message(s) but could not record them as PENDING: %s",
+                           len(records), exc)
 
 
 def default_options(**overrides: Any) -> SendOptions:

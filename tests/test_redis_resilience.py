@@ -10,6 +10,7 @@ import time
 import pytest
 
 from django_taskq import AsyncResult
+from django_taskq.brokers import get_broker
 from django_taskq.exceptions import BrokerConnectionError
 from tests.redisserver import RedisServer
 from tests.test_worker_process import WorkerProcess, wait_for
@@ -97,3 +98,16 @@ def test_result_wait_sees_a_result_stored_across_a_restart(private_redis, settin
         AsyncResult(sent.id).get(timeout=2)
     private_redis.start()
     assert AsyncResult(sent.id).state == "PENDING"  # the PENDING record survived (AOF)
+
+
+def test_message_is_sent_even_when_the_pending_record_cannot_be(private_redis, redis_url,
+                                                                 settings, caplog):
+    """The message goes first; a result store that is down only loses the PENDING marker (and
+    says so) — raising would make the caller send the task twice."""
+    private_redis.kill()
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": redis_url,
+                      "RESULT_BACKEND": private_redis.url}
+    sent = tasks.add.delay(1, 2)
+    assert "could not record them as PENDING" in caplog.text
+    [delivery] = get_broker().reserve(["default"], max_messages=5, lease=30, worker="w")
+    assert delivery.message_id == sent.id
