@@ -105,6 +105,9 @@ def send(envelopes: list[Envelope], record_results: bool) -> None:
 
     broker = get_broker()
     records = [(e.message_id, e.task_name) for e in envelopes] if record_results else []
+    if records and not broker.transactional and \
+            broker.enqueue_recording(envelopes, get_backend(), records):
+        return  # one round trip: broker and result backend share a Redis
     try:
         with broker.atomic():
             broker.enqueue_many(envelopes)

@@ -62,3 +62,17 @@ def test_raw_garbage_in_the_list_is_dead_lettered_and_the_worker_goes_on(make_wo
     reasons = [reason for _, reason in dead_letters(get_broker())]
     assert len(reasons) == 2 and all("no 'task' header" in r for r in reasons)
     assert client.hlen("taskq:inflight") == 0
+
+
+def test_message_and_pending_record_go_in_one_round_trip(configured, monkeypatch):
+    """Broker and result backend on the same Redis: delay() is one pipeline, not two."""
+    from redis.client import Pipeline
+
+    executed = []
+    original = Pipeline.execute
+    monkeypatch.setattr(Pipeline, "execute",
+                        lambda self, *a, **k: executed.append(len(self)) or original(self, *a, **k))
+    sent = tasks.add.delay(2, 2)
+    assert len(executed) == 1
+    assert AsyncResult(sent.id).known  # the PENDING record is there
+    assert get_broker().size("default") == 1

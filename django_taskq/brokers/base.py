@@ -59,6 +59,12 @@ class Broker(ABC):
     def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Store many messages in one round trip."""
 
+    def enqueue_recording(self, envelopes: Sequence[Envelope], backend: Any,
+                          records: Sequence[tuple[str, str]]) -> bool:
+        """Enqueue and record ``records`` as PENDING in ``backend`` in one round trip, when the
+        two share a server; False (nothing done) when they do not."""
+        return False
+
     @abstractmethod
     def reserve(self, queues: Sequence[str], *, max_messages: int, lease: float, worker: str,
                 timeout: float = 0.0) -> list[Delivery]:

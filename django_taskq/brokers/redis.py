@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 
@@ -113,8 +114,26 @@ class RedisBroker(Broker):
 
     @reconnecting
     def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
-        now_ms = _ms(self.now())
         pipe = self.client.pipeline(transaction=False)
+        self._queue_messages(pipe, envelopes)
+        pipe.execute()
+
+    @reconnecting
+    def enqueue_recording(self, envelopes: Sequence[Envelope], backend: Any,
+                          records: Sequence[tuple[str, str]]) -> bool:
+        from ..results.redis import RedisResultBackend
+
+        if not (isinstance(backend, RedisResultBackend) and _same_server(self.client,
+                                                                         backend.client)):
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_messages(pipe, envelopes)
+        backend.queue_pending(pipe, records)  # after the messages: see producer.send
+        pipe.execute()
+        return True
+
+    def _queue_messages(self, pipe: Any, envelopes: Sequence[Envelope]) -> None:
+        now_ms = _ms(self.now())
         ready: dict[str, int] = {}
         for envelope in envelopes:
             key = list_key(envelope.queue, envelope.priority)
@@ -128,7 +147,6 @@ class RedisBroker(Broker):
             wake = self._wake(queue)
             pipe.lpush(wake, *["1"] * min(count, WAKE_TOKENS))
             pipe.ltrim(wake, 0, WAKE_TOKENS - 1)
-        pipe.execute()
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -259,6 +277,14 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _same_server(one: Any, other: Any) -> bool:
+    """Whether two redis-py clients talk to the same server and database as the same user."""
+    keys = ("host", "port", "path", "db", "username", "password")
+    a, b = one.connection_pool.connection_kwargs, other.connection_pool.connection_kwargs
+    return all(a.get(k) == b.get(k) for k in keys) and \
+        one.connection_pool.connection_class is other.connection_pool.connection_class
 
 
 def _text(value: bytes | str) -> str:

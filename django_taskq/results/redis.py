@@ -90,14 +90,17 @@ class RedisResultBackend(ResultBackend):
     @reconnecting
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for task_id, name in records:
-            meta = json.dumps({"status": states.PENDING, "result": None, "traceback": None,
-                               "children": [], "date_done": None, "task_id": task_id,
-                               "name": name}) if self.serializer == "json" else \
-                serializers.dumps({"status": states.PENDING, "result": None, "task_id": task_id,
-                                   "name": name}, self.serializer)[0]
-            pipe.set(self.key(task_id), meta, nx=True, ex=self._ttl())
+        self.queue_pending(pipe, records)
         pipe.execute()
+
+    def queue_pending(self, pipe: Any, records: Sequence[tuple[str, str]]) -> None:
+        """Add the PENDING writes (``SET NX``: never over a result) to a pipeline of this server."""
+        for task_id, name in records:
+            meta = {"status": states.PENDING, "result": None, "traceback": None, "children": [],
+                    "date_done": None, "task_id": task_id, "name": name}
+            data = json.dumps(meta) if self.serializer == "json" else \
+                serializers.dumps(meta, self.serializer)[0]
+            pipe.set(self.key(task_id), data, nx=True, ex=self._ttl())
 
     @reconnecting
     def store_many(self, outcomes: Sequence[Outcome]) -> None:
@@ -143,6 +146,11 @@ class RedisResultBackend(ResultBackend):
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._pubsub()
         try:
+            previous = getattr(self._local, "channel", None)
+            if previous is not None:
+                # Left subscribed by the last wait so that returning cost no round trip.
+                pubsub.unsubscribe(previous)
+                self._local.channel = None
             pubsub.subscribe(channel)
             # Only once the subscription is confirmed can no store slip between read and wait.
             # Replies left over from earlier waits (other channels) are skipped.
@@ -156,7 +164,7 @@ class RedisResultBackend(ResultBackend):
                     meta = self.get(task_id)  # a safety net should a message be missed
                 elif _is(message, "message", channel):
                     meta = self._meta(task_id, message["data"])
-            pubsub.unsubscribe(channel)  # its confirmation is skipped by the next wait
+            self._local.channel = channel  # unsubscribed by the next wait, off this one's path
             return meta
         except BaseException:
             self._local.pid = None  # in an unknown state: the next wait starts afresh
