@@ -134,16 +134,20 @@ class RedisBroker(Broker):
 
     def _queue_messages(self, pipe: Any, envelopes: Sequence[Envelope]) -> None:
         now_ms = _ms(self.now())
-        ready: dict[str, int] = {}
+        ready: dict[str, list[str]] = {}
+        counts: dict[str, int] = {}
         for envelope in envelopes:
             key = list_key(envelope.queue, envelope.priority)
             if envelope.eta is not None and _ms(envelope.eta) > now_ms:
                 pipe.zadd(self._delayed(envelope.queue),
                           {f"{key}\n{to_wire(envelope)}": _ms(envelope.eta)})
             else:
-                pipe.lpush(key, to_wire(envelope))
-                ready[envelope.queue] = ready.get(envelope.queue, 0) + 1
-        for queue, count in ready.items():
+                ready.setdefault(key, []).append(to_wire(envelope))
+                counts[envelope.queue] = counts.get(envelope.queue, 0) + 1
+        for key, wires in ready.items():
+            for start in range(0, len(wires), 1000):  # one LPUSH per list, in arrival order
+                pipe.lpush(key, *wires[start:start + 1000])
+        for queue, count in counts.items():
             wake = self._wake(queue)
             pipe.lpush(wake, *["1"] * min(count, WAKE_TOKENS))
             pipe.ltrim(wake, 0, WAKE_TOKENS - 1)
