@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from django_taskq import task
 
 
@@ -15,3 +18,14 @@ def noop() -> None:
 def store() -> None:
     """Results stored: PENDING row on enqueue, SUCCESS upsert on settle, then the ack."""
     return None
+
+
+@task(name="bench.mark", ignore_result=True)
+def mark() -> None:
+    """Marks the start and end of a RabbitMQ drain (versus_celery.py --broker amqp): appends the
+    system-wide monotonic clock to $BENCH_MARK_FILE. Celery's bench.mark runs the same code."""
+    now = time.monotonic()
+    path = os.environ.get("BENCH_MARK_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{now!r}\n")

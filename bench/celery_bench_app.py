@@ -10,6 +10,7 @@ logging, so a default Celery setup is measured.
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
 
@@ -21,10 +22,14 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
                  broker=broker or os.environ.get("BENCH_CELERY_BROKER", REDIS_URL),
                  backend=backend or os.environ.get("BENCH_CELERY_BACKEND", REDIS_URL))
     app.conf.update(
-        task_default_queue="default",
+        task_default_queue=os.environ.get("BENCH_CELERY_QUEUE", "default"),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
+    if os.environ.get("BENCH_CELERY_MAX_PRIORITY"):  # RabbitMQ: declare queues as django_taskq
+        app.conf.task_queue_max_priority = int(os.environ["BENCH_CELERY_MAX_PRIORITY"])
+        # no pidbox queue: only the benchmark's queue is declared on the shared RabbitMQ
+        app.conf.worker_enable_remote_control = False
 
     @app.task(name="bench.noop", ignore_result=True, shared=False)
     def noop() -> None:
@@ -36,9 +41,24 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         """Results stored (as benchtasks.store)."""
         return None
 
+    @app.task(name="bench.mark", ignore_result=True, shared=False)
+    def mark() -> None:
+        """As benchtasks.mark: the time it ran, appended to $BENCH_MARK_FILE."""
+        benchtasks_mark()
+
     return app
+
+
+def benchtasks_mark() -> None:
+    """Append the system-wide monotonic clock to $BENCH_MARK_FILE (the same code as ours)."""
+    now = time.monotonic()
+    path = os.environ.get("BENCH_MARK_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{now!r}\n")
 
 
 app = make_app()
 noop = app.tasks["bench.noop"]
 store = app.tasks["bench.store"]
+mark = app.tasks["bench.mark"]

@@ -30,8 +30,9 @@ if os.environ.get("BENCH_TASKQ_SRC"):  # a django_taskq exported from a commit (
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
-def configure_django(redis_url: str, **taskq: object) -> None:
-    """settings.configure() with the Redis broker and result backend, then django.setup()."""
+def configure_django(redis_url: str, broker: str | None = None, **taskq: object) -> None:
+    """settings.configure() with the Redis broker and result backend, then django.setup().
+    ``broker`` (e.g. an ``amqp://`` URL) replaces the broker; results stay on Redis."""
     import django
     from django.conf import settings
 
@@ -45,7 +46,7 @@ def configure_django(redis_url: str, **taskq: object) -> None:
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         INSTALLED_APPS=["django_taskq"],
         DATABASES={},  # nothing here touches a database
-        TASKQ={"BROKER_URL": redis_url, "RESULT_BACKEND": redis_url, "WORKER_POOL": "solo",
+        TASKQ={"BROKER_URL": broker or redis_url, "RESULT_BACKEND": redis_url, "WORKER_POOL": "solo",
                **taskq},
     )
     django.setup()
@@ -55,6 +56,9 @@ def configure_django(redis_url: str, **taskq: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis", default=REDIS_URL)
+    parser.add_argument("--broker", default=None,
+                        help="broker URL instead of --redis, e.g. amqp://guest:guest@127.0.0.1:5672//"
+                             " (the result backend stays --redis)")
     parser.add_argument("--prefetch", type=int, default=None,
                         help="--prefetch-multiplier (default: the setting's default, 4)")
     parser.add_argument("--queue", default="default")
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
     args = parser.parse_args(argv)
 
-    configure_django(args.redis)
+    configure_django(args.redis, args.broker)
     import django_taskq
 
     source = os.environ.get("BENCH_TASKQ_SRC")

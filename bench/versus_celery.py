@@ -36,6 +36,10 @@ Also recorded: worker and Redis CPU per task, Redis commands per task (INFO comm
 the CPU other processes used meanwhile (a shared machine makes these figures noisy; use
 ``--repeat`` and compare medians). Worker subprocesses are killed on any exit; a lock file keeps
 two copies off the same database. Results: bench/README.md, "Versus Celery on Redis".
+
+``--broker amqp`` runs only the drain phase, on RabbitMQ (``--amqp``, dedicated queue
+``--amqp-queue bench_amqp``): see bench/versus_celery_amqp.py and bench/README.md, "Versus Celery
+on RabbitMQ".
 """
 
 from __future__ import annotations
@@ -67,6 +71,12 @@ ROOT = BENCH_DIR.parent
 for entry in (str(ROOT), str(BENCH_DIR)):
     if entry not in sys.path:
         sys.path.insert(0, entry)
+
+from versus_celery_amqp import (  # noqa: E402 - after the path set-up
+    AMQP_QUEUE,
+    AMQP_URL,
+    check_url,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 QUEUE = "default"
@@ -124,6 +134,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile",
                         help="for the worker under --profile (the client always uses cProfile)")
     parser.add_argument("--profile-lines", type=int, default=40)
+    parser.add_argument("--broker", choices=("redis", "amqp"), default="redis",
+                        help="redis (default): every phase on --redis; amqp: only the drain, on "
+                             "RabbitMQ at --amqp, queue --amqp-queue (bench/versus_celery_amqp.py)")
+    parser.add_argument("--amqp", default=AMQP_URL,
+                        help=f"RabbitMQ URL, default vhost only (default {AMQP_URL})")
+    parser.add_argument("--amqp-queue", default=AMQP_QUEUE,
+                        help=f"the dedicated queue, deleted before and after each drain "
+                             f"(default {AMQP_QUEUE})")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
@@ -144,6 +162,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--redis must name a database number, e.g. redis://127.0.0.1:6379/13")
     if args.db == 0:
         parser.error("refusing to FLUSHDB database 0: name a scratch database (default 13)")
+    if args.broker == "amqp":
+        check_url(parser.error, args.amqp)
+        if args.profile or args.at_commit:
+            parser.error("--profile and --at-commit are for --broker redis only")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     return args
@@ -173,6 +195,37 @@ class Workers:
         if prefetch is not None:
             argv += ["--prefetch-multiplier", str(prefetch)]
         return argv
+
+    def start_amqp(self, framework: str, prefetch: int) -> subprocess.Popen[bytes]:
+        """A worker on RabbitMQ (``--amqp``, queue ``--amqp-queue``), not waited for: it starts
+        consuming the backlog as soon as it is up."""
+        args = self.args
+        if framework == "taskq":
+            argv = [sys.executable, args.taskq_worker, "--redis", args.redis, "--broker",
+                    args.amqp, "--queue", args.amqp_queue, "--loglevel", "WARNING",
+                    "--prefetch", str(prefetch)]
+        else:
+            argv = self.command("celery", prefetch, None)
+            argv[argv.index("-Q") + 1] = args.amqp_queue
+        return self.spawn(framework, argv, BENCH_CELERY_BROKER=args.amqp,
+                          BENCH_CELERY_QUEUE=args.amqp_queue, BENCH_CELERY_MAX_PRIORITY="10")
+
+    def spawn(self, framework: str, argv: list[str], **extra: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, BENCH_CELERY_BROKER=self.args.redis,
+                   BENCH_CELERY_BACKEND=self.args.redis,
+                   PYTHONPATH=os.pathsep.join(
+                       [str(BENCH_DIR), str(ROOT)] + ([os.environ["PYTHONPATH"]]
+                                                      if os.environ.get("PYTHONPATH") else [])))
+        env.update(extra)
+        env.pop("TASKQ_BROKER_URL", None)
+        env.pop("TASKQ_RESULT_BACKEND", None)
+        log = open(Path(self.logdir) / f"{framework}-{len(self.live)}-{time.time():.0f}.log",
+                   "w+b")
+        proc = subprocess.Popen(argv, cwd=BENCH_DIR, env=env, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                start_new_session=True)  # our Ctrl-C is handled here
+        self.live.append((proc, log))
+        return proc
 
     def start(self, framework: str, prefetch: int | None, profile: str | None = None
               ) -> subprocess.Popen[bytes]:
@@ -742,8 +795,48 @@ def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+def main_amqp(args: argparse.Namespace) -> int:
+    """``--broker amqp``: the drain phase on RabbitMQ (bench/versus_celery_amqp.py)."""
+    import versus_celery_amqp as vca
+
+    lock = open(vca.lock_name(args), "w")  # noqa: SIM115 - held until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise SystemExit(f"another versus_celery.py is using {args.amqp_queue}; wait") from None
+    from taskq_bench_worker import configure_django
+
+    configure_django(args.redis, args.amqp)  # client: publishes the backlog to RabbitMQ
+    import redis
+
+    admin = redis.Redis.from_url(args.redis)
+    machine_info = dict(machine(admin), rabbitmq=vca.rabbitmq_version(args.amqp))
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    workers = Workers(args, admin)
+    try:
+        results = vca.run(args, workers)
+    finally:
+        workers.kill_all()
+    report = {"broker": "amqp", "amqp": args.amqp, "amqp_queue": args.amqp_queue,
+              "tasks": args.tasks, "prefetch": args.prefetch, "revision": revision(),
+              "machine": machine_info, "load_average_after": os.getloadavg(),
+              "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+              "repeat": args.repeat, "rounds": results}
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text if args.json else vca.table(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.broker == "amqp":
+        return main_amqp(args)
     os.environ["BENCH_CELERY_BROKER"] = args.redis  # before celery_bench_app is imported
     os.environ["BENCH_CELERY_BACKEND"] = args.redis
     lock = open(Path(tempfile.gettempdir())  # noqa: SIM115 - held until the process exits
