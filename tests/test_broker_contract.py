@@ -148,6 +148,18 @@ def test_requeue_keeps_attempt_and_honours_eta(broker, clock):
     assert again.attempts == 2
 
 
+@needs_fake_clock
+def test_defer_undoes_the_attempt_and_waits_for_the_eta(broker, clock):
+    broker.enqueue(envelope())
+    [early] = reserve(broker)
+    broker.defer(early, clock() + timedelta(seconds=30))
+    assert reserve(broker) == []
+    assert broker.size("default") == 1
+    clock.advance(31)
+    [due] = reserve(broker)
+    assert due.attempts == 1
+
+
 def test_dead_letter_records_reason_and_removes(broker):
     sent = envelope()
     broker.enqueue(sent)

@@ -85,10 +85,10 @@ class Broker(ABC):
     def requeue(self, delivery: Delivery, eta: datetime | None = None) -> None:
         """Make a leased message ready again (at ``eta``), keeping its attempt count."""
 
+    @abstractmethod
     def defer(self, delivery: Delivery, eta: datetime) -> None:
         """Put back a message that arrived before its ``eta`` (a Celery producer's ETA message),
         undoing the attempt; it is not held in worker memory while it waits."""
-        self.requeue(delivery, eta)
 
     @abstractmethod
     def release(self, deliveries: Sequence[Delivery]) -> None:

@@ -211,6 +211,12 @@ class DatabaseBroker(Broker):
         self._wake.set()
 
     @_connection_errors
+    def defer(self, delivery: Delivery, eta: datetime) -> None:
+        for rows in self._owned([delivery]):
+            rows.update(state="ready", available_at=eta, locked_until=None, locked_by="",
+                        attempts=F("attempts") - 1)
+
+    @_connection_errors
     def release(self, deliveries: Sequence[Delivery]) -> None:
         for rows in self._owned(deliveries):
             rows.update(state="ready", locked_until=None, locked_by="",

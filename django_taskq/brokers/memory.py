@@ -86,6 +86,13 @@ class MemoryBroker(Broker):
                 self._push(held.envelope, held.attempts, eta)
                 self._lock.notify_all()
 
+    def defer(self, delivery: Delivery, eta: datetime) -> None:
+        with self._lock:
+            held = self._owned(delivery)
+            if held:
+                del self._held[delivery.tag]
+                self._push(held.envelope, held.attempts - 1, eta)
+
     def release(self, deliveries: Sequence[Delivery]) -> None:
         with self._lock:
             for delivery in deliveries:

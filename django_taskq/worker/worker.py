@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .. import states
 from ..brokers import get_broker
-from ..brokers.base import Broker, DeadLetter, Delivery
+from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
 from ..conf import TaskqSettings, get_settings
 from ..exceptions import BadMessage, BrokerError, TaskRevokedError, WorkerLostError
 from ..outcome import Outcome, failure
@@ -235,8 +235,8 @@ class Worker:
     def _lost(self, delivery: Delivery, job: Job) -> None:
         """The child running ``job`` died: retry it, or dead-letter after too many deaths."""
         if delivery.attempts >= self.options.max_deliveries:
-            self._record_dead([DeadLetter(delivery.envelope, "", delivery.attempts)])
-            reason = f"worker lost: the process running it died {delivery.attempts} times"
+            reason = worker_lost_reason(delivery.attempts)
+            self._record_dead([DeadLetter(delivery.envelope, reason, delivery.attempts)])
             self.broker.dead_letter(delivery, reason)
         else:
             logger.warning("worker process lost while running name=%s id=%s; requeued",
