@@ -47,6 +47,15 @@ class TaskqSettings:
     WORKER_POOL: str = "prefork"
     WORKER_PREFETCH_MULTIPLIER: int = 4
     WORKER_SHUTDOWN_TIMEOUT: float | None = None
+    WORKER_TIME_LIMIT: float | None = None
+    WORKER_SOFT_TIME_LIMIT: float | None = None
+    WORKER_MAX_TASKS_PER_CHILD: int | None = None
+    WORKER_MAX_MEMORY_PER_CHILD: int | None = None
+    TASK_TRACK_STARTED: bool = False
+    CONTROL_URL: str | None = None
+    REVOKE_EXPIRES: float = 7 * 86400.0
+    REVOKE_POLL_INTERVAL: float = 0.5
+    MIDDLEWARE: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -91,6 +100,16 @@ def _text(value: Any) -> str:
     return value
 
 
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _dotted_paths(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(v, str) and "." in v for v in value):
+        raise TypeError("a list of dotted import paths, e.g. ['myapp.middleware.Tracing']")
+    return tuple(value)
+
+
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not all(isinstance(v, str) for v in value):
         raise TypeError("a list of serializer names, e.g. ['json']")
@@ -127,9 +146,19 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "WORKER_POOL": _pool,
     "WORKER_PREFETCH_MULTIPLIER": _positive_int,
     "WORKER_SHUTDOWN_TIMEOUT": _optional_seconds,
+    "WORKER_TIME_LIMIT": _optional_seconds,
+    "WORKER_SOFT_TIME_LIMIT": _optional_seconds,
+    "WORKER_MAX_TASKS_PER_CHILD": _optional_positive_int,
+    "WORKER_MAX_MEMORY_PER_CHILD": _optional_positive_int,
+    "TASK_TRACK_STARTED": _bool,
+    "CONTROL_URL": _optional_text,
+    "REVOKE_EXPIRES": _seconds,
+    "REVOKE_POLL_INTERVAL": _seconds,
+    "MIDDLEWARE": _dotted_paths,
 }
 
-_POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES")
+_POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES", "REVOKE_EXPIRES",
+                     "REVOKE_POLL_INTERVAL", "WORKER_TIME_LIMIT", "WORKER_SOFT_TIME_LIMIT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +208,7 @@ def find_problems(raw: Mapping[str, Any]) -> list[Problem]:
             problems.append(Problem(key, f"TASKQ[{key!r}] = {value!r} is not valid.",
                                     f"{key} must be {exc}."))
             continue
-        if key in _POSITIVE_SECONDS and converted <= 0:
+        if key in _POSITIVE_SECONDS and converted is not None and converted <= 0:
             problems.append(Problem(key, f"TASKQ[{key!r}] must be greater than zero.",
                                     f"Set {key} to a positive number of seconds."))
     return problems + _heartbeat_problems(raw, problems)

@@ -72,3 +72,30 @@ class BadMessage(TaskqError):
 
     The worker dead-letters such a message with this error's text as the reason.
     """
+
+
+class SoftTimeLimitExceeded(TaskqError):
+    """Raised inside a task when its soft time limit passes; catch it to clean up in time."""
+
+
+class TimeLimitExceeded(TaskqError):
+    """The task ran past its hard time limit and was killed; stored as its failure."""
+
+
+class Retry(TaskqError):
+    """Raised by ``self.retry()``: the task is sent again and this run ends in state RETRY."""
+
+    def __init__(self, message: str | None = None, exc: BaseException | None = None,
+                 when: float | None = None) -> None:
+        super().__init__(message or (f"Retry in {when:g}s: {exc!r}" if when is not None
+                                     else f"Retry: {exc!r}"))
+        self.exc = exc
+        self.when = when
+
+
+class MaxRetriesExceededError(TaskqError):
+    """``self.retry()`` was called with no exception after ``max_retries`` retries."""
+
+
+class RateLimitError(TaskqError):
+    """A rate limit string cannot be read (e.g. ``"100/m"`` is right, ``"100 per m"`` is not)."""

@@ -23,6 +23,10 @@ class Job:
     ignore_result: bool
     result_serializer: str
     keep_connections: tuple[str, ...] = ()
+    #: Seconds after which the task is killed (hard) / gets SoftTimeLimitExceeded (soft).
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    track_started: bool = False
 
 
 @functools.lru_cache(maxsize=1024)
