@@ -4,8 +4,11 @@ Importing this package (or an app's ``tasks.py`` that uses ``@task``) never touc
 or opens a connection; brokers and result backends are built on first use.
 """
 
-from .result import AsyncResult
+from .exceptions import MaxRetriesExceededError, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from .middleware import Middleware
+from .result import AsyncResult, revoke
 from .task import Task, shared_task, task
 
-__all__ = ["AsyncResult", "Task", "shared_task", "task"]
+__all__ = ["AsyncResult", "MaxRetriesExceededError", "Middleware", "Retry",
+           "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "revoke", "shared_task", "task"]
 __version__ = "0.1.0"

@@ -50,3 +50,20 @@ class activate:  # noqa: N801 - used as a context manager, reads as a verb
 
     def __exit__(self, *exc: object) -> None:
         _current.reset(self._token)
+
+
+# ``self.retry(throw=False)``: the retry is remembered here and acted on when the run ends.
+_scheduled_retry: ContextVar[Any] = ContextVar("django_taskq_retry", default=None)
+
+
+def schedule_retry(retry: Any) -> None:
+    """Remember a retry requested without raising (``throw=False``)."""
+    _scheduled_retry.set(retry)
+
+
+def take_scheduled_retry() -> Any:
+    """The retry remembered during this run, if any, forgetting it."""
+    retry = _scheduled_retry.get()
+    if retry is not None:
+        _scheduled_retry.set(None)
+    return retry

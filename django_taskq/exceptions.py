@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -83,14 +85,26 @@ class TimeLimitExceeded(TaskqError):
 
 
 class Retry(TaskqError):
-    """Raised by ``self.retry()``: the task is sent again and this run ends in state RETRY."""
+    """Raised by ``self.retry()``: the task is sent again and this run ends in state RETRY.
+
+    ``eta`` is when the retry may run; ``retry_args``/``retry_kwargs`` replace the arguments
+    when not None.
+    """
 
     def __init__(self, message: str | None = None, exc: BaseException | None = None,
-                 when: float | None = None) -> None:
+                 when: float | None = None, *, eta: Any = None,
+                 retry_args: tuple[Any, ...] | None = None,
+                 retry_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(message or (f"Retry in {when:g}s: {exc!r}" if when is not None
                                      else f"Retry: {exc!r}"))
         self.exc = exc
         self.when = when
+        self.eta = eta
+        self.retry_args = retry_args
+        self.retry_kwargs = retry_kwargs
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.exc, self.when))
 
 
 class MaxRetriesExceededError(TaskqError):

@@ -173,3 +173,32 @@ def decode(envelope: Envelope, accept: tuple[str, ...] = ("json",)) -> DecodedMe
         embed=embed if isinstance(embed, dict) else {}, headers=headers,
         eta=_parse_time(headers, "eta"), expires=_parse_time(headers, "expires"), retries=retries,
     )
+
+
+def retry_envelope(original: Envelope, *, eta: datetime | None, args: Any = None,
+                   kwargs: Any = None) -> Envelope:
+    """The next delivery of a retried task: same id, queue and priority, ``retries + 1``.
+
+    The body is kept byte for byte unless new ``args``/``kwargs`` are given (then it is encoded
+    again with the original content type, keeping the embedded workflow fields).
+    """
+    headers = {key: value for key, value in original.headers.items()
+               if not key.startswith("x-taskq-")}  # broker bookkeeping starts afresh
+    headers["retries"] = int(headers.get("retries") or 0) + 1
+    headers["eta"] = _iso(eta)
+    body, content_type, encoding = original.body, original.content_type, original.content_encoding
+    if args is not None or kwargs is not None:
+        old_args, old_kwargs, embed = serializers.loads(body, content_type, encoding,
+                                                        (serializers.get(content_type).name,))
+        new_args = list(old_args if args is None else args)
+        new_kwargs = dict(old_kwargs if kwargs is None else kwargs)
+        body, content_type, encoding = serializers.dumps(
+            [new_args, new_kwargs, embed], serializers.get(content_type).name)
+        headers["argsrepr"] = _repr.repr(tuple(new_args))
+        headers["kwargsrepr"] = _repr.repr(new_kwargs)
+    properties = {key: value for key, value in original.properties.items()
+                  if key in ("correlation_id", "reply_to", "delivery_mode", "priority")}
+    properties["delivery_info"] = {"exchange": "", "routing_key": original.queue}
+    return Envelope(queue=original.queue, body=body, headers=headers, content_type=content_type,
+                    content_encoding=encoding, priority=original.priority, eta=eta,
+                    properties=properties)

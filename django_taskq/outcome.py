@@ -10,6 +10,16 @@ from . import serializers, states
 
 
 @dataclass(frozen=True, slots=True)
+class RetryOrder:
+    """A run that ended in RETRY: send the message again at ``eta`` with ``retries + 1``,
+    with new arguments when they are not None."""
+
+    eta: datetime | None
+    args: tuple[Any, ...] | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to one task: its final (or RETRY) state and encoded result."""
 
@@ -26,6 +36,7 @@ class Outcome:
     worker: str = ""
     retries: int = 0
     ignore_result: bool = False
+    retry: RetryOrder | None = None
 
     @property
     def runtime(self) -> float | None:

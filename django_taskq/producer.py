@@ -92,6 +92,13 @@ def envelope_for(task_name: str, task_id: str, args: Sequence[Any], kwargs: dict
 
 
 def send(envelopes: list[Envelope], record_results: bool) -> None:
+    """Send through the configured middleware (``TASKQ["MIDDLEWARE"]``), then to the broker."""
+    from . import middleware
+
+    middleware.send_through(envelopes, lambda current: _send(current, record_results))
+
+
+def _send(envelopes: list[Envelope], record_results: bool) -> None:
     """Hand the envelopes to the broker and record PENDING results (unless ignored).
 
     On the database broker both writes join the caller's transaction (or form one of their

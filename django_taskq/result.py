@@ -176,6 +176,30 @@ class AsyncResult:
         self._cache = None
         self.backend.forget(self.id)
 
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Never run this task; with ``terminate=True`` also kill a running execution.
+
+        See :func:`revoke`. ``connection``, ``signal``, ``wait`` and ``timeout`` are accepted for
+        Celery compatibility; a terminated execution is always killed with SIGKILL.
+        """
+        revoke([self.id], terminate=terminate)
+
+
+def revoke(task_ids: str | list[str], *, terminate: bool = False) -> None:
+    """Revoke tasks by id: durable, so it holds for tasks still queued, for workers that start
+    later, and across restarts (until REVOKE_EXPIRES). A revoked task never runs and ends in
+    REVOKED; with ``terminate=True`` a running execution is killed too (prefork pool only).
+    Workers see a revocation within REVOKE_POLL_INTERVAL seconds.
+    """
+    from .conf import get_settings
+    from .control import get_control_store
+
+    ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
+    if not all(isinstance(i, str) and i for i in ids):
+        raise ValueError(f"revoke() takes task ids (non-empty strings), not {task_ids!r}.")
+    get_control_store().revoke(ids, terminate=terminate, expires=get_settings().REVOKE_EXPIRES)
+
 
 class EagerResult(AsyncResult):
     """The result of a task run in this process (``Task.apply`` or TASK_ALWAYS_EAGER)."""

@@ -56,9 +56,27 @@ def _delivery_info(envelope: message.Envelope) -> dict[str, Any]:
     return {**(info if isinstance(info, dict) else {}), "queue": envelope.queue}
 
 
+def _seconds_or_none(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def time_limits(headers: dict[str, Any], task: Any,
+                defaults: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+    """(hard, soft) seconds: the message's ``timelimit`` header, else the task's options, else
+    the worker's. Celery's header order is ``[hard, soft]``; anything unreadable counts as unset."""
+    given = headers.get("timelimit")
+    hard, soft = (given + [None, None])[:2] if isinstance(given, list) else (None, None)
+    hard = _seconds_or_none(hard) or task.time_limit or defaults[0]
+    soft = _seconds_or_none(soft) or task.soft_time_limit or defaults[1]
+    return hard, soft
+
+
 def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], hostname: str,
-            result_serializer: str, keep_connections: tuple[str, ...] = ()
-            ) -> tuple[Job, message.DecodedMessage]:
+            result_serializer: str, keep_connections: tuple[str, ...] = (),
+            default_time_limits: tuple[float | None, float | None] = (None, None),
+            track_started: bool = False) -> tuple[Job, message.DecodedMessage]:
     """Decode and check a delivered envelope.
 
     Raises:
@@ -82,6 +100,9 @@ def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], ho
         headers=headers,
     )
     ignore = task.resolve_ignore_result(headers.get("ignore_result"))
+    hard, soft = time_limits(headers, task, default_time_limits)
     job = Job(key=key, task_name=decoded.task_name, request=request, ignore_result=ignore,
-              result_serializer=result_serializer, keep_connections=keep_connections)
+              result_serializer=result_serializer, keep_connections=keep_connections,
+              time_limit=hard, soft_time_limit=soft,
+              track_started=track_started if task.track_started is None else task.track_started)
     return job, decoded

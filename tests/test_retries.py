@@ -1,0 +1,151 @@
+"""Retries on every broker: self.retry, autoretry_for, backoff, the RETRY state, exhaustion."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from django_taskq import AsyncResult, MaxRetriesExceededError, states
+from django_taskq.exceptions import Retry
+from django_taskq.retries import backoff_delay
+from tests.testapp import feature_tasks as ft
+
+
+def drain_until(worker, result, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not result.ready() and time.monotonic() < deadline:
+        worker.step()
+    return result
+
+
+def runs(path):
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_retry_is_a_new_delivery_of_the_same_id_until_it_succeeds(make_worker, tmp_path):
+    marker = tmp_path / "runs"
+    result = ft.retry_until.delay(str(marker), 3)
+    drain_until(make_worker(), result)
+    assert result.get(timeout=5) == {"run": 3, "retries": 2}
+    assert runs(marker) == 3
+
+
+def test_exhausted_retries_fail_with_the_original_exception(make_worker, tmp_path):
+    marker = tmp_path / "runs"
+    result = ft.retry_until.delay(str(marker), 10)  # max_retries=3: four runs, then give up
+    drain_until(make_worker(), result)
+    assert result.state == states.FAILURE
+    with pytest.raises(Exception, match="run 4 failed") as caught:
+        result.get(timeout=5)
+    assert type(caught.value).__name__ in ("Flaky", "RemoteTaskError")
+    assert runs(marker) == 4
+
+
+def test_retry_without_exc_ends_in_max_retries_exceeded(make_worker):
+    result = ft.retry_without_exc.delay()
+    drain_until(make_worker(), result)
+    with pytest.raises(MaxRetriesExceededError, match="max_retries=1"):
+        result.get(timeout=5)
+
+
+def test_retry_can_change_the_arguments(make_worker):
+    result = ft.retry_with_new_args.delay(0)
+    drain_until(make_worker(), result)
+    assert result.get(timeout=5) == {"n": 2, "retries": 2}
+
+
+def test_autoretry_for_retries_and_dont_autoretry_for_does_not(make_worker, tmp_path):
+    flaky, fatal = tmp_path / "flaky", tmp_path / "fatal"
+    retried = ft.auto.delay(str(flaky))
+    not_retried = ft.auto.delay(str(fatal), kind="fatal")
+    worker = make_worker()
+    drain_until(worker, retried)
+    drain_until(worker, not_retried)
+    assert retried.failed() and runs(flaky) == 3  # first run + max_retries=2
+    assert not_retried.failed() and runs(fatal) == 1
+    with pytest.raises(Exception, match="do not retry me"):
+        not_retried.get(timeout=5)
+
+
+def test_retry_shows_retry_state_with_the_reason_until_its_eta(make_worker):
+    result = ft.retry_later.delay(1.5)
+    worker = make_worker()
+    started = time.monotonic()
+    deadline = time.monotonic() + 10
+    while result.state != states.RETRY and time.monotonic() < deadline:
+        worker.step()
+    assert result.state == states.RETRY
+    assert isinstance(result.info, Retry) or "Retry" in str(result.info)
+    for _ in range(5):
+        worker.step()
+    assert result.state == states.RETRY  # not before its countdown
+    drain_until(worker, result)
+    assert result.get(timeout=5) == "second run"
+    assert time.monotonic() - started >= 1.4
+
+
+def test_backoff_grows_exponentially_and_is_capped():
+    assert [backoff_delay(2, n, 600, jitter=False) for n in range(4)] == [2, 4, 8, 16]
+    assert backoff_delay(2, 20, 600, jitter=False) == 600
+    assert all(0 <= backoff_delay(2, 3, 600, jitter=True) <= 16 for _ in range(50))
+
+
+def test_autoretry_uses_backoff_for_the_countdown(monkeypatch):
+    from django_taskq.task import Task
+
+    seen = {}
+
+    def fake_make_retry(task, **options):
+        seen.update(options)
+        return Retry(when=options.get("countdown"))
+
+    monkeypatch.setattr("django_taskq.retries.make_retry", fake_make_retry)
+
+    def always_fails():
+        raise ft.Flaky("x")
+
+    flaky = Task(always_fails, name="tests.backoff", autoretry_for=(ft.Flaky,),
+                 retry_backoff=3, retry_jitter=False)
+    from django_taskq.context import Request, activate
+
+    with activate(Request(id="x", task="tests.backoff", retries=2)), pytest.raises(Retry):
+        flaky.run()
+    assert seen["countdown"] == 12  # 3 * 2**2
+
+
+def test_eager_retry_runs_again_at_once(settings, tmp_path):
+    settings.TASKQ = {**settings.TASKQ, "TASK_ALWAYS_EAGER": True}
+    marker = tmp_path / "runs"
+    result = ft.retry_until.delay(str(marker), 3)
+    assert result.get() == {"run": 3, "retries": 2}
+
+
+def test_retry_called_directly_raises_the_exception(tmp_path):
+    with pytest.raises(ft.Flaky):
+        ft.retry_until(str(tmp_path / "runs"), 5)
+
+
+def test_retry_rejects_unknown_options():
+    from django_taskq.context import Request, activate
+
+    with activate(Request(id="x", task=ft.retry_later.name)), \
+            pytest.raises(TypeError, match="does not take"):
+        ft.retry_later.retry(queue="other")
+
+
+def test_max_retries_exceeded_error_is_exported():
+    assert issubclass(MaxRetriesExceededError, Exception)
+    assert AsyncResult("x").id == "x"
+
+
+@pytest.mark.parametrize("bad", [
+    {"time_limit": -1}, {"soft_time_limit": "10"}, {"rate_limit": "100 per m"},
+    {"key_rate_limit": "5/s"},
+])
+def test_bad_task_options_are_clear_errors(bad):
+    from django_taskq.exceptions import RateLimitError
+    from django_taskq.task import Task
+
+    with pytest.raises((ValueError, RateLimitError)):
+        Task(lambda: None, name="tests.bad", **bad)
