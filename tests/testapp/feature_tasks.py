@@ -104,3 +104,10 @@ def per_tenant(path, tenant):
     with Path(path).open("a") as marker:
         marker.write(f"{tenant} {time.time()}\n")
     return tenant
+
+
+@task
+def tenant_now():
+    from tests.testapp.middleware import current_tenant
+
+    return current_tenant.get()
