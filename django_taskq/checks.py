@@ -5,6 +5,7 @@
 - django_taskq.E003: BROKER_URL is not usable (bad URL, unknown scheme, unknown database alias).
 - django_taskq.E004: RESULT_BACKEND is not usable.
 - django_taskq.E005: a serializer name is unknown.
+- django_taskq.E006: CONTROL_URL is set but not usable (bad URL, scheme or database alias).
 - django_taskq.W001: TASKQ has an unknown key (a typo?).
 - django_taskq.W002: pickle is accepted: anyone who can write to the broker can run code.
 """
@@ -76,3 +77,20 @@ def _check_serializers(settings: Any) -> list[checks.CheckMessage]:
             "in your workers.", hint="Prefer json; accept pickle only on a trusted broker.",
             id="django_taskq.W002"))
     return messages
+
+
+@checks.register("django_taskq")
+def check_control_url(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """django_taskq.E006: CONTROL_URL, when set, must name a usable control store."""
+    url = raw_settings().get("CONTROL_URL")
+    if not isinstance(url, str) or not url:
+        return []  # unset; a value of the wrong type is an E002 of check_settings
+    from .control import control_store_from_url
+
+    try:
+        control_store_from_url(url).close()  # built to validate, never connected
+    except ConfigurationError as exc:
+        return [checks.Error(str(exc), hint="Fix TASKQ['CONTROL_URL']: use db://<alias>, "
+                             "redis://..., rediss://... or memory://, or None to follow the "
+                             "broker.", id="django_taskq.E006")]
+    return []

@@ -70,6 +70,7 @@ class DeadLetterMessage(MessageFields):
     class Meta:
         db_table = "taskq_deadletter"
         verbose_name = "dead letter"
+        permissions = [("requeue_deadlettermessage", "Can requeue dead letters")]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.message_id}]"
@@ -98,3 +99,37 @@ class TaskResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name or 'task'}[{self.task_id}] {self.state}"
+
+
+class RateBucket(models.Model):
+    """One global rate limit bucket of the database control store (see docs/control-store.md).
+
+    The bucket is kept as the single number of the generic cell rate algorithm: the Unix time at
+    which it is full again. A row whose ``full_at`` has passed means a full bucket, so it can be
+    deleted (``ControlStore.prune()``) and recreated later without changing any answer.
+    """
+
+    name = models.CharField(max_length=255, unique=True)
+    full_at = models.FloatField(db_index=True, help_text="Unix time at which the bucket is full")
+
+    class Meta:
+        db_table = "taskq_ratebucket"
+        verbose_name = "rate limit bucket"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Revocation(models.Model):
+    """A revoked task id, kept until ``expires_at`` (the database control store)."""
+
+    task_id = models.CharField(max_length=255, unique=True)
+    terminate = models.BooleanField(default=False, help_text="kill the task if it is running")
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "taskq_revocation"
+        verbose_name = "revocation"
+
+    def __str__(self) -> str:
+        return self.task_id

@@ -8,6 +8,7 @@ is neither dropped, nor held in worker memory, nor retried in a busy loop.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,10 +35,44 @@ def buckets(job: Job) -> list[tuple[str, Any]]:
     return needed
 
 
-def wait_for(job: Job, store: Callable[[], Any]) -> float:
-    """0.0 when ``job`` may run now (its tokens are taken), else seconds until it may."""
-    for name, rate in buckets(job):
-        wait = float(store().take(name, rate))
-        if wait > 0:
-            return wait
-    return 0.0
+class RateGate:
+    """Decides, per job, whether it may run now, and otherwise how long it waits.
+
+    Tasks of one bucket that find it empty are spread over the coming token times (one per
+    ``rate.interval``) instead of all coming back at the same moment to find it empty again; a
+    task that comes back at its time asks the store again.
+    """
+
+    def __init__(self, store: Callable[[], Any], clock: Callable[[], float] = time.monotonic,
+                 ) -> None:
+        self._store = store
+        self._clock = clock
+        self._next_slot: dict[str, float] = {}  # bucket -> first token time not yet promised
+        self._promised: dict[str, float] = {}  # task id -> the time it was sent back for
+
+    def wait_for(self, job: Job) -> float:
+        """0.0 when ``job`` may run now (its tokens are taken), else seconds until it may."""
+        needed = buckets(job)
+        if not needed:
+            return 0.0
+        now = self._clock()
+        returning = self._promised.pop(job.request.id or "", None) is not None
+        for name, rate in needed:
+            slot = self._next_slot.get(name, 0.0)
+            if slot > now and not returning:
+                return self._promise(job, name, slot, rate)
+            wait = float(self._store().take(name, rate))
+            if wait > 0 and returning:
+                return self._promise(job, name, now + wait, None)  # keeps its place in line
+            if wait > 0:
+                return self._promise(job, name, max(now + wait, slot), rate)
+        return 0.0
+
+    def _promise(self, job: Job, name: str, at: float, rate: Any) -> float:
+        now = self._clock()
+        if rate is not None:
+            self._next_slot[name] = max(self._next_slot.get(name, 0.0), at + rate.interval)
+        if len(self._promised) > 10_000:  # tasks another worker took: forget old promises
+            self._promised = {k: v for k, v in self._promised.items() if v > now - 60}
+        self._promised[job.request.id or ""] = at
+        return at - now

@@ -1,8 +1,9 @@
 """Settle finished deliveries in batches: store their results, then ack them, in one round each.
 
-Results are stored (and retries sent) before the ack, so a crash in between re-runs the task (at least once) rather
-than losing its result. A batch is flushed when it is full, when it is old, or when the worker has
-nothing else ready to run — so a lone task is settled at once and a burst costs two queries.
+Results are stored (and retries sent) before the ack, so a crash in between re-runs the task
+(at least once) rather than losing its result. A batch is flushed when it is full, when it is
+old, or when the worker has nothing else ready to run — so a lone task is settled at once and a
+burst costs two queries.
 """
 
 from __future__ import annotations
