@@ -1,13 +1,28 @@
-"""Admin pages: task results, queued messages and dead letters, read-only."""
+"""Admin pages: task results, queued messages and dead letters, read-only.
+
+The one write is requeueing dead letters, for users with ``django_taskq.requeue_deadlettermessage``:
+an action on the dead letter table (database broker) and the "dead letters in the broker" page,
+which reads whichever broker BROKER_URL names (Redis and RabbitMQ keep no rows here).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
+from . import deadletters
+from .conf import get_settings
+from .exceptions import TaskqError
 from .models import DeadLetterMessage, QueuedMessage, TaskResult
+from .urls import mask
+
+#: Dead letters shown on the broker page.
+BROKER_PAGE_LIMIT = 200
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -56,3 +71,60 @@ class DeadLetterAdmin(MessageAdmin):
     list_display = ("message_id", "task_name", "queue", "reason", "attempts", "dead_at")
     readonly_fields = ("message_id", "task_name", "queue", "reason", "priority", "attempts",
                        "created_at", "dead_at", "body_text")
+    actions = ["requeue_selected"]
+
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may send dead letters back to their queues."""
+        return bool(request.user.has_perm(f"{self.opts.app_label}.requeue_deadlettermessage"))
+
+    @admin.action(permissions=["requeue"], description="Requeue selected dead letters")
+    def requeue_selected(self, request: HttpRequest, queryset: Any) -> None:
+        # These rows are the database broker's, whatever BROKER_URL names.
+        from .brokers.database import DatabaseBroker
+
+        ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+        done = deadletters.requeue(ids, DatabaseBroker(alias=queryset.db))
+        self.message_user(request, f"Requeued {done} dead letter(s).", messages.SUCCESS)
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_broker"
+        return [path("broker/", self.admin_site.admin_view(self.broker_view), name=name),
+                *super().get_urls()]
+
+    def broker_view(self, request: HttpRequest) -> HttpResponse:
+        """The configured broker's dead letters, with requeue buttons (POST, CSRF-protected)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not self.has_requeue_permission(request):
+                raise PermissionDenied
+            self._requeue_from_broker(request)
+            return HttpResponseRedirect(request.path)
+        try:
+            letters = deadletters.list_letters(limit=BROKER_PAGE_LIMIT)
+            total, error = deadletters.count(), ""
+        except (TaskqError, NotImplementedError) as exc:
+            letters, total, error = [], 0, str(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts, "title": "Dead letters in the broker",
+            "broker_url": mask(get_settings().BROKER_URL), "letters": letters, "total": total,
+            "error": error, "can_requeue": self.has_requeue_permission(request),
+        }
+        return TemplateResponse(request, "admin/django_taskq/deadlettermessage/broker.html",
+                                context)
+
+    def _requeue_from_broker(self, request: HttpRequest) -> None:
+        ids = None if "requeue_all" in request.POST else request.POST.getlist("letter_id")
+        if ids is not None and not ids:
+            self.message_user(request, "Select dead letters to requeue.", messages.WARNING)
+            return
+        try:
+            done = deadletters.requeue(ids)
+        except (TaskqError, NotImplementedError) as exc:
+            self.message_user(request, f"Nothing requeued: {exc}", messages.ERROR)
+            return
+        level = messages.SUCCESS if ids is None or done == len(set(ids)) else messages.WARNING
+        missed = "" if level == messages.SUCCESS else \
+            f" ({len(set(ids or ())) - done} were gone: requeued or purged meanwhile)"
+        self.message_user(request, f"Requeued {done} dead letter(s){missed}.", level)

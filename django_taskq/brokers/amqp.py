@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -32,7 +33,16 @@ from . import amqp_delay as delay
 from .amqp_consumer import Consumer
 from .amqp_options import AmqpOptions, parse_options, queue_arguments, translated
 from .amqp_publisher import Publisher, Target
-from .amqp_wire import ORIGIN, REASON, copy_headers, to_dead_letter, to_message
+from .amqp_wire import (
+    DEAD_AT,
+    ORIGIN,
+    REASON,
+    copy_headers,
+    dead_letter_id,
+    requeue_headers,
+    to_dead_letter,
+    to_message,
+)
 from .base import Broker, DeadLetter, Delivery, worker_lost_reason
 
 
@@ -162,7 +172,8 @@ class AmqpBroker(Broker):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         envelope = delivery.envelope
         headers = copy_headers(envelope, delivery.attempts, **{REASON: reason,
-                                                              ORIGIN: envelope.queue})
+                                                              ORIGIN: envelope.queue,
+                                                              DEAD_AT: time.time()})
         with self._consuming("dead_letter"):
             self._publish_then_ack([(delivery, Target(envelope.queue, dead=True), headers)])
 
@@ -219,9 +230,39 @@ class AmqpBroker(Broker):
                 consumer.ack([d.tag for d in mine])
         return purged + len(mine)
 
-    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
-        return [to_dead_letter(m) for m in self.publisher.peek(self.options.dead_letter_queue,
-                                                               limit)]
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letter_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        messages = self.publisher.peek(self.options.dead_letter_queue, offset + limit)
+        return [to_dead_letter(m) for m in messages[offset:]]
+
+    def dead_letter_count(self) -> int:
+        queue = self.options.dead_letter_queue
+        return self.publisher.counts([queue]).get(queue, 0)
+
+    def dead_letter_get(self, letter_id: str) -> DeadLetter | None:
+        count = self.dead_letter_count()
+        messages = self.publisher.peek(self.options.dead_letter_queue, count) if count else []
+        return next((to_dead_letter(m) for m in messages if dead_letter_id(m) == letter_id),
+                    None)
+
+    def dead_letter_requeue(self, letter_ids: Sequence[str] | None = None) -> int:
+        """Publish each message to its queue (confirmed), then ack its dead letter copy."""
+        chosen = _chooser(letter_ids)
+
+        def copy(message: object) -> tuple[Target, object]:
+            envelope = to_dead_letter(message).envelope
+            return Target(envelope.queue), to_message(envelope, requeue_headers(envelope))
+
+        def pick(message: object) -> bool:  # a letter that names no queue cannot go back
+            return chosen(message) and bool(to_dead_letter(message).envelope.queue)
+
+        return self.publisher.take(self.options.dead_letter_queue, pick, copy)
+
+    def dead_letter_purge(self, letter_ids: Sequence[str] | None = None) -> int:
+        return self.publisher.take(self.options.dead_letter_queue, _chooser(letter_ids))
 
     def delete(self, queue: str) -> None:
         """Delete ``queue``, its delay queues and its exchange, with every message in them."""
@@ -238,6 +279,14 @@ class AmqpBroker(Broker):
             finally:
                 self.consumer.close()
         self.publisher.close()
+
+
+def _chooser(letter_ids: Sequence[str] | None) -> Callable[[object], bool]:
+    """Whether a dead letter queue message is one of ``letter_ids`` (None: every one)."""
+    if letter_ids is None:
+        return lambda message: True
+    wanted = set(letter_ids)
+    return lambda message: bool(wanted) and dead_letter_id(message) in wanted
 
 
 def from_url(url: ParsedUrl) -> AmqpBroker:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,6 +258,32 @@ class Publisher:
                 got.append(message)
             return got  # closing the channel puts them back, in their places
         return self._on_side_channel(run)
+
+    def take(self, queue: str, pick: Callable[[Any], bool],
+             copy: Callable[[Any], tuple[Target, Any]] | None = None) -> int:
+        """Remove the messages of ``queue`` that ``pick`` accepts; returns how many.
+
+        With ``copy``, each one's copy (a target and a message) is published first, confirmed,
+        and only then are the originals acked: a failure before the acks leaves every message
+        where it was; a crash between the two leaves a duplicate, never a loss. Only messages
+        in the queue when this starts are looked at; the others go back when the channel closes.
+        """
+        def run(channel: Any) -> int:
+            picked = []
+            for _ in range(_passive_count(channel, queue) or 0):
+                message = channel.basic_get(queue, no_ack=False)
+                if message is None:
+                    break
+                if pick(message):
+                    picked.append(message)
+            if copy is not None and picked:
+                posts = [copy(message) for message in picked]
+                for start in range(0, len(posts), CHUNK):
+                    self._publish_chunk(posts[start:start + CHUNK])  # confirmed, or raises
+            for message in picked:
+                channel.basic_ack(message.delivery_tag)
+            return len(picked)  # the channel's (synchronous) close comes after the acks
+        return int(self._on_side_channel(run))
 
     def _on_side_channel(self, action: Any) -> Any:
         with self.lock:

@@ -7,11 +7,18 @@ Properties as kombu writes them for Celery: ``content_type``, ``content_encoding
 Our bookkeeping travels in headers that Celery ignores:
 - ``x-taskq-attempts``: deliveries this message already used up (absent: none);
 - ``x-taskq-due``: epoch ms before which it must not be delivered (``amqp_delay``);
-- on dead letters, ``x-taskq-reason`` and ``x-taskq-queue`` (where it came from).
+- on dead letters, ``x-taskq-reason``, ``x-taskq-queue`` (where it came from) and
+  ``x-taskq-dead-at`` (epoch seconds; absent on letters dead-lettered while reserving).
+
+A dead letter's id is the head of a SHA-1 of its headers and body: a message never changes
+while it waits in the dead letter queue, so the id names it for as long as it is there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from datetime import datetime, timezone
 from typing import Any
 
 from ..message import Envelope
@@ -21,6 +28,9 @@ from .base import DeadLetter
 ATTEMPTS = "x-taskq-attempts"
 REASON = "x-taskq-reason"
 ORIGIN = "x-taskq-queue"
+DEAD_AT = "x-taskq-dead-at"
+#: Hex digits of a dead letter's id.
+LETTER_ID_WIDTH = 16
 #: Headers RabbitMQ adds when it dead-letters or redelivers; stale on a copy we publish.
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                    "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
@@ -81,10 +91,40 @@ def to_envelope(message: Any, queue: str, headers: dict[str, Any]) -> Envelope:
 def to_dead_letter(message: Any) -> DeadLetter:
     """A message read from the dead letter queue, with the reason it was put there."""
     headers = dict(message.properties.get("application_headers") or {})
+    letter_id = dead_letter_id(message)
     reason = headers.pop(REASON, None)
     queue = headers.pop(ORIGIN, None) or headers.get("x-first-death-queue") or ""
+    dead_at = _dead_at(headers.pop(DEAD_AT, None), headers.get("x-death"))
     attempts, _ = take_bookkeeping(headers)
     if not isinstance(reason, str):
         # Dead-lettered by RabbitMQ itself (a quorum queue's x-delivery-limit).
         reason = f"dead-lettered by RabbitMQ: {headers.get('x-first-death-reason', 'unknown')}"
-    return DeadLetter(to_envelope(message, str(queue), headers), reason, attempts)
+    return DeadLetter(to_envelope(message, str(queue), headers), reason, attempts,
+                      id=letter_id, dead_at=dead_at)
+
+
+def dead_letter_id(message: Any) -> str:
+    """The id of a message in the dead letter queue (its headers and body, hashed)."""
+    headers = message.properties.get("application_headers") or {}
+    body = message.body.encode("utf-8") if isinstance(message.body, str) else bytes(message.body)
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(json.dumps(headers, sort_keys=True, default=str).encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(body)
+    return digest.hexdigest()[:LETTER_ID_WIDTH]
+
+
+def requeue_headers(envelope: Envelope) -> dict[str, Any]:
+    """The headers of a dead letter sent back to its queue: as first sent, no count, no reason
+    (``to_dead_letter`` already took ours off)."""
+    return copy_headers(envelope, 0)
+
+
+def _dead_at(ours: Any, deaths: Any) -> datetime | None:
+    if isinstance(ours, (int, float)) and not isinstance(ours, bool):
+        return datetime.fromtimestamp(ours, timezone.utc)
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        when = deaths[0].get("time")  # RabbitMQ's own dead-lettering
+        if isinstance(when, datetime):
+            return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return None

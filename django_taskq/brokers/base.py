@@ -34,11 +34,23 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message the broker gave up on, and why."""
+    """A message the broker gave up on, and why.
+
+    ``id`` names this dead letter in its broker (``dead_letter_get``, ``dead_letter_requeue``,
+    ``dead_letter_purge``); it is empty on the letters ``recover`` returns. ``dead_at`` is when
+    it was dead-lettered, None where the broker does not know.
+    """
 
     envelope: Envelope
     reason: str
     attempts: int
+    id: str = ""
+    dead_at: datetime | None = None
+
+    @property
+    def message_id(self) -> str:
+        """The task id of the dead message."""
+        return self.envelope.message_id
 
 
 class Broker(ABC):
@@ -115,9 +127,36 @@ class Broker(ABC):
     def size(self, queue: str) -> int:
         """How many messages wait in ``queue`` (ready or delayed, not leased)."""
 
-    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters."""
+    # -- dead letters (operators list, inspect, requeue and purge them) ----------------------
+
+    def dead_letter_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        """The dead letters, oldest first: ``limit`` of them after skipping ``offset``."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its dead letters")
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters the broker holds."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count its dead letters")
+
+    def dead_letter_get(self, letter_id: str) -> DeadLetter | None:
+        """The dead letter named ``letter_id`` (a ``DeadLetter.id``), None when there is none."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read its dead letters")
+
+    def dead_letter_requeue(self, letter_ids: Sequence[str] | None = None) -> int:
+        """Send dead letters back to their queues as fresh messages and drop them from the dead
+        letters; returns how many went back.
+
+        Args:
+            letter_ids: ``DeadLetter.id`` values; unknown ones are skipped. None: all of them.
+
+        The message goes back as it was first sent: attempt count 0, no dead-letter reason.
+        Where a broker cannot do both steps atomically it puts the message back first, so a
+        crash in between may leave a duplicate, never a loss.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot requeue its dead letters")
+
+    def dead_letter_purge(self, letter_ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters (None: all of them); returns how many went."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge its dead letters")
 
     def interrupt(self) -> None:
         """Wake a ``reserve`` that is waiting, so a stopping worker does not wait it out."""

@@ -48,6 +48,11 @@ def _connection_errors(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _pks(letter_ids: Sequence[str]) -> list[int]:
+    """Dead letter ids as primary keys; one that is not a number names no row."""
+    return [int(text) for text in (str(i).strip() for i in letter_ids) if text.isascii() and text.isdigit()]
+
+
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
@@ -276,16 +281,67 @@ class DatabaseBroker(Broker):
     def size(self, queue: str) -> int:
         return int(self._rows().filter(queue=queue, state="ready").count())
 
-    @_connection_errors
-    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
+    # -- dead letters ------------------------------------------------------------------------
+
+    def _dead_rows(self) -> Any:
         from ..models import DeadLetterMessage
 
-        rows = DeadLetterMessage.objects.using(self.alias).order_by("id")[:limit]
-        return [DeadLetter(Envelope(queue=r.queue, body=bytes(r.body), headers=_json(r.headers),
-                                    content_type=r.content_type,
-                                    content_encoding=r.content_encoding, priority=r.priority,
-                                    properties=_json(r.properties)), r.reason, r.attempts)
-                for r in rows]
+        return DeadLetterMessage.objects.using(self.alias)
+
+    def _letter(self, row: Any) -> DeadLetter:
+        envelope = Envelope(queue=row.queue, body=bytes(row.body), headers=_json(row.headers),
+                            content_type=row.content_type,
+                            content_encoding=row.content_encoding, priority=row.priority,
+                            properties=_json(row.properties))
+        return DeadLetter(envelope, row.reason, row.attempts, id=str(row.pk), dead_at=row.dead_at)
+
+    @_connection_errors
+    def dead_letter_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        return [self._letter(r) for r in self._dead_rows().order_by("id")[offset:offset + limit]]
+
+    @_connection_errors
+    def dead_letter_count(self) -> int:
+        return int(self._dead_rows().count())
+
+    @_connection_errors
+    def dead_letter_get(self, letter_id: str) -> DeadLetter | None:
+        pks = _pks([letter_id])
+        row = self._dead_rows().filter(pk__in=pks).first() if pks else None
+        return self._letter(row) if row is not None else None
+
+    @_connection_errors
+    def dead_letter_requeue(self, letter_ids: Sequence[str] | None = None) -> int:
+        """One transaction: the messages are inserted as new ready rows and the letters go."""
+        with transaction.atomic(using=self.alias):
+            rows = self._take_dead(letter_ids)
+            now = self.now()
+            self._rows().bulk_create([self._model(
+                queue=r.queue, message_id=r.message_id, task_name=r.task_name,
+                priority=r.priority, headers=r.headers, properties=r.properties, body=r.body,
+                content_type=r.content_type, content_encoding=r.content_encoding,
+                available_at=now, created_at=r.created_at, attempts=0,
+            ) for r in rows], batch_size=500)
+        if rows:
+            self._wake.set()
+        return len(rows)
+
+    @_connection_errors
+    def dead_letter_purge(self, letter_ids: Sequence[str] | None = None) -> int:
+        with transaction.atomic(using=self.alias):
+            return len(self._take_dead(letter_ids))
+
+    def _take_dead(self, letter_ids: Sequence[str] | None) -> list[Any]:
+        """Lock, read and delete the chosen dead letters (inside the caller's transaction):
+        of two concurrent requeues of one letter, the second finds it gone."""
+        chosen = self._dead_rows()
+        if letter_ids is not None:
+            chosen = chosen.filter(pk__in=_pks(letter_ids))
+        # Write first: see dead_letter() on SQLite's lock upgrade.
+        if not chosen.update(attempts=F("attempts")):
+            return []
+        rows = list(chosen.select_for_update().order_by("id"))
+        self._dead_rows().filter(pk__in=[r.pk for r in rows])._raw_delete(self.alias)
+        return rows
 
     def close(self) -> None:
         """Nothing to do: Django owns the database connections (closed around tasks)."""

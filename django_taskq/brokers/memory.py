@@ -7,7 +7,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -34,6 +34,7 @@ class MemoryBroker(Broker):
         self._held: dict[int, _Held] = {}
         self._seq = itertools.count()
         self.dead_letters: list[DeadLetter] = []
+        self._dead_seq = itertools.count(1)
 
     def _push(self, envelope: Envelope, attempts: int, due: datetime | None = None) -> None:
         due = due or envelope.eta or self.now()
@@ -107,7 +108,7 @@ class MemoryBroker(Broker):
             held = self._owned(delivery)
             if held:
                 del self._held[delivery.tag]
-                self.dead_letters.append(DeadLetter(held.envelope, reason, held.attempts))
+                self.dead_letters.append(self._letter(held.envelope, reason, held.attempts))
 
     def extend_leases(self, deliveries: Sequence[Delivery], lease: float) -> None:
         with self._lock:
@@ -125,7 +126,8 @@ class MemoryBroker(Broker):
                     continue
                 del self._held[tag]
                 if held.attempts >= max_deliveries:
-                    letter = DeadLetter(held.envelope, worker_lost_reason(held.attempts), held.attempts)
+                    letter = self._letter(held.envelope, worker_lost_reason(held.attempts),
+                                          held.attempts)
                     self.dead_letters.append(letter)
                     dead.append(letter)
                 else:
@@ -141,9 +143,41 @@ class MemoryBroker(Broker):
         with self._lock:
             return len(self._queues.get(queue, []))
 
-    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
+    def _letter(self, envelope: Envelope, reason: str, attempts: int) -> DeadLetter:
+        return DeadLetter(envelope, reason, attempts, id=str(next(self._dead_seq)),
+                          dead_at=self.now())
+
+    def dead_letter_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         with self._lock:
-            return self.dead_letters[:limit]
+            return self.dead_letters[offset:offset + limit]
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return len(self.dead_letters)
+
+    def dead_letter_get(self, letter_id: str) -> DeadLetter | None:
+        with self._lock:
+            return next((d for d in self.dead_letters if d.id == letter_id), None)
+
+    def dead_letter_requeue(self, letter_ids: Sequence[str] | None = None) -> int:
+        with self._lock:
+            taken = self._take_dead(letter_ids)
+            for letter in taken:
+                self._push(replace(letter.envelope, eta=None), 0)
+            self._lock.notify_all()
+            return len(taken)
+
+    def dead_letter_purge(self, letter_ids: Sequence[str] | None = None) -> int:
+        with self._lock:
+            return len(self._take_dead(letter_ids))
+
+    def _take_dead(self, letter_ids: Sequence[str] | None) -> list[DeadLetter]:
+        wanted = None if letter_ids is None else set(letter_ids)
+        taken, kept = [], []
+        for letter in self.dead_letters:
+            (taken if wanted is None or letter.id in wanted else kept).append(letter)
+        self.dead_letters = kept
+        return taken
 
     def held_count(self) -> int:
         """How many messages are leased right now (for tests)."""

@@ -16,12 +16,14 @@ Priority: 9 is the highest, as on the database broker (kombu's Redis transport c
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.utils import timezone
@@ -39,6 +41,8 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 #: At most this many messages per claim (keeps the script's argument lists bounded).
 MAX_CLAIM = 1000
 WAKE_TOKENS = 8
+#: Hex digits of a dead letter's id (see ``redis_scripts.DEAD_TAKE``).
+LETTER_ID_WIDTH = 16
 _REASON_HEAD, _REASON_TAIL = worker_lost_reason("{n}").split("{n}")  # type: ignore[arg-type]
 
 
@@ -100,7 +104,8 @@ class RedisBroker(Broker):
         self.now = now
         self.client = client_from_url(url, "BROKER_URL", min_timeout=poll_interval)
         self._scripts = {name: self.client.register_script(getattr(scripts, name))
-                         for name in ("CLAIM", "REQUEUE", "RELEASE", "DEAD_LETTER", "RECOVER")}
+                         for name in ("CLAIM", "REQUEUE", "RELEASE", "DEAD_LETTER", "RECOVER",
+                                      "DEAD_TAKE")}
         self._interrupted = threading.Event()
         self._bound: set[str] = set()
 
@@ -270,14 +275,42 @@ class RedisBroker(Broker):
         pipe.zcard(self._delayed(queue))
         return int(sum(pipe.execute()))
 
+    # -- dead letters ------------------------------------------------------------------------
+
     @reconnecting
-    def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
-        letters = []
-        for entry in self.client.lrange(f"{self.prefix}:dead", 0, limit - 1):
-            record = json.loads(entry)
-            letters.append(DeadLetter(from_wire(record["message"], record["list"]),
-                                      record["reason"], int(record["attempts"])))
-        return letters
+    def dead_letter_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        entries = self.client.lrange(f"{self.prefix}:dead", offset, offset + limit - 1)
+        return [_dead_letter(entry) for entry in entries]
+
+    @reconnecting
+    def dead_letter_count(self) -> int:
+        return int(self.client.llen(f"{self.prefix}:dead"))
+
+    @reconnecting
+    def dead_letter_get(self, letter_id: str) -> DeadLetter | None:
+        if not _is_letter_id(letter_id):
+            return None
+        for entry in self.client.lrange(f"{self.prefix}:dead", 0, -1):
+            if _letter_id(entry) == letter_id:
+                return _dead_letter(entry)
+        return None
+
+    @reconnecting
+    def dead_letter_requeue(self, letter_ids: Sequence[str] | None = None) -> int:
+        """One script: each message goes back to its list and its dead letter goes."""
+        return self._dead_take("requeue", letter_ids)
+
+    @reconnecting
+    def dead_letter_purge(self, letter_ids: Sequence[str] | None = None) -> int:
+        return self._dead_take("purge", letter_ids)
+
+    def _dead_take(self, mode: str, letter_ids: Sequence[str] | None) -> int:
+        ids = [] if letter_ids is None else [i for i in letter_ids if _is_letter_id(i)]
+        if letter_ids is not None and not ids:
+            return 0  # no ids at all must not mean "every dead letter"
+        return int(self._scripts["DEAD_TAKE"](args=[self.prefix, mode, LETTER_ID_WIDTH, *ids]))
 
     def close(self) -> None:
         self.client.close()
@@ -289,6 +322,24 @@ def _same_server(one: Any, other: Any) -> bool:
     a, b = one.connection_pool.connection_kwargs, other.connection_pool.connection_kwargs
     return all(a.get(k) == b.get(k) for k in keys) and \
         one.connection_pool.connection_class is other.connection_pool.connection_class
+
+
+def _letter_id(entry: bytes | str) -> str:
+    """A dead letter's id: the head of the SHA-1 of its entry (``DEAD_TAKE`` computes the same)."""
+    data = entry.encode("utf-8") if isinstance(entry, str) else entry
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()[:LETTER_ID_WIDTH]
+
+
+def _is_letter_id(text: str) -> bool:
+    return len(text) == LETTER_ID_WIDTH and all(c in "0123456789abcdef" for c in text)
+
+
+def _dead_letter(entry: bytes | str) -> DeadLetter:
+    record = json.loads(entry)
+    died = record.get("time")
+    return DeadLetter(from_wire(record["message"], record["list"]), record["reason"],
+                      int(record["attempts"]), id=_letter_id(entry),
+                      dead_at=datetime.fromtimestamp(died, dt_timezone.utc) if died is not None else None)
 
 
 def _text(value: bytes | str) -> str:

@@ -142,3 +142,48 @@ for _, tag in ipairs(expired) do
 end
 return dead
 """
+
+# Requeue or purge dead letters. A dead letter's id is the first ARGV[3] hex digits of the SHA-1
+# of its entry in P:dead (its JSON never changes while it is there, and carries the time it
+# died, so two entries with one id are byte-for-byte the same letter).
+# ARGV: prefix, 'requeue' or 'purge', id width, ids... (no ids: every dead letter)
+# A requeued message goes to the back of its list as it was first sent: no delivery count.
+DEAD_TAKE = _COMMON + """
+local prefix, mode, width = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local dead = prefix .. ':dead'
+local all = #ARGV == 3
+local wanted = {}
+for i = 4, #ARGV do wanted[ARGV[i]] = true end
+local function requeue(entry)
+  local ok, record = pcall(cjson.decode, entry)
+  if not (ok and type(record) == 'table' and type(record.list) == 'string'
+          and type(record.message) == 'string') then return false end
+  local _, raw = attempts_of(record.message)
+  redis.call('LPUSH', record.list, raw)
+  local cut = string.find(record.list, '\\6\\22', 1, true)
+  local wake = prefix .. ':wake:' .. (cut and string.sub(record.list, 1, cut - 1) or record.list)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 7)
+  return true
+end
+local n, kept = 0, {}
+for _, entry in ipairs(redis.call('LRANGE', dead, 0, -1)) do
+  local done = false
+  if all or wanted[string.sub(redis.sha1hex(entry), 1, width)] then
+    done = mode == 'purge' or requeue(entry)
+  end
+  if done then
+    n = n + 1
+    if not all then redis.call('LREM', dead, 1, entry) end
+  elseif all then
+    kept[#kept + 1] = entry
+  end
+end
+if all then  -- one DEL instead of an LREM per entry; what could not be requeued stays
+  redis.call('DEL', dead)
+  for i = 1, #kept, 1000 do
+    redis.call('RPUSH', dead, unpack(kept, i, math.min(i + 999, #kept)))
+  end
+end
+return n
+"""
