@@ -88,3 +88,18 @@ def test_revoked_while_no_worker_runs_is_never_run(urls, tmp_path):
         proc.wait()
     assert doomed.state == states.REVOKED
     assert marker.read_text().split() == ["2"]
+
+
+def test_revoke_command_records_a_durable_revocation(urls, tmp_path):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from django_taskq.control import get_control_store
+
+    out = StringIO()
+    call_command("taskq", "revoke", "id-1", "id-2", "--terminate", stdout=out)
+    assert "2 task(s) revoked and terminated" in out.getvalue()
+    assert get_control_store().revocations() == {"id-1": True, "id-2": True}
+    with pytest.raises(CommandError):
+        call_command("taskq", "revoke", "")

@@ -2,7 +2,8 @@
 
 Groups are sub-commands, each a ``Group`` listed in ``GROUPS``: to add ``taskq revoke`` or
 ``taskq inspect``, write a ``Group`` subclass whose ``add_parsers`` gives every parser a
-``handler`` default, and append it. ``dead``: list, show, requeue and purge dead letters.
+``handler`` default, and append it. ``dead``: list, show, requeue and purge dead letters;
+``revoke``: revoke tasks by id.
 """
 
 from __future__ import annotations
@@ -59,12 +60,36 @@ class DeadLetters(Group):
                                     dest="yes", help="do not ask for confirmation")
 
 
+class Revoke(Group):
+    """``taskq revoke <id>... [--terminate]``."""
+
+    name = "revoke"
+    help = "revoke tasks by id: they never run (durable); --terminate also kills running ones"
+
+    def add_parsers(self, parser: CommandParser) -> None:
+        parser.add_argument("task_ids", nargs="+", metavar="task_id")
+        parser.add_argument("--terminate", action="store_true",
+                            help="also kill an execution that is running (prefork pool)")
+        parser.set_defaults(handler=revoke_tasks)
+
+
+def revoke_tasks(command: BaseCommand, options: dict[str, Any]) -> None:
+    from ...result import revoke
+
+    try:
+        revoke(options["task_ids"], terminate=options["terminate"])
+    except (TaskqError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    how = "revoked and terminated if running" if options["terminate"] else "revoked"
+    command.stdout.write(f"{len(options['task_ids'])} task(s) {how}.")
+
+
 #: The ``taskq`` sub-commands, in help order.
-GROUPS: list[Group] = [DeadLetters()]
+GROUPS: list[Group] = [DeadLetters(), Revoke()]
 
 
 class Command(BaseCommand):
-    help = "Operate django_taskq: taskq dead list|show|requeue|purge."
+    help = "Operate django_taskq: taskq dead list|show|requeue|purge, taskq revoke."
 
     def add_arguments(self, parser: CommandParser) -> None:
         groups = parser.add_subparsers(dest="group", metavar="<command>", required=True)
