@@ -1,36 +1,59 @@
 """Execution pools: solo (in the worker's thread), threads, and prefork (child processes).
 
 Every pool has the same small surface: ``start``, ``free_slots``, ``submit(job)``,
-``collect(timeout) -> [(key, outcome or LOST)]``, ``stop()`` (wait for running jobs) and
-``terminate()`` (kill them). LOST means the process running the job died.
+``collect(timeout) -> [(key, outcome, LOST or TERMINATED)]``, ``kill(key) -> bool``, ``stop()``
+(wait for running jobs) and ``terminate()`` (kill them). LOST means the process running the job
+died; TERMINATED that ``kill(key)`` stopped it. Time limits and child recycling follow the
+pool's :class:`~.timelimits.Limits` (see docs/limits.md for what each pool can enforce).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import multiprocessing
 import signal
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Final
 
 from django.db import connections
+from django.utils import timezone
 
 from ..outcome import Outcome
 from .execution import execute
 from .job import Job
+from .timelimits import Limits, hard_limit_outcome, run_limited, warn_once
+
+logger = logging.getLogger(__name__)
+
+
+class _Terminated:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TERMINATED"
+
 
 LOST = None  # collect() yields (key, LOST) for a job whose process died
+#: collect() yields (key, TERMINATED) for a job stopped by ``pool.kill(key)``.
+TERMINATED: Final = _Terminated()
 
-Finished = tuple[int, "Outcome | None"]
+Finished = tuple[int, "Outcome | _Terminated | None"]
 
 
 class SoloPool:
-    """Runs each job at once in the calling thread: one slot, no overhead."""
+    """Runs each job at once in the calling thread: one slot, no overhead.
+
+    Time limits are SIGALRM timers, so they need the main thread (the worker's, normally).
+    """
 
     slots = 1
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self._done: list[Finished] = []
 
     def start(self) -> None:
@@ -40,11 +63,16 @@ class SoloPool:
         return 1
 
     def submit(self, job: Job) -> None:
-        self._done.append((job.key, execute(job)))
+        soft, hard = self.limits.for_job(job)
+        self._done.append((job.key, run_limited(job, soft, hard)))
 
     def collect(self, timeout: float = 0.0) -> list[Finished]:
         done, self._done = self._done, []
         return done
+
+    def kill(self, key: int) -> bool:
+        """A solo task runs on the worker's own thread: it cannot be killed from outside."""
+        return False
 
     def stop(self) -> None:
         """Nothing runs after submit returns."""
@@ -54,12 +82,17 @@ class SoloPool:
 
 
 class ThreadPool:
-    """Runs jobs on ``slots`` threads of this process (good for I/O-bound tasks)."""
+    """Runs jobs on ``slots`` threads of this process (good for I/O-bound tasks).
 
-    def __init__(self, slots: int) -> None:
+    Threads cannot be interrupted or killed: time limits are not enforced (a warning says so).
+    """
+
+    def __init__(self, slots: int, limits: Limits | None = None) -> None:
         self.slots = slots
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._running: dict[concurrent.futures.Future[Outcome], int] = {}
+        if limits is not None and limits.timed:
+            warn_once(_THREADS_IGNORE_LIMITS)
 
     def start(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -70,6 +103,8 @@ class ThreadPool:
 
     def submit(self, job: Job) -> None:
         assert self._executor is not None, "start() the pool first"
+        if job.time_limit is not None or job.soft_time_limit is not None:
+            warn_once(_THREADS_IGNORE_LIMITS)
         self._running[self._executor.submit(_execute_in_thread, job)] = job.key
 
     def collect(self, timeout: float = 0.0) -> list[Finished]:
@@ -79,6 +114,10 @@ class ThreadPool:
                                           return_when=concurrent.futures.FIRST_COMPLETED)
         return [(self._running.pop(future), future.result()) for future in done]
 
+    def kill(self, key: int) -> bool:
+        """Threads cannot be killed."""
+        return False
+
     def stop(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -87,6 +126,10 @@ class ThreadPool:
         """Threads cannot be killed: stop handing them work and let the process exit."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+_THREADS_IGNORE_LIMITS = ("time limits are not enforced by the threads pool (a thread cannot "
+                          "be interrupted); use the prefork or solo pool")
 
 
 def _execute_in_thread(job: Job) -> Outcome:
@@ -100,14 +143,24 @@ def _execute_in_thread(job: Job) -> Outcome:
 class _Child:
     process: Any
     conn: Connection
-    job: int | None = None
+    job: int | None = None  # key of the running job
+    running: Job | None = None
+    started: datetime | None = None
+    hard: float | None = None
+    deadline: float | None = None  # time.monotonic() at which the hard limit kills it
+    terminated: bool = False  # kill(key) was called
 
 
 class PreforkPool:
-    """Runs jobs in ``slots`` forked child processes; a child that dies is replaced."""
+    """Runs jobs in ``slots`` forked child processes; a child that dies is replaced.
 
-    def __init__(self, slots: int) -> None:
+    The parent enforces hard time limits (SIGKILL, then a fresh child); children run the soft
+    limit themselves, and exit after a task when ``limits`` say they are due for replacement.
+    """
+
+    def __init__(self, slots: int, limits: Limits | None = None) -> None:
         self.slots = slots
+        self.limits = limits or Limits()
         self._children: list[_Child] = []
         self._context = multiprocessing.get_context("fork")
 
@@ -118,7 +171,8 @@ class PreforkPool:
     def _spawn(self) -> _Child:
         connections.close_all()  # children must open their own database connections
         parent_end, child_end = self._context.Pipe()
-        process = self._context.Process(target=_child_main, args=(child_end, parent_end),
+        process = self._context.Process(target=_child_main,
+                                        args=(child_end, parent_end, self.limits),
                                         name="taskq-child", daemon=True)
         process.start()
         child_end.close()
@@ -128,19 +182,32 @@ class PreforkPool:
         return sum(1 for child in self._children if child.job is None)
 
     def submit(self, job: Job) -> None:
-        child = next(c for c in self._children if c.job is None)
-        child.job = job.key
-        child.conn.send(job)
+        index, child = next((i, c) for i, c in enumerate(self._children) if c.job is None)
+        try:
+            child.conn.send(job)
+        except OSError:  # the idle child died: hand the job to a fresh one
+            self._discard(child)
+            child = self._children[index] = self._spawn()
+            child.conn.send(job)
+        _, hard = self.limits.for_job(job)
+        child.job, child.running, child.started, child.hard = job.key, job, timezone.now(), hard
+        child.deadline = time.monotonic() + hard if hard is not None else None
 
     def collect(self, timeout: float = 0.0) -> list[Finished]:
         busy = [c for c in self._children if c.job is not None]
         if not busy:
             return []
+        deadlines = [c.deadline for c in busy if c.deadline is not None]
+        if deadlines:  # wake up in time to enforce the nearest hard limit
+            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         ready = set(wait([c.conn for c in busy] + [c.process.sentinel for c in busy], timeout))
+        now = time.monotonic()
         finished: list[Finished] = []
         for child in busy:
             if child.conn in ready or child.process.sentinel in ready:
                 finished.append(self._receive(child))
+            elif child.deadline is not None and now >= child.deadline and not child.terminated:
+                finished.append(self._over_time(child))
         return finished
 
     def _receive(self, child: _Child) -> Finished:
@@ -148,18 +215,58 @@ class PreforkPool:
         assert key is not None
         try:
             if child.conn.poll():
-                outcome: Outcome = child.conn.recv()
-                child.job = None
+                outcome, retiring = child.conn.recv()
+                if retiring or child.terminated:  # exits after sending (or was killed)
+                    self._replace(child)
+                else:
+                    self._idle(child)
                 return key, outcome
         except (EOFError, OSError):
             pass
+        terminated = child.terminated
         self._replace(child)
-        return key, LOST
+        return key, TERMINATED if terminated else LOST
+
+    def _over_time(self, child: _Child) -> Finished:
+        if child.conn.poll():  # it finished just as its time ran out
+            return self._receive(child)
+        job, key = child.running, child.job
+        assert job is not None and key is not None
+        child.process.kill()
+        logger.error("task killed name=%s id=%s: hard time limit (%gs) exceeded",
+                     job.task_name, job.request.id, child.hard)
+        self._replace(child)
+        return key, hard_limit_outcome(job, child.hard or 0.0, child.started,
+                                       "the process was killed")
+
+    @staticmethod
+    def _idle(child: _Child) -> None:
+        child.job = child.running = child.started = child.hard = child.deadline = None
+
+    def _discard(self, child: _Child) -> None:
+        child.process.join(timeout=5)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join(timeout=5)
+        child.conn.close()
 
     def _replace(self, child: _Child) -> None:
-        child.process.join(timeout=1)
-        child.conn.close()
+        self._discard(child)
         self._children[self._children.index(child)] = self._spawn()
+
+    def kill(self, key: int) -> bool:
+        """SIGKILL the child running job ``key``; the next ``collect`` yields (key, TERMINATED).
+
+        Returns False when no child runs that job (it has finished, or never started). A task
+        that finished just before the signal landed is reported with its real outcome instead.
+        """
+        child = next((c for c in self._children if c.job == key and not c.terminated), None)
+        if child is None:
+            return False
+        child.terminated = True
+        child.process.kill()
+        wait([child.process.sentinel], 5)  # dead before we return: collect(0) sees it
+        return True
 
     def stop(self) -> None:
         for child in self._children:
@@ -180,12 +287,13 @@ class PreforkPool:
         self._children = []
 
 
-def _child_main(conn: Connection, parent_end: Connection) -> None:
+def _child_main(conn: Connection, parent_end: Connection, limits: Limits) -> None:
     parent_end.close()
     # The parent decides when children stop (a process-group SIGTERM, as systemd sends, must not
     # cut tasks short); terminate() uses SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    done = 0
     while True:
         try:
             job = conn.recv()
@@ -193,15 +301,33 @@ def _child_main(conn: Connection, parent_end: Connection) -> None:
             return
         if job is None:
             return
-        conn.send(execute(job))
+        soft, _ = limits.for_job(job)  # the parent enforces the hard limit
+        outcome = run_limited(job, soft, None)
+        done += 1
+        reason = limits.retire_reason(done) if limits.recycles else None
+        conn.send((outcome, reason is not None))
+        if reason is not None:
+            logger.info("child process retiring after its task: %s", reason)
+            return
 
 
-def make_pool(kind: str, slots: int) -> SoloPool | ThreadPool | PreforkPool:
-    """The pool called ``kind`` with ``slots`` execution slots."""
+def make_pool(kind: str, slots: int, *, time_limit: float | None = None,
+              soft_time_limit: float | None = None, max_tasks_per_child: int | None = None,
+              max_memory_per_child: int | None = None) -> SoloPool | ThreadPool | PreforkPool:
+    """The pool called ``kind`` with ``slots`` execution slots and the worker's limits.
+
+    Raises:
+        ConfigurationError: a limit is not positive, or the soft time limit is not below the
+            hard one.
+    """
+    limits = Limits(time_limit, soft_time_limit, max_tasks_per_child, max_memory_per_child)
+    if kind not in ("solo", "threads", "prefork"):
+        raise ValueError(f"unknown pool {kind!r}; use prefork, threads or solo")
+    if kind != "prefork" and limits.recycles:
+        warn_once(f"--max-tasks-per-child and --max-memory-per-child apply to the prefork pool "
+                  f"only; ignored by the {kind} pool")
     if kind == "solo":
-        return SoloPool()
+        return SoloPool(limits)
     if kind == "threads":
-        return ThreadPool(slots)
-    if kind == "prefork":
-        return PreforkPool(slots)
-    raise ValueError(f"unknown pool {kind!r}; use prefork, threads or solo")
+        return ThreadPool(slots, limits)
+    return PreforkPool(slots, limits)

@@ -14,21 +14,26 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from django.db import DatabaseError
 from django.utils import timezone
 
-from .. import states
+from .. import signals, states
 from ..brokers import get_broker
 from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
 from ..conf import TaskqSettings, get_settings
 from ..exceptions import BadMessage, BrokerError, TaskRevokedError, WorkerLostError
 from ..outcome import Outcome, failure
+from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
+from . import ratelimits
 from .heartbeat import Heartbeat
 from .job import Job, prepare
-from .pools import LOST, make_pool
+from .pools import LOST, TERMINATED, make_pool
+from .revocations import RevocationCache
 from .settler import Settler
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,10 @@ class WorkerOptions:
     max_deliveries: int
     poll_interval: float
     shutdown_timeout: float | None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
 
     @classmethod
     def from_settings(cls, settings: TaskqSettings | None = None, **overrides: object
@@ -64,6 +73,9 @@ class WorkerOptions:
             "lease": s.LEASE_TIMEOUT, "heartbeat_interval": s.heartbeat_interval,
             "max_deliveries": s.MAX_DELIVERIES, "poll_interval": s.POLL_INTERVAL,
             "shutdown_timeout": s.WORKER_SHUTDOWN_TIMEOUT,
+            "time_limit": s.WORKER_TIME_LIMIT, "soft_time_limit": s.WORKER_SOFT_TIME_LIMIT,
+            "max_tasks_per_child": s.WORKER_MAX_TASKS_PER_CHILD,
+            "max_memory_per_child": s.WORKER_MAX_MEMORY_PER_CHILD,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["pool"] == "solo":
@@ -87,7 +99,14 @@ class Worker:
         settings = get_settings()
         self.accept = settings.ACCEPT_CONTENT
         self.result_serializer = settings.RESULT_SERIALIZER
-        self.pool = make_pool(options.pool, options.concurrency)
+        self.track_started = settings.TASK_TRACK_STARTED
+        self._control: Any = None
+        self.revocations = RevocationCache(self.control_store, settings.REVOKE_POLL_INTERVAL)
+        self.rate_gate = ratelimits.RateGate(self.control_store)
+        self.pool = make_pool(
+            options.pool, options.concurrency, time_limit=options.time_limit,
+            soft_time_limit=options.soft_time_limit, max_tasks_per_child=options.max_tasks_per_child,
+            max_memory_per_child=options.max_memory_per_child)
         # Solo tasks run on the worker's own thread and so share its database connections.
         self.keep_connections = tuple(
             {getattr(self.broker, "alias", None), getattr(self.backend, "alias", None)} - {None}
@@ -107,12 +126,25 @@ class Worker:
         self.heartbeat = Heartbeat(
             self.broker, held=self.held_deliveries, lease=options.lease,
             interval=options.heartbeat_interval, max_deliveries=options.max_deliveries,
-            on_dead=self._record_dead, cleanup=self.backend.cleanup)
+            on_dead=self._record_dead, cleanup=self._cleanup)
 
     @property
     def capacity(self) -> int:
         """How many messages this worker holds at most (running plus prefetched)."""
         return self.options.concurrency * self.options.prefetch_multiplier
+
+    def control_store(self) -> Any:
+        """The control store (rate limits, revocations), connected on first use."""
+        if self._control is None:
+            from ..control import get_control_store
+
+            self._control = get_control_store()
+        return self._control
+
+    def _cleanup(self) -> None:
+        """Periodic housekeeping (heartbeat thread): expired results, old buckets, revocations."""
+        self.backend.cleanup()
+        self.control_store().prune()
 
     def held_deliveries(self) -> list[Delivery]:
         """Every delivery whose lease this worker must keep alive."""
@@ -126,9 +158,12 @@ class Worker:
         """Start the pool (children fork before any other thread exists), then the heartbeat."""
         self.pool.start()
         self.heartbeat.start()
+        signals.send(signals.worker_ready, self)
 
     def step(self) -> None:
         """One round: collect finished jobs, settle, reserve more, dispatch, wait briefly."""
+        if self.revocations.refresh():
+            self._terminate_revoked()
         self._collect(0)
         self._dispatch()
         if self.settler.due(more_ready=bool(self.prefetched)):
@@ -145,7 +180,7 @@ class Worker:
         wait = 1.0
         if not self.stopping and self._wants_more():
             wait = self._next_poll - time.monotonic()
-        return max(0.0, min(wait, self.settler.time_left()))
+        return max(0.0, min(wait, self.settler.time_left(), self.revocations.time_left()))
 
     def _wants_more(self) -> bool:
         return (len(self.prefetched) < self.options.concurrency
@@ -173,28 +208,62 @@ class Worker:
 
     def _accept(self, delivery: Delivery) -> None:
         try:
-            job, decoded = prepare(next(self._keys), delivery.envelope, accept=self.accept,
-                                   hostname=self.options.hostname,
-                                   result_serializer=self.result_serializer,
-                                   keep_connections=self.keep_connections)
+            job, decoded = prepare(
+                next(self._keys), delivery.envelope, accept=self.accept,
+                hostname=self.options.hostname, result_serializer=self.result_serializer,
+                keep_connections=self.keep_connections, track_started=self.track_started,
+                default_time_limits=(self.options.time_limit, self.options.soft_time_limit))
         except BadMessage as exc:
             self._reject(delivery, exc)
             return
+        if self.revocations.is_revoked(job.request.id):
+            self._revoke(delivery, job, "revoked before it ran")
+            return
         if decoded.expires is not None and decoded.expires <= timezone.now():
-            logger.info("task expired name=%s id=%s", job.task_name, job.request.id)
-            revoked = failure(job.request.id or "", job.task_name,
-                              TaskRevokedError(f"expired at {decoded.expires.isoformat()}"),
-                              state=states.REVOKED, date_done=timezone.now(),
-                              worker=self.options.hostname)
-            self.settler.add(delivery, revoked)
+            self._revoke(delivery, job, f"expired at {decoded.expires.isoformat()}", expired=True)
             return
         if decoded.eta is not None and decoded.eta > timezone.now():
             # A Celery producer's ETA message, delivered at once: park it in the broker until
             # due (never held in worker memory, so never past a visibility timeout).
             self.broker.defer(delivery, decoded.eta)
             return
+        signals.send(signals.task_received, self, request=job.request)
         with self._held_lock:
             self.prefetched.append((delivery, job))
+
+    def _revoke(self, delivery: Delivery, job: Job, why: str, *, expired: bool = False,
+                terminated: bool = False) -> None:
+        """Settle ``delivery`` as REVOKED without running it (or after killing its run)."""
+        logger.info("task revoked name=%s id=%s: %s", job.task_name, job.request.id, why)
+        outcome = failure(job.request.id or "", job.task_name, TaskRevokedError(why),
+                          state=states.REVOKED, date_done=timezone.now(),
+                          worker=self.options.hostname, retries=job.request.retries)
+        self.settler.add(delivery, outcome)
+        signals.send(signals.task_revoked, registry.get(job.task_name), request=job.request,
+                     terminated=terminated, signum=9 if terminated else None, expired=expired)
+
+    def _ready_to_run(self, delivery: Delivery, job: Job) -> bool:
+        """Last checks before a prefetched job runs: revoked meanwhile, or over a rate limit
+        (then it goes back to its queue until a token is due)."""
+        if self.revocations.is_revoked(job.request.id):
+            self._revoke(delivery, job, "revoked before it ran")
+            return False
+        wait = self.rate_gate.wait_for(job)
+        if wait > 0:
+            logger.debug("rate limit: %s waits %.3fs in its queue", job.task_name, wait)
+            self.broker.defer(delivery, timezone.now() + timedelta(seconds=wait))
+            return False
+        return True
+
+    def _terminate_revoked(self) -> None:
+        """Kill running executions revoked with ``terminate=True`` (where the pool can)."""
+        with self._held_lock:
+            running = {job.request.id: key for key, (_, job) in self.running.items()
+                       if job.request.id}
+        for task_id in self.revocations.to_terminate(list(running)):
+            if not self.pool.kill(running[task_id]):
+                logger.warning("cannot terminate id=%s: the %s pool cannot kill a running task",
+                               task_id, self.options.pool)
 
     def _reject(self, delivery: Delivery, exc: BadMessage) -> None:
         """Bad input: FAILURE result (when the id is known), dead letter, keep going."""
@@ -209,7 +278,13 @@ class Worker:
     def _dispatch(self) -> None:
         while self.prefetched and self.pool.free_slots() and not self.stopping:
             with self._held_lock:
-                delivery, job = self.prefetched.popleft()
+                delivery, job = self.prefetched[0]
+            if not self._ready_to_run(delivery, job):
+                with self._held_lock:
+                    self.prefetched.popleft()
+                continue
+            with self._held_lock:
+                self.prefetched.popleft()
                 self.running[job.key] = (delivery, job)
             self._in_task = True
             try:
@@ -227,6 +302,9 @@ class Worker:
                 delivery, job = self.running.pop(key)
             if outcome is LOST:
                 self._lost(delivery, job)
+                continue
+            if outcome is TERMINATED:
+                self._revoke(delivery, job, "terminated while running", terminated=True)
                 continue
             self.processed += 1
             log_outcome(outcome)
@@ -329,6 +407,7 @@ class Worker:
         # Connections go too: RabbitMQ returns what a consumer still buffers only when its
         # channel closes, and then counts it as a lost delivery unless released cleanly.
         _attempt(self.broker.close, "close the broker's connections")
+        signals.send(signals.worker_shutdown, self)
         logger.info("worker stopped: %d task(s) processed, %d released, %d requeued",
                     self.processed, len(unstarted), len(abandoned))
 

@@ -34,6 +34,18 @@ class Command(BaseCommand):
                             help="exit after this many tasks (warm stop)")
         parser.add_argument("--burst", action="store_true",
                             help="exit when the queues are empty")
+        parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                            help="hard time limit per task: the task is stopped and fails "
+                                 "(default: WORKER_TIME_LIMIT; prefork and solo pools)")
+        parser.add_argument("--soft-time-limit", type=float, metavar="SECONDS",
+                            help="raise SoftTimeLimitExceeded inside the task after this long "
+                                 "(default: WORKER_SOFT_TIME_LIMIT; prefork and solo pools)")
+        parser.add_argument("--max-tasks-per-child", type=int, metavar="N",
+                            help="replace a prefork child after it has run N tasks "
+                                 "(default: WORKER_MAX_TASKS_PER_CHILD)")
+        parser.add_argument("--max-memory-per-child", type=int, metavar="KIB",
+                            help="replace a prefork child whose resident memory exceeds KIB "
+                                 "kibibytes after a task (default: WORKER_MAX_MEMORY_PER_CHILD)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -58,13 +70,24 @@ class Command(BaseCommand):
         names = tuple(q.strip() for q in queues.split(",") if q.strip()) if queues else None
         if queues is not None and not names:
             raise CommandError("--queues needs at least one queue name.")
-        for name in ("concurrency", "prefetch_multiplier", "max_tasks"):
+        for name in ("concurrency", "prefetch_multiplier", "max_tasks", "max_tasks_per_child",
+                     "max_memory_per_child"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
+        hard, soft = options["time_limit"], options["soft_time_limit"]
+        for name, value in (("time-limit", hard), ("soft-time-limit", soft)):
+            if value is not None and not 0 < value < float("inf"):
+                raise CommandError(f"--{name} must be a positive number of seconds.")
+        if hard is not None and soft is not None and soft >= hard:
+            raise CommandError(f"--soft-time-limit ({soft:g}s) must be below --time-limit "
+                               f"({hard:g}s): the soft limit lets a task clean up before the "
+                               "hard limit stops it.")
         return WorkerOptions.from_settings(
             get_settings(), queues=names, concurrency=options["concurrency"],
             pool=options["pool"], hostname=options["hostname"],
-            prefetch_multiplier=options["prefetch_multiplier"])
+            prefetch_multiplier=options["prefetch_multiplier"], time_limit=hard,
+            soft_time_limit=soft, max_tasks_per_child=options["max_tasks_per_child"],
+            max_memory_per_child=options["max_memory_per_child"])
 
 
 def configure_logging(level: str) -> None:
