@@ -30,6 +30,8 @@ class Request:
 
 
 _current: ContextVar[Request | None] = ContextVar("django_taskq_request", default=None)
+# ``self.retry(throw=False)``: the retry is remembered here and acted on when the run ends.
+_scheduled_retry: ContextVar[Any] = ContextVar("django_taskq_retry", default=None)
 
 
 def current_request() -> Request | None:
@@ -43,17 +45,17 @@ class activate:  # noqa: N801 - used as a context manager, reads as a verb
     def __init__(self, request: Request) -> None:
         self._request = request
         self._token: Any = None
+        self._retry_token: Any = None
 
     def __enter__(self) -> Request:
         self._token = _current.set(self._request)
+        self._retry_token = _scheduled_retry.set(None)  # never inherit another run's retry
         return self._request
 
     def __exit__(self, *exc: object) -> None:
+        _scheduled_retry.reset(self._retry_token)
         _current.reset(self._token)
 
-
-# ``self.retry(throw=False)``: the retry is remembered here and acted on when the run ends.
-_scheduled_retry: ContextVar[Any] = ContextVar("django_taskq_retry", default=None)
 
 
 def schedule_retry(retry: Any) -> None:

@@ -284,16 +284,17 @@ class Task(Generic[P, R]):
         with activate(request):
             try:
                 value, state, tb = self.run(*request.args, **request.kwargs), states.SUCCESS, None
-                pending = take_scheduled_retry()
-                if pending is not None:
-                    raise pending
-            except Retry as retry:
-                again_args = request.args if retry.retry_args is None else retry.retry_args
-                again_kwargs = request.kwargs if retry.retry_kwargs is None else retry.retry_kwargs
-                return self.apply(again_args, again_kwargs, task_id=task_id, retries=retries + 1)
+                retry = take_scheduled_retry()
+            except Retry as raised:
+                retry = raised
             except Exception as exc:  # noqa: BLE001 - the failure is the result
                 value, state = exception_payload(exc), states.FAILURE
                 tb = traceback_module.format_exc()
+                retry = take_scheduled_retry()  # retry(throw=False), then a failure
+        if retry is not None:
+            again_args = request.args if retry.retry_args is None else retry.retry_args
+            again_kwargs = request.kwargs if retry.retry_kwargs is None else retry.retry_kwargs
+            return self.apply(again_args, again_kwargs, task_id=task_id, retries=retries + 1)
         meta = ResultMeta(task_id=task_id, state=state, result=value, traceback=tb,
                           task_name=self.name, date_started=started, date_done=timezone.now(),
                           retries=retries)

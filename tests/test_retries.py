@@ -149,3 +149,63 @@ def test_bad_task_options_are_clear_errors(bad):
 
     with pytest.raises((ValueError, RateLimitError)):
         Task(lambda: None, name="tests.bad", **bad)
+
+
+def test_retry_throw_false_then_failure_still_retries_and_does_not_leak(make_worker):
+    first = ft.retry_then_raise.delay()
+    plain = ft.tenant_now.delay()  # an unrelated task after the first on the same thread
+    worker = make_worker()
+    for result in (first, plain):
+        drain_until(worker, result)
+    assert first.get(timeout=5) == "retried"
+    assert plain.state == states.SUCCESS
+    assert plain.backend.get(plain.id).retries == 0  # it did not inherit the first's retry
+
+
+def test_retry_with_arguments_that_cannot_be_encoded_fails_the_task_not_the_worker(make_worker):
+    bad = ft.retry_with_unencodable_args.delay()
+    after = ft.tenant_now.delay()
+    worker = make_worker()
+    drain_until(worker, bad)
+    drain_until(worker, after)
+    assert bad.state == states.FAILURE
+    assert "encode" in str(bad.result).lower() or "serializ" in str(bad.result).lower()
+    assert after.state == states.SUCCESS
+
+
+def test_retries_added_after_a_failed_ack_are_still_sent():
+    """A flush that sent its retries but failed to ack must not skip later retries."""
+    from django_taskq.brokers.memory import MemoryBroker
+    from django_taskq.outcome import Outcome, RetryOrder
+    from django_taskq.results.memory import MemoryResultBackend
+    from django_taskq.worker.settler import Settler
+    from tests.helpers import envelope
+
+    broker, backend = MemoryBroker(), MemoryResultBackend()
+    for _ in range(2):
+        broker.enqueue(envelope())
+    first, second = broker.reserve(["default"], max_messages=2, lease=30, worker="w")
+    settler = Settler(broker, backend)
+
+    def retry_of(delivery):
+        return Outcome(task_id=delivery.message_id, task_name="t", state=states.RETRY,
+                       retry=RetryOrder(eta=None))
+
+    settler.add(first, retry_of(first))
+    real_ack, calls = broker.ack_many, []
+
+    def ack_fails_once(deliveries):
+        calls.append(len(deliveries))
+        if len(calls) == 1:
+            raise RuntimeError("ack lost")
+        real_ack(deliveries)
+
+    broker.ack_many = ack_fails_once
+    with pytest.raises(RuntimeError):
+        settler.flush()
+    settler.add(second, retry_of(second))
+    settler.flush()
+    assert broker.size("default") == 2  # one retry each: none skipped, none sent twice
+    retried = broker.reserve(["default"], max_messages=5, lease=30, worker="w")
+    assert sorted(d.message_id for d in retried) == sorted([first.message_id, second.message_id])
+    assert all(d.envelope.headers["retries"] == 1 for d in retried)

@@ -87,19 +87,30 @@ def _run(job: Job, task: Any, started: datetime, common: dict[str, Any]
     request = job.request
     task_id = request.id or ""
     try:
-        value = middleware.run_through(
-            task, request, lambda: task.run(*request.args, **request.kwargs))
+        try:
+            value = middleware.run_through(
+                task, request, lambda: task.run(*request.args, **request.kwargs))
+        except Exception:
+            # ``retry(throw=False)`` and then a failure: the retry asked for still happens.
+            scheduled = take_scheduled_retry()
+            if scheduled is not None:
+                raise scheduled from None
+            raise
         scheduled = take_scheduled_retry()
         if scheduled is not None:
             raise scheduled
         payload, content_type, encoding = serializers.dumps(value, job.result_serializer)
     except Retry as retry:
+        try:
+            _check_retry_arguments(job, retry)
+        except SerializationError as exc:
+            return failure(task_id, job.task_name, exc, date_started=started,
+                           date_done=timezone.now(), serializer=job.result_serializer,
+                           **common), exc
         reason = retry.exc if retry.exc is not None else retry
         tb = traceback.format_exc()
         signals.send(signals.task_retry, task, request=request, reason=reason, einfo=tb)
         order = RetryOrder(eta=retry.eta, args=retry.retry_args, kwargs=retry.retry_kwargs)
-        logger.info("task retry name=%s id=%s retries=%d eta=%s reason=%r", job.task_name,
-                    task_id, request.retries + 1, retry.eta, reason)
         return failure(task_id, job.task_name, reason, state=states.RETRY, traceback=tb,
                        date_started=started, date_done=timezone.now(), retry=order,
                        serializer=job.result_serializer, **common), retry
@@ -114,6 +125,14 @@ def _run(job: Job, task: Any, started: datetime, common: dict[str, Any]
     return Outcome(task_id=task_id, task_name=job.task_name, state=states.SUCCESS,
                    payload=payload, content_type=content_type, content_encoding=encoding,
                    date_started=started, date_done=timezone.now(), **common), value
+
+
+def _check_retry_arguments(job: Job, retry: Retry) -> None:
+    """New retry arguments must encode as the message did (the worker sends the retry)."""
+    if retry.retry_args is None and retry.retry_kwargs is None:
+        return
+    serializers.dumps([list(retry.retry_args or ()), dict(retry.retry_kwargs or {}), None],
+                      serializers.get(job.content_type).name)
 
 
 def _record_started(job: Job, started: datetime) -> None:

@@ -27,6 +27,8 @@ class Job:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     track_started: bool = False
+    #: The message's content type: a retry with new arguments is encoded the same way.
+    content_type: str = "application/json"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -104,5 +106,6 @@ def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], ho
     job = Job(key=key, task_name=decoded.task_name, request=request, ignore_result=ignore,
               result_serializer=result_serializer, keep_connections=keep_connections,
               time_limit=hard, soft_time_limit=soft,
-              track_started=track_started if task.track_started is None else task.track_started)
+              track_started=track_started if task.track_started is None else task.track_started,
+              content_type=envelope.content_type)
     return job, decoded

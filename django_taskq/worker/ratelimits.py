@@ -17,6 +17,9 @@ from .job import Job
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a rate-limited task waits in its queue while the control store cannot be reached.
+STORE_DOWN_WAIT = 1.0
+
 
 def buckets(job: Job) -> list[tuple[str, Any]]:
     """(bucket name, Rate) pairs that ``job`` needs a token from: per key first, then global."""
@@ -61,7 +64,12 @@ class RateGate:
             slot = self._next_slot.get(name, 0.0)
             if slot > now and not returning:
                 return self._promise(job, name, slot, rate)
-            wait = float(self._store().take(name, rate))
+            try:
+                wait = float(self._store().take(name, rate))
+            except Exception as exc:  # noqa: BLE001 - the limit cannot be checked: wait, never run
+                logger.warning("cannot check rate limit %s (%s); the task waits %.1fs",
+                               name, exc, STORE_DOWN_WAIT)
+                return self._promise(job, name, now + STORE_DOWN_WAIT, None)
             if wait > 0 and returning:
                 return self._promise(job, name, now + wait, None)  # keeps its place in line
             if wait > 0:

@@ -8,9 +8,12 @@ task revoked within one interval of starting can still run.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class RevocationCache:
@@ -29,8 +32,13 @@ class RevocationCache:
         now = self._clock()
         if not force and now < self._next:
             return False
-        self._revoked = dict(self._store().revocations())
         self._next = now + self.interval
+        try:
+            self._revoked = dict(self._store().revocations())
+        except Exception as exc:  # noqa: BLE001 - keep running on the last known set
+            logger.warning("cannot read revocations (%s); using the last known %d and "
+                           "retrying in %.1fs", exc, len(self._revoked), self.interval)
+            return False
         return True
 
     def time_left(self) -> float:

@@ -8,14 +8,17 @@ burst costs two queries.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import message
 from ..brokers.base import Broker, Delivery
-from ..outcome import Outcome
+from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,7 +32,7 @@ class Settler:
     clock: Callable[[], float] = time.monotonic
     _pending: list[tuple[Delivery, Outcome | None]] = field(default_factory=list)
     _since: float = 0.0
-    _retries_sent: bool = False
+    _retries_sent: int = 0  # the first this many pending entries' retries are already sent
 
     def add(self, delivery: Delivery, outcome: Outcome | None) -> None:
         """Queue ``delivery`` for ack, with ``outcome`` to store first (None stores nothing)."""
@@ -63,18 +66,36 @@ class Settler:
         stays (and its retries are not sent twice)."""
         if not self._pending:
             return
+        retries = self._retry_envelopes()  # first, as it may turn a RETRY into a FAILURE
         outcomes = [o for _, o in self._pending if o is not None and not o.ignore_result]
-        retries = [] if self._retries_sent else [
-            message.retry_envelope(delivery.envelope, eta=o.retry.eta, args=o.retry.args,
-                                   kwargs=o.retry.kwargs)
-            for delivery, o in self._pending if o is not None and o.retry is not None]
-        # On the database broker the three writes commit together.
+        # On the database broker (with results in the same database) the writes commit together.
         with self.broker.atomic():
             if outcomes:
                 self.backend.store_many(outcomes)
             if retries:
                 self.broker.enqueue_many(retries)
-                self._retries_sent = not self.broker.transactional
+                if not self.broker.transactional:  # sent for good, even if the ack fails
+                    self._retries_sent = len(self._pending)
             self.broker.ack_many([delivery for delivery, _ in self._pending])
         self._pending = []
-        self._retries_sent = False
+        self._retries_sent = 0
+
+    def _retry_envelopes(self) -> list[message.Envelope]:
+        """The next deliveries of RETRY outcomes not sent yet. One that cannot be built (its
+        new arguments do not encode) fails its task instead of stopping the worker."""
+        envelopes = []
+        for index in range(self._retries_sent, len(self._pending)):
+            delivery, outcome = self._pending[index]
+            if outcome is None or outcome.retry is None:
+                continue
+            try:
+                envelopes.append(message.retry_envelope(
+                    delivery.envelope, eta=outcome.retry.eta, args=outcome.retry.args,
+                    kwargs=outcome.retry.kwargs))
+            except Exception as exc:  # noqa: BLE001 - bad input fails one task, not the worker
+                logger.error("cannot send the retry of id=%s: %s", outcome.task_id, exc)
+                self._pending[index] = (delivery, failure(
+                    outcome.task_id, outcome.task_name, exc, date_done=outcome.date_done,
+                    worker=outcome.worker, retries=outcome.retries,
+                    ignore_result=outcome.ignore_result))
+        return envelopes

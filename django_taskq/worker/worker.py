@@ -301,7 +301,10 @@ class Worker:
             with self._held_lock:
                 delivery, job = self.running.pop(key)
             if outcome is LOST:
-                self._lost(delivery, job)
+                # A failure here leaves the message to its lease expiry and recovery; the
+                # other finished jobs of this round are still handled.
+                _attempt(lambda d=delivery, j=job: self._lost(d, j),
+                         "requeue a lost job's message")
                 continue
             if outcome is TERMINATED:
                 self._revoke(delivery, job, "terminated while running", terminated=True)
@@ -416,7 +419,7 @@ def _attempt(action: object, what: str) -> None:
     try:
         action()  # type: ignore[operator]
     except Exception:  # noqa: BLE001 - shutdown goes on; leases expire and recover the rest
-        logger.exception("could not %s during shutdown; leases will expire instead", what)
+        logger.exception("could not %s; leases will expire instead", what)
 
 
 def log_outcome(outcome: Outcome) -> None:
@@ -425,6 +428,10 @@ def log_outcome(outcome: Outcome) -> None:
     took = f" runtime={runtime:.3f}s" if runtime is not None else ""
     if outcome.state == states.SUCCESS:
         logger.info("task succeeded name=%s id=%s%s", outcome.task_name, outcome.task_id, took)
+    elif outcome.state == states.RETRY and outcome.retry is not None:
+        eta = outcome.retry.eta.isoformat() if outcome.retry.eta else "now"
+        logger.info("task retry name=%s id=%s%s retries=%d eta=%s reason=%s", outcome.task_name,
+                    outcome.task_id, took, outcome.retries + 1, eta, outcome.error)
     else:
         logger.error("task failed name=%s id=%s%s error=%s%s", outcome.task_name,
                      outcome.task_id, took, outcome.error,

@@ -111,3 +111,17 @@ def tenant_now():
     from tests.testapp.middleware import current_tenant
 
     return current_tenant.get()
+
+
+@task(bind=True, max_retries=1)
+def retry_then_raise(self):
+    """Asks for a retry without raising it, then fails: the retry still happens."""
+    if self.request.retries == 0:
+        self.retry(throw=False, countdown=0)
+        raise ValueError("failed after asking for a retry")
+    return "retried"
+
+
+@task(bind=True)
+def retry_with_unencodable_args(self):
+    raise self.retry(args=(object(),), countdown=0)
