@@ -42,6 +42,6 @@ def test_revocations_keep_the_last_known_set_when_the_store_is_down(caplog):
 def test_rate_limited_task_waits_when_the_store_is_down(caplog):
     job = SimpleNamespace(task_name=ft.limited.name,
                           request=SimpleNamespace(id="x", args=("p",), kwargs={}))
-    gate = RateGate(lambda: DownStore(), clock=Clock())
+    gate = RateGate(DownStore, clock=Clock())
     assert gate.wait_for(job) == STORE_DOWN_WAIT
     assert "cannot check rate limit" in caplog.text
