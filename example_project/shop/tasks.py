@@ -29,3 +29,16 @@ def welcome(user_id):
 @task
 def refund(order_id):
     raise ValueError(f"order {order_id} was never paid")
+
+
+class PaymentGatewayBusy(Exception):
+    """A temporary failure: worth trying again."""
+
+
+@task(bind=True, autoretry_for=(PaymentGatewayBusy,), retry_kwargs={"countdown": 0.2},
+      max_retries=3, rate_limit="20/s")
+def charge(self, order_id):
+    """Fails twice (the gateway is busy), then succeeds on the second retry."""
+    if self.request.retries < 2:
+        raise PaymentGatewayBusy(f"try {self.request.retries + 1} for order {order_id}")
+    return {"order": order_id, "charged": True, "retries": self.request.retries}

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from django_taskq import AsyncResult
-from shop.tasks import add, refund, slow_square, welcome
+from shop.tasks import add, charge, refund, slow_square, welcome
 
 
 class Command(BaseCommand):
@@ -24,6 +24,7 @@ class Command(BaseCommand):
             "slow_square.delay(7)": slow_square.delay(7),
             "welcome.delay(ada)": mail,
             "refund.delay(42)": refund.delay(42),
+            "charge.delay(42)  (retries twice)": charge.delay(42),
             "add.apply_async((1, 1), countdown=1)": add.apply_async((1, 1), countdown=1),
         }
         bulk = add.delay_many([(i, i) for i in range(100)])
