@@ -157,6 +157,18 @@ def configured(broker_kind: str, request: pytest.FixtureRequest, settings):
     return url
 
 
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def service(request: pytest.FixtureRequest, settings):
+    """(alias, url) for a real worker process: a database broker, or Redis (results there too)."""
+    if request.param == "redis":
+        alias, url = "default", request.getfixturevalue("redis_url")
+    else:
+        alias = require_alias(request.param)
+        url = f"db://{alias}"
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url}
+    return alias, url
+
+
 @pytest.fixture
 def make_worker(configured):
     """Build in-process workers on the configured broker; they are shut down afterwards."""

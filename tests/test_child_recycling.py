@@ -77,19 +77,6 @@ def test_limits_say_when_a_child_retires():
 # -- a real worker process --------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def service(request, settings):
-    from tests.conftest import require_alias
-
-    if request.param == "redis":
-        alias, url = "default", request.getfixturevalue("redis_url")
-    else:
-        alias = require_alias(request.param)
-        url = f"db://{alias}"
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url}
-    return alias, url
-
-
 @pytest.mark.subprocess
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_worker_max_tasks_per_child_runs_every_task_once(service, tmp_path):

@@ -22,7 +22,6 @@ from django_taskq.worker import timelimits
 from django_taskq.worker.job import Job
 from django_taskq.worker.pools import TERMINATED, PreforkPool, SoloPool, make_pool
 from django_taskq.worker.timelimits import Limits
-from tests.conftest import require_alias
 from tests.test_worker_process import WorkerProcess, wait_for
 from tests.testapp import limit_tasks, tasks
 
@@ -297,18 +296,6 @@ def test_solo_worker_soft_limit_from_the_task_call(make_worker):
 
 
 # -- a real worker process --------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def service(request, settings):
-    """(alias, url) for a real worker: a database broker, or Redis (results there too)."""
-    if request.param == "redis":
-        alias, url = "default", request.getfixturevalue("redis_url")
-    else:
-        alias = require_alias(request.param)
-        url = f"db://{alias}"
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url}
-    return alias, url
 
 
 def real_worker(service, *args: str) -> WorkerProcess:
