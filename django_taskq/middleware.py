@@ -68,9 +68,17 @@ def installed() -> Sequence[Any]:
     return _chain()
 
 
+@functools.lru_cache(maxsize=2)
+def _with(hook: str) -> tuple[Any, ...]:
+    return tuple(m for m in _chain() if hasattr(m, hook))
+
+
+on_reset(_with.cache_clear)
+
+
 def send_through(envelopes: list[Envelope], send: Send) -> None:
     """Call ``send(envelopes)`` inside every middleware's ``enqueue``."""
-    chain = [m for m in _chain() if hasattr(m, "enqueue")]
+    chain = _with("enqueue")
     if not chain:
         send(envelopes)
         return
@@ -86,7 +94,7 @@ def send_through(envelopes: list[Envelope], send: Send) -> None:
 
 def run_through(task: Task[Any, Any], request: Request, run: Callable[[], Any]) -> Any:
     """Call ``run()`` inside every middleware's ``execute``."""
-    chain = [m for m in _chain() if hasattr(m, "execute")]
+    chain = _with("execute")
     if not chain:
         return run()
 

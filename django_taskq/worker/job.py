@@ -69,6 +69,8 @@ def time_limits(headers: dict[str, Any], task: Any,
     """(hard, soft) seconds: the message's ``timelimit`` header, else the task's options, else
     the worker's. Celery's header order is ``[hard, soft]``; anything unreadable counts as unset."""
     given = headers.get("timelimit")
+    if given == [None, None] and task.time_limit is None and task.soft_time_limit is None:
+        return defaults  # the common case, answered without the checks below
     hard, soft = (given + [None, None])[:2] if isinstance(given, list) else (None, None)
     hard = _seconds_or_none(hard) or task.time_limit or defaults[0]
     soft = _seconds_or_none(soft) or task.soft_time_limit or defaults[1]

@@ -24,6 +24,8 @@ STORE_DOWN_WAIT = 1.0
 def buckets(job: Job) -> list[tuple[str, Any]]:
     """(bucket name, Rate) pairs that ``job`` needs a token from: per key first, then global."""
     task = registry.get(job.task_name)
+    if task.rate_limit is None and task.key_rate_limit is None:
+        return []
     needed = []
     if task.key_rate_limit is not None and task.rate_limit_key is not None:
         request = job.request
