@@ -19,7 +19,7 @@ from . import deadletters
 from .conf import get_settings
 from .exceptions import TaskqError
 from .models import DeadLetterMessage, QueuedMessage, TaskResult
-from .urls import mask
+from .service_url import mask
 
 #: Dead letters shown on the broker page.
 BROKER_PAGE_LIMIT = 200

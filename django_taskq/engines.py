@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 from .conf import get_settings, on_reset
 from .exceptions import ConfigurationError
-from .urls import ParsedUrl, parse
+from .service_url import ParsedUrl, parse
 
 T = TypeVar("T")
 

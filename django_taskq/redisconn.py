@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .exceptions import BrokerConnectionError, ConfigurationError
-from .urls import ParsedUrl
+from .service_url import ParsedUrl
 
 T = TypeVar("T")
 

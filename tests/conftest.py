@@ -59,7 +59,7 @@ def redis_url():
 def delete_amqp_queues(url: str, queues=AMQP_TEST_QUEUES) -> None:
     """Delete ``queues`` (with their delay queues and exchanges) and the dead letter queue."""
     from django_taskq.brokers.amqp import from_url
-    from django_taskq.urls import parse
+    from django_taskq.service_url import parse
 
     broker = from_url(parse(url, setting="BROKER_URL"))
     try:
@@ -100,7 +100,7 @@ def broker(broker_kind: str, clock: Clock, request: pytest.FixtureRequest):
         return MemoryBroker(now=clock)
     if broker_kind == "redis":
         from django_taskq.brokers.redis import RedisBroker
-        from django_taskq.urls import parse
+        from django_taskq.service_url import parse
 
         url = request.getfixturevalue("redis_url")
         made = RedisBroker(parse(url, setting="BROKER_URL"), poll_interval=0.01, now=clock)
@@ -108,7 +108,7 @@ def broker(broker_kind: str, clock: Clock, request: pytest.FixtureRequest):
         return made
     if broker_kind == "amqp":  # RabbitMQ keeps time itself: the fake clock does not apply
         from django_taskq.brokers.amqp import from_url
-        from django_taskq.urls import parse
+        from django_taskq.service_url import parse
 
         made = from_url(parse(request.getfixturevalue("amqp_url"), setting="BROKER_URL"))
         request.addfinalizer(made.close)

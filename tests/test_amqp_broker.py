@@ -28,7 +28,7 @@ from django_taskq.brokers.amqp import AmqpBroker, from_url
 from django_taskq.brokers.amqp_options import connect, queue_arguments
 from django_taskq.brokers.amqp_publisher import Publisher
 from django_taskq.exceptions import BrokerConnectionError, ConfigurationError
-from django_taskq.urls import parse
+from django_taskq.service_url import parse
 from tests.helpers import dead_letters, envelope
 from tests.tcpproxy import TcpProxy
 from tests.test_worker_process import runs, wait_for

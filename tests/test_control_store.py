@@ -26,7 +26,7 @@ from django_taskq.control.database import DatabaseControlStore
 from django_taskq.control.memory import MemoryControlStore
 from django_taskq.control.rate import Rate, parse_rate
 from django_taskq.exceptions import BrokerConnectionError, ConfigurationError, RateLimitError
-from django_taskq.urls import parse
+from django_taskq.service_url import parse
 from tests.conftest import DB_ALIASES, require_alias
 
 STORE_KINDS = ["memory", "sqlite", "postgres", "mariadb", "redis"]

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_taskq.models import DeadLetterMessage, QueuedMessage, TaskResult
-from django_taskq.urls import mask
+from django_taskq.service_url import mask
 
 
 @pytest.mark.django_db

@@ -13,7 +13,7 @@ from django_taskq.outcome import Outcome, failure
 from django_taskq.results.database import DatabaseResultBackend
 from django_taskq.results.memory import MemoryResultBackend
 from django_taskq.results.redis import RedisResultBackend
-from django_taskq.urls import parse
+from django_taskq.service_url import parse
 from tests.conftest import require_alias
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..conf import get_settings
 from ..engines import EngineSlot, database_alias
 from ..exceptions import ConfigurationError
-from ..urls import ParsedUrl
+from ..service_url import ParsedUrl
 from .base import Broker, DeadLetter, Delivery
 
 

@@ -28,7 +28,7 @@ from datetime import datetime
 from ..conf import get_settings
 from ..exceptions import BrokerConnectionError
 from ..message import Envelope
-from ..urls import ParsedUrl
+from ..service_url import ParsedUrl
 from . import amqp_delay as delay
 from .amqp_consumer import Consumer
 from .amqp_options import AmqpOptions, parse_options, queue_arguments, translated

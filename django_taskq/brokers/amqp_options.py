@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..exceptions import BrokerConnectionError, ConfigurationError
-from ..urls import ParsedUrl
+from ..service_url import ParsedUrl
 
 #: Seconds: open a connection; wait for any reply (a declare, a publisher confirm).
 CONNECT_TIMEOUT = 5.0
@@ -108,7 +108,7 @@ def _check_choices(values: dict[str, Any]) -> str | None:
 
 
 def _masked(url: ParsedUrl) -> str:
-    from ..urls import mask
+    from ..service_url import mask
 
     return repr(mask(url.original))
 

@@ -31,7 +31,7 @@ from django.utils import timezone
 from ..exceptions import ConfigurationError
 from ..message import Envelope
 from ..redisconn import client_from_url, reconnecting
-from ..urls import ParsedUrl
+from ..service_url import ParsedUrl
 from . import redis_scripts as scripts
 from .base import Broker, DeadLetter, Delivery, worker_lost_reason
 

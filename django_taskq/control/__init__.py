@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..conf import TaskqSettings, get_settings
 from ..engines import EngineSlot, database_alias
 from ..exceptions import ConfigurationError
-from ..urls import ParsedUrl, parse
+from ..service_url import ParsedUrl, parse
 from .base import ControlStore
 from .rate import Rate, parse_rate
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..redisconn import client_from_url, reconnecting
-from ..urls import ParsedUrl
+from ..service_url import ParsedUrl
 from .base import ControlStore, check_burst
 from .rate import Rate
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..conf import get_settings
 from ..engines import EngineSlot, database_alias
-from ..urls import ParsedUrl
+from ..service_url import ParsedUrl
 from .base import ResultBackend
 
 

@@ -24,7 +24,7 @@ from ..exceptions import SerializationError, TimeoutError
 from ..outcome import Outcome
 from ..redisconn import client_from_url, reconnecting
 from ..result import ResultMeta
-from ..urls import ParsedUrl
+from ..service_url import ParsedUrl
 from .base import ResultBackend
 
 KEY_PREFIX = "celery-task-meta-"

@@ -8,7 +8,7 @@ from django_taskq import __version__
 
 from ..conf import get_settings
 from ..registry import registry
-from ..urls import mask
+from ..service_url import mask
 
 if TYPE_CHECKING:
     from .worker import Worker
