@@ -24,6 +24,10 @@ ENV_OVERRIDES = {
 
 POOLS = ("prefork", "threads", "solo")
 DEFAULT_LEASE = 60.0
+#: Celery's ``task_publish_retry_policy`` default: how often a send is retried when the broker
+#: cannot be reached (seconds between tries: start, growing by step, capped at max).
+DEFAULT_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2,
+                                "interval_max": 1.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,18 @@ class TaskqSettings:
     REVOKE_EXPIRES: float = 7 * 86400.0
     REVOKE_POLL_INTERVAL: float = 0.5
     MIDDLEWARE: tuple[str, ...] = ()
+    TASK_EAGER_PROPAGATES: bool = False
+    TASK_STORE_EAGER_RESULT: bool = False
+    TASK_ROUTES: tuple[Any, ...] = ()
+    TASK_ANNOTATIONS: tuple[Any, ...] = ()
+    TASK_DEFAULT_PRIORITY: int | None = None
+    TASK_CLASS: str | None = None
+    TASK_MODULES: tuple[str, ...] = ("tasks",)
+    IMPORTS: tuple[str, ...] = ()
+    RESULT_EXTENDED: bool = False
+    TASK_PUBLISH_RETRY: bool = True
+    TASK_PUBLISH_RETRY_POLICY: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_PUBLISH_RETRY_POLICY))
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -116,6 +132,52 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _module_names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+        raise TypeError("a list of module names, e.g. ['myapp.jobs']")
+    return tuple(value)
+
+
+def _routes(value: Any) -> tuple[Any, ...]:
+    """Celery's ``task_routes``: a dict, a router (function or dotted path), or a list of them;
+    each entry is checked when routing is first used (routing.py)."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, (dict, str)) or callable(value):
+        return (value,)
+    raise TypeError("a dict of task name (or glob) to queue or options, a router function or "
+                    "its dotted path, or a list of those")
+
+
+def _annotations(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, dict) or callable(value):
+        return (value,)
+    raise TypeError("a dict of task name (or '*') to attributes, or a list of such dicts")
+
+
+def _optional_priority(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise TypeError("a whole number from 0 to 9, or None")
+    return value
+
+
+def _retry_policy(value: Any) -> dict[str, float]:
+    known = set(DEFAULT_PUBLISH_RETRY_POLICY)
+    if not isinstance(value, Mapping) or set(value) - known or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in value.values()):
+        raise TypeError(f"a dict with some of {', '.join(sorted(known))} (numbers, not negative)")
+    return {**DEFAULT_PUBLISH_RETRY_POLICY, **value}
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError("True or False")
@@ -155,6 +217,17 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "REVOKE_EXPIRES": _seconds,
     "REVOKE_POLL_INTERVAL": _seconds,
     "MIDDLEWARE": _dotted_paths,
+    "TASK_EAGER_PROPAGATES": _bool,
+    "TASK_STORE_EAGER_RESULT": _bool,
+    "TASK_ROUTES": _routes,
+    "TASK_ANNOTATIONS": _annotations,
+    "TASK_DEFAULT_PRIORITY": _optional_priority,
+    "TASK_CLASS": _optional_text,
+    "TASK_MODULES": _module_names,
+    "IMPORTS": _module_names,
+    "RESULT_EXTENDED": _bool,
+    "TASK_PUBLISH_RETRY": _bool,
+    "TASK_PUBLISH_RETRY_POLICY": _retry_policy,
 }
 
 _POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES", "REVOKE_EXPIRES",
