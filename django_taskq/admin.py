@@ -42,9 +42,15 @@ class TaskResultAdmin(ReadOnlyAdmin):
     list_filter = ("state", "task_name", "worker")
     search_fields = ("task_id", "task_name")
     date_hierarchy = "date_created"
-    readonly_fields = ("task_id", "task_name", "state", "result", "traceback", "worker",
-                       "retries", "date_created", "date_started", "date_done")
-    fields = readonly_fields
+    fields = ("task_id", "task_name", "state", "result", "traceback", "worker", "retries",
+              "date_created", "date_started", "date_done")
+    #: Extended results (RESULT_EXTENDED), shown when the row has them, encoded as stored.
+    extended_fields = ("queue", "task_args", "task_kwargs")
+    readonly_fields = fields + extended_fields
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        present = [name for name in self.extended_fields if getattr(obj, name, None)]
+        return (*self.fields, *present)
 
 
 class MessageAdmin(ReadOnlyAdmin):

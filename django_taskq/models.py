@@ -91,6 +91,10 @@ class TaskResult(models.Model):
     date_created = models.DateTimeField(default=timezone.now)
     date_started = models.DateTimeField(null=True, blank=True)
     date_done = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Extended results (RESULT_EXTENDED), encoded like ``result`` (same content type).
+    task_args = models.TextField(null=True, blank=True, help_text="encoded positional arguments")
+    task_kwargs = models.TextField(null=True, blank=True, help_text="encoded keyword arguments")
+    queue = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         db_table = "taskq_result"

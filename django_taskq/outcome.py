@@ -21,7 +21,11 @@ class RetryOrder:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to one task: its final (or RETRY) state and encoded result."""
+    """What happened to one task: its final (or RETRY) state and encoded result.
+
+    ``args``, ``kwargs`` and ``queue`` are the extended result fields (RESULT_EXTENDED): None
+    when not recorded. The backends encode the arguments as they encode the result.
+    """
 
     task_id: str
     task_name: str
@@ -37,6 +41,9 @@ class Outcome:
     retries: int = 0
     ignore_result: bool = False
     retry: RetryOrder | None = None
+    args: tuple[Any, ...] | list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    queue: str | None = None
 
     @property
     def runtime(self) -> float | None:

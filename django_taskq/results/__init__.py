@@ -13,7 +13,8 @@ from .base import ResultBackend
 def _common() -> dict[str, Any]:
     settings = get_settings()
     accept = tuple(dict.fromkeys((*settings.ACCEPT_CONTENT, settings.RESULT_SERIALIZER)))
-    return {"accept": accept, "expires": settings.RESULT_EXPIRES}
+    return {"accept": accept, "expires": settings.RESULT_EXPIRES,
+            "serializer": settings.RESULT_SERIALIZER}
 
 
 def _database(url: ParsedUrl) -> ResultBackend:
@@ -31,7 +32,7 @@ def _memory(url: ParsedUrl) -> ResultBackend:
 def _redis(url: ParsedUrl) -> ResultBackend:
     from .redis import RedisResultBackend
 
-    return RedisResultBackend(url, serializer=get_settings().RESULT_SERIALIZER, **_common())
+    return RedisResultBackend(url, **_common())
 
 
 slot: EngineSlot[ResultBackend] = EngineSlot(

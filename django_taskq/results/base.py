@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import base64
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import serializers
+from .. import exceptions, serializers, states
+from ..exceptions import SerializationError
 from ..outcome import Outcome
-from ..result import ResultMeta, wait_by_polling
+from .meta import ResultMeta
+
+#: The first pause of a polling wait; it backs off (x1.5) up to ``get(interval=)``.
+FIRST_POLL = 0.05
+
+OnMessage = Callable[[dict[str, Any]], Any]
+OnInterval = Callable[[], Any]
 
 
 class ResultBackend(ABC):
     """Stores outcomes and answers AsyncResult look-ups."""
 
-    def __init__(self, accept: Sequence[str] = ("json",), expires: float = 86400.0) -> None:
+    def __init__(self, accept: Sequence[str] = ("json",), expires: float = 86400.0,
+                 serializer: str = "json") -> None:
         self.accept = tuple(accept)
         self.expires = expires
+        self.serializer = serializer
 
     @abstractmethod
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
@@ -35,9 +45,16 @@ class ResultBackend(ABC):
     def get(self, task_id: str) -> ResultMeta | None:
         """What is known of ``task_id``, or None for an id never recorded."""
 
-    def wait(self, task_id: str, timeout: float | None, interval: float = 0.05) -> ResultMeta:
-        """Block until ``task_id`` is ready; backends with push notification override this."""
-        return wait_by_polling(self.get, task_id, timeout, interval)
+    def wait(self, task_id: str, timeout: float | None, interval: float = 0.5, *,
+             on_interval: OnInterval | None = None,
+             on_message: OnMessage | None = None) -> ResultMeta:
+        """Block until ``task_id`` is ready; backends with push notification override this.
+
+        ``interval`` is the longest pause between polls; ``on_interval`` is called after each
+        poll that found the task not ready, ``on_message`` with each new state seen.
+        """
+        return wait_by_polling(self.get, task_id, timeout, interval,
+                               on_interval=on_interval, on_message=on_message)
 
     @abstractmethod
     def forget(self, task_id: str) -> None:
@@ -59,10 +76,57 @@ class ResultBackend(ABC):
         return serializers.loads(data, content_type, content_encoding, self.accept)
 
 
+def wait_by_polling(fetch: Callable[[str], ResultMeta | None], task_id: str,
+                    timeout: float | None, interval: float = 0.5, *,
+                    on_interval: OnInterval | None = None,
+                    on_message: OnMessage | None = None) -> ResultMeta:
+    """Poll ``fetch(task_id)`` until the result is ready, from FIRST_POLL backing off to
+    ``interval``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause, seen = min(FIRST_POLL, interval), None
+    while True:
+        meta = fetch(task_id)
+        if on_message is not None and meta is not None and meta != seen:
+            on_message(meta.celery_meta())
+        seen = meta
+        if meta is not None and meta.state in states.READY_STATES:
+            return meta
+        if deadline is not None and time.monotonic() >= deadline:
+            raise exceptions.TimeoutError(
+                f"Task {task_id} did not finish within {timeout} seconds "
+                f"(state {meta.state if meta else states.PENDING}).")
+        if on_interval is not None:
+            on_interval()
+        time.sleep(pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * 1.5, interval)
+
+
+def as_text(data: bytes | None, content_encoding: str) -> tuple[str | None, str]:
+    """Encoded bytes as text for a text column (base64 unless UTF-8), and their encoding."""
+    if content_encoding == "utf-8":
+        return (data.decode("utf-8") if data is not None else None), "utf-8"
+    return (base64.b64encode(data).decode("ascii") if data is not None else None), "base64"
+
+
 def payload_text(outcome: Outcome) -> tuple[str | None, str]:
     """The payload as text for a text column, and the encoding to record with it."""
-    if outcome.payload is None:
-        return None, outcome.content_encoding
-    if outcome.content_encoding == "utf-8":
-        return outcome.payload.decode("utf-8"), "utf-8"
-    return base64.b64encode(outcome.payload).decode("ascii"), "base64"
+    return as_text(outcome.payload, outcome.content_encoding)
+
+
+def plain_arguments(outcome: Outcome) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """An extended outcome's arguments as plain data: a list and a dict (None when absent)."""
+    args = None if outcome.args is None else list(outcome.args)
+    kwargs = None if outcome.kwargs is None else dict(outcome.kwargs)
+    return args, kwargs
+
+
+def encode_argument(value: Any, content_type: str) -> bytes | None:
+    """Arguments encoded with the serializer of the result's ``content_type``; when they cannot
+    be (say, objects a pickle message carried), their repr, so the result is still stored."""
+    if value is None:
+        return None
+    name = serializers.get(content_type).name
+    try:
+        return serializers.dumps(value, name)[0]
+    except SerializationError:
+        return serializers.dumps(repr(value), name)[0]

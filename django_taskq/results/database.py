@@ -11,11 +11,12 @@ from django.utils import timezone
 
 from .. import states
 from ..outcome import Outcome
-from ..result import ResultMeta
-from .base import ResultBackend, payload_text
+from .base import ResultBackend, as_text, encode_argument, payload_text, plain_arguments
+from .meta import ResultMeta
 
 _UPDATED = ["task_name", "state", "result", "content_type", "content_encoding", "traceback",
-            "worker", "retries", "date_started", "date_done"]
+            "worker", "retries", "date_started", "date_done", "task_args", "task_kwargs",
+            "queue"]
 
 
 class DatabaseResultBackend(ResultBackend):
@@ -53,23 +54,31 @@ class DatabaseResultBackend(ResultBackend):
 
     def _row(self, outcome: Outcome) -> Any:
         text, encoding = payload_text(outcome)
+        args, kwargs = (as_text(encode_argument(value, outcome.content_type),
+                                outcome.content_encoding)[0]
+                        for value in plain_arguments(outcome))
         return self._model(
             task_id=outcome.task_id, task_name=outcome.task_name, state=outcome.state,
             result=text, content_type=outcome.content_type, content_encoding=encoding,
             traceback=outcome.traceback, worker=outcome.worker, retries=outcome.retries,
             date_started=outcome.date_started, date_done=outcome.date_done,
-            date_created=outcome.date_started or timezone.now())
+            date_created=outcome.date_started or timezone.now(), task_args=args,
+            task_kwargs=kwargs, queue=outcome.queue or "")
 
     def get(self, task_id: str) -> ResultMeta | None:
         row = self._rows().filter(task_id=task_id).first()
         if row is None:
             return None
+
+        def decoded(text: str | None) -> Any:
+            return self.decode(text, row.content_type, row.content_encoding)
+
         return ResultMeta(
             task_id=row.task_id, state=row.state, traceback=row.traceback,
-            result=self.decode(row.result, row.content_type, row.content_encoding),
-            task_name=row.task_name or None, date_created=row.date_created,
-            date_started=row.date_started, date_done=row.date_done, worker=row.worker or None,
-            retries=row.retries)
+            result=decoded(row.result), task_name=row.task_name or None,
+            date_created=row.date_created, date_started=row.date_started,
+            date_done=row.date_done, worker=row.worker or None, retries=row.retries,
+            args=decoded(row.task_args), kwargs=decoded(row.task_kwargs), queue=row.queue or None)
 
     def forget(self, task_id: str) -> None:
         self._rows().filter(task_id=task_id).delete()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from django.utils import timezone
 
 from .. import states
 from ..outcome import Outcome
-from ..result import ResultMeta
-from .base import ResultBackend
+from .base import ResultBackend, encode_argument, plain_arguments
+from .meta import ResultMeta
 
 
 class MemoryResultBackend(ResultBackend):
@@ -32,13 +33,20 @@ class MemoryResultBackend(ResultBackend):
         with self._changed:
             for o in outcomes:
                 previous = self._results.get(o.task_id)
+                args, kwargs = (self._stored(value, o) for value in plain_arguments(o))
                 meta = ResultMeta(
                     task_id=o.task_id, state=o.state, task_name=o.task_name,
                     result=self.decode(o.payload, o.content_type, o.content_encoding),
                     traceback=o.traceback, date_started=o.date_started, date_done=o.date_done,
-                    worker=o.worker, retries=o.retries,
-                    date_created=previous.date_created if previous else o.date_started)
+                    worker=o.worker, retries=o.retries, args=args, kwargs=kwargs,
+                    queue=o.queue, date_created=previous.date_created if previous else
+                    o.date_started)
                 self._results[o.task_id] = meta
+
+    def _stored(self, value: Any, outcome: Outcome) -> Any:
+        """What a stored and decoded argument would be, as the other backends return it."""
+        data = encode_argument(value, outcome.content_type)
+        return self.decode(data, outcome.content_type, outcome.content_encoding)
 
     def get(self, task_id: str) -> ResultMeta | None:
         with self._changed:

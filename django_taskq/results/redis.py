@@ -2,9 +2,10 @@
 
 One key per task, ``celery-task-meta-<id>``, holding the meta mapping (``status``, ``result``,
 ``traceback``, ``children``, ``date_done``, ``task_id``, plus ``name``, ``worker``, ``retries``
-as Celery's ``result_extended`` writes them) encoded with RESULT_SERIALIZER, with a TTL of
-RESULT_EXPIRES. Every store is also PUBLISHed on a channel of the same name, so a waiting
-``get()`` wakes at once instead of polling.
+and, for extended results, ``args``, ``kwargs``, ``queue``, with the key names of Celery's
+``result_extended``) encoded with RESULT_SERIALIZER, with a TTL of RESULT_EXPIRES. Every store is
+also PUBLISHed on a channel of the same name, so a waiting ``get()`` wakes at once instead of
+polling.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
-
-from django.utils import timezone
 
 from .. import serializers, states
 from ..exceptions import SerializationError, TimeoutError
 from ..outcome import Outcome
 from ..redisconn import client_from_url, reconnecting
-from ..result import ResultMeta
 from ..service_url import ParsedUrl
-from .base import ResultBackend
+from .base import OnInterval, OnMessage, ResultBackend, plain_arguments
+from .meta import ResultMeta
 
 KEY_PREFIX = "celery-task-meta-"
 
@@ -43,17 +42,16 @@ def _when(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.utc)
+    # Celery 5 writes an offset; older Celery versions and some producers write naive UTC.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 class RedisResultBackend(ResultBackend):
     """Results as ``celery-task-meta-<id>`` keys with a TTL, announced by PUBLISH."""
 
-    def __init__(self, url: ParsedUrl, *, serializer: str = "json", **kwargs: Any) -> None:
+    def __init__(self, url: ParsedUrl, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.serializer = serializer
         self.client = client_from_url(url, "RESULT_BACKEND")
-        self._content_type = serializers.dumps(None, serializer)[1]
         self._local = threading.local()
 
     @staticmethod
@@ -72,6 +70,7 @@ class RedisResultBackend(ResultBackend):
             "date_done": _iso(outcome.date_done), "task_id": outcome.task_id,
             "name": outcome.task_name, "worker": outcome.worker or None,
             "retries": outcome.retries, "date_started": _iso(outcome.date_started),
+            **self._extended(outcome),
         }
         same_json = (self.serializer == "json" and outcome.content_type == "application/json"
                      and outcome.content_encoding == "utf-8")
@@ -79,13 +78,28 @@ class RedisResultBackend(ResultBackend):
             # Splice the already-encoded value in rather than decoding and encoding it again.
             value = outcome.payload if outcome.payload is not None else b"null"
             head = json.dumps({"status": fields.pop("status"), "result": None})[:-5].encode()
-            return head + value + b", " + json.dumps(fields)[1:].encode()
+            return head + value + b", " + serializers.dumps(fields, "json")[0][1:]
         value = None
         if outcome.payload is not None:
             value = serializers.loads(outcome.payload, outcome.content_type,
                                       outcome.content_encoding,
                                       accept=(*self.accept, "json", self.serializer))
         return serializers.dumps({**fields, "result": value}, self.serializer)[0]
+
+    def _extended(self, outcome: Outcome) -> dict[str, Any]:
+        """Celery's ``result_extended`` keys that the outcome carries; arguments the serializer
+        cannot encode are stored as their repr, so that the result is stored all the same."""
+        args, kwargs = plain_arguments(outcome)
+        fields = {"args": args, "kwargs": kwargs, "queue": outcome.queue}
+        return {name: self._encodable(value) for name, value in fields.items()
+                if value is not None}
+
+    def _encodable(self, value: Any) -> Any:
+        try:
+            serializers.dumps(value, self.serializer)
+        except SerializationError:
+            return repr(value)
+        return value
 
     @reconnecting
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
@@ -114,22 +128,33 @@ class RedisResultBackend(ResultBackend):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _meta(self, task_id: str, data: bytes | None) -> ResultMeta | None:
+    def decode_meta(self, task_id: str, data: bytes | None) -> dict[str, Any] | None:
+        """The stored meta mapping, as Celery reads it (None for a missing key)."""
         if data is None:
             return None
-        meta = serializers.loads(data, self._content_type, "utf-8", self.accept)
+        codec = serializers.get(self.serializer)
+        meta = serializers.loads(data, codec.content_type, codec.content_encoding, self.accept)
         if not isinstance(meta, dict):
             raise SerializationError(f"Result of {task_id} is not a mapping: {meta!r:.100}")
+        return meta
+
+    @staticmethod
+    def result_meta(task_id: str, meta: dict[str, Any] | None) -> ResultMeta | None:
+        """A decoded meta mapping (ours or a Celery worker's) as a ResultMeta."""
+        if meta is None:
+            return None
         return ResultMeta(
             task_id=task_id, state=str(meta.get("status") or states.PENDING),
             result=meta.get("result"), traceback=meta.get("traceback"),
             task_name=meta.get("name"), date_started=_when(meta.get("date_started")),
             date_done=_when(meta.get("date_done")), worker=meta.get("worker"),
-            retries=int(meta.get("retries") or 0))
+            retries=int(meta.get("retries") or 0), args=meta.get("args"),
+            kwargs=meta.get("kwargs"), queue=meta.get("queue"))
 
     @reconnecting
     def get(self, task_id: str) -> ResultMeta | None:
-        return self._meta(task_id, self.client.get(self.key(task_id)))
+        data = self.client.get(self.key(task_id))
+        return self.result_meta(task_id, self.decode_meta(task_id, data))
 
     def _pubsub(self) -> Any:
         """This thread's subscriber connection, kept between waits (a new connection per
@@ -140,36 +165,50 @@ class RedisResultBackend(ResultBackend):
         return local.pubsub
 
     @reconnecting
-    def wait(self, task_id: str, timeout: float | None, interval: float = 0.05) -> ResultMeta:
-        """Subscribe to the task's channel, then read the key; wake on the PUBLISH of the result."""
+    def wait(self, task_id: str, timeout: float | None, interval: float = 0.5, *,
+             on_interval: OnInterval | None = None,
+             on_message: OnMessage | None = None) -> ResultMeta:
+        """Subscribe to the task's channel, then read the key; wake on the PUBLISH of the result.
+
+        ``interval`` has no effect (nothing polls); ``on_interval`` is called after each second
+        without news and each message that does not finish the task; ``on_message`` with each
+        new meta mapping seen, by the first read or a PUBLISH.
+        """
         channel = self.key(task_id).encode()
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._pubsub()
         try:
-            previous = getattr(self._local, "channel", None)
-            if previous is not None:
-                # Left subscribed by the last wait so that returning cost no round trip.
-                pubsub.unsubscribe(previous)
-                self._local.channel = None
-            pubsub.subscribe(channel)
-            # Only once the subscription is confirmed can no store slip between read and wait.
-            # Replies left over from earlier waits (other channels) are skipped.
-            while not _is(pubsub.get_message(timeout=_left(deadline, 5.0)), "subscribe", channel):
-                _check(deadline, timeout, task_id, None)
-            meta = self.get(task_id)
-            while meta is None or meta.state not in states.READY_STATES:
+            self._subscribe(pubsub, channel, task_id, deadline, timeout)
+            watch = _Watch(self, task_id, on_message)
+            meta = watch.seen(self.client.get(self.key(task_id)))
+            while not _ready(meta):
                 _check(deadline, timeout, task_id, meta)
                 message = pubsub.get_message(timeout=_left(deadline, 1.0))
-                if message is None:
-                    meta = self.get(task_id)  # a safety net should a message be missed
+                if message is None:  # a safety net should a message be missed
+                    meta = watch.seen(self.client.get(self.key(task_id)))
                 elif _is(message, "message", channel):
-                    meta = self._meta(task_id, message["data"])
+                    meta = watch.seen(message["data"])
+                if on_interval is not None and not _ready(meta):
+                    on_interval()
             self._local.channel = channel  # unsubscribed by the next wait, off this one's path
             return meta
         except BaseException:
             self._local.pid = None  # in an unknown state: the next wait starts afresh
             pubsub.close()
             raise
+
+    def _subscribe(self, pubsub: Any, channel: bytes, task_id: str, deadline: float | None,
+                   timeout: float | None) -> None:
+        previous = getattr(self._local, "channel", None)
+        if previous is not None:
+            # Left subscribed by the last wait so that returning cost no round trip.
+            pubsub.unsubscribe(previous)
+            self._local.channel = None
+        pubsub.subscribe(channel)
+        # Only once the subscription is confirmed can no store slip between read and wait.
+        # Replies left over from earlier waits (other channels) are skipped.
+        while not _is(pubsub.get_message(timeout=_left(deadline, 5.0)), "subscribe", channel):
+            _check(deadline, timeout, task_id, None)
 
     @reconnecting
     def forget(self, task_id: str) -> None:
@@ -190,6 +229,10 @@ def _is(message: dict[str, Any] | None, kind: str, channel: bytes) -> bool:
     return message is not None and message.get("type") == kind and message.get("channel") == channel
 
 
+def _ready(meta: ResultMeta | None) -> bool:
+    return meta is not None and meta.state in states.READY_STATES
+
+
 def _left(deadline: float | None, cap: float) -> float:
     if deadline is None:
         return cap
@@ -201,3 +244,19 @@ def _check(deadline: float | None, timeout: float | None, task_id: str,
     if deadline is not None and time.monotonic() >= deadline:
         raise TimeoutError(f"Task {task_id} did not finish within {timeout} seconds "
                            f"(state {meta.state if meta else states.PENDING}).")
+
+
+class _Watch:
+    """The metas one wait decodes, handed to ``on_message`` when they are new."""
+
+    def __init__(self, backend: RedisResultBackend, task_id: str,
+                 on_message: OnMessage | None) -> None:
+        self.backend, self.task_id, self.on_message = backend, task_id, on_message
+        self.last: dict[str, Any] | None = None
+
+    def seen(self, data: bytes | None) -> ResultMeta | None:
+        meta = self.backend.decode_meta(self.task_id, data)
+        if self.on_message is not None and meta is not None and meta != self.last:
+            self.on_message(meta)
+        self.last = meta
+        return self.backend.result_meta(self.task_id, meta)

@@ -1,0 +1,72 @@
+"""What a result backend knows about one task id, and how a stored failure is rebuilt."""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .. import exceptions, states
+
+#: Ready states whose exception ``get()`` re-raises (Celery's ``states.PROPAGATE_STATES``).
+PROPAGATE_STATES = frozenset({states.FAILURE, states.REVOKED})
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMeta:
+    """What a result backend knows about one task id.
+
+    ``args``, ``kwargs`` and ``queue`` are filled only for extended results (RESULT_EXTENDED).
+    """
+
+    task_id: str
+    state: str
+    result: Any = None
+    traceback: str | None = None
+    task_name: str | None = None
+    date_created: datetime | None = None
+    date_started: datetime | None = None
+    date_done: datetime | None = None
+    worker: str | None = None
+    retries: int = 0
+    args: Any = None
+    kwargs: Any = None
+    queue: str | None = None
+
+    def celery_meta(self) -> dict[str, Any]:
+        """This record as Celery's meta mapping (what ``get(on_message=...)`` receives)."""
+        meta = {"task_id": self.task_id, "status": self.state, "result": self.result,
+                "traceback": self.traceback, "children": [], "date_done": _iso(self.date_done),
+                "name": self.task_name, "worker": self.worker, "retries": self.retries,
+                "date_started": _iso(self.date_started)}
+        extended = {"args": self.args, "kwargs": self.kwargs, "queue": self.queue}
+        return {**meta, **{k: v for k, v in extended.items() if v is not None}}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def rebuild_exception(value: Any, traceback: str | None = None) -> BaseException:
+    """Turn a stored failure back into an exception, importing nothing named by the data.
+
+    Builtin exception types and django_taskq's own are rebuilt; anything else becomes a
+    RemoteTaskError carrying the remote type's name. An eager run's result holds the live
+    exception, which is returned as it is.
+    """
+    if isinstance(value, BaseException):
+        return value
+    if not isinstance(value, dict) or "exc_type" not in value:
+        return exceptions.RemoteTaskError("Exception", "", repr(value))
+    name, module = str(value["exc_type"]), str(value.get("exc_module") or "")
+    args = value.get("exc_message") or []
+    args = args if isinstance(args, (list, tuple)) else [args]
+    namespace = {"builtins": builtins, "django_taskq.exceptions": exceptions}.get(module)
+    cls = getattr(namespace, name, None) if namespace else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(*args)
+        except Exception:  # noqa: BLE001 - an exotic constructor; fall back to the generic error
+            pass
+    return exceptions.RemoteTaskError(name, module, " ".join(str(a) for a in args), traceback)
