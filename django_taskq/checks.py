@@ -6,8 +6,13 @@
 - django_taskq.E004: RESULT_BACKEND is not usable.
 - django_taskq.E005: a serializer name is unknown.
 - django_taskq.E006: CONTROL_URL is set but not usable (bad URL, scheme or database alias).
+- django_taskq.E010: a Celery setting honoured as a TASKQ key has a value that cannot be used.
 - django_taskq.W001: TASKQ has an unknown key (a typo?).
 - django_taskq.W002: pickle is accepted: anyone who can write to the broker can run code.
+- django_taskq.W011: a Celery setting has no effect here (the hint: what replaces it, or why).
+- django_taskq.W012: a Celery setting differs from the TASKQ key (or newer Celery name) that wins.
+- django_taskq.W013: a CELERY_* setting that Celery does not have (a typo?).
+- django_taskq.W014: a Celery setting for a feature that a later issue brings (named in the hint).
 """
 
 from __future__ import annotations
@@ -16,17 +21,24 @@ from typing import Any
 
 from django.core import checks
 
-from . import serializers
+from . import celery_settings, serializers
 from .conf import SETTING_NAMES, build_settings, find_problems, raw_settings
 from .exceptions import ConfigurationError
 
 _URL_CHECKS = (("BROKER_URL", "E003"), ("RESULT_BACKEND", "E004"))
+_CELERY_IDS = {celery_settings.ERROR: (checks.Error, "E010"),
+               celery_settings.NO_EFFECT: (checks.Warning, "W011"),
+               celery_settings.CONFLICT: (checks.Warning, "W012"),
+               celery_settings.UNKNOWN: (checks.Warning, "W013"),
+               celery_settings.NOT_YET: (checks.Warning, "W014")}
 
 
 @checks.register("django_taskq")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report every problem with TASKQ at once, each under its own id."""
-    raw = raw_settings()
+    taskq = raw_settings(celery=False)  # a bad Celery value is an E010 of check_celery_settings
+    honoured = celery_settings.translate(taskq)
+    raw = {**honoured.values, **taskq}
     problems = find_problems(raw)
     messages: list[checks.CheckMessage] = []
     for problem in problems:
@@ -38,15 +50,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         else:
             messages.append(checks.Error(problem.message, hint=problem.hint,
                                          id="django_taskq.E002"))
-    if any(isinstance(m, checks.Error) for m in messages):
-        return messages
+    if any(isinstance(m, checks.Error) for m in messages) or any(
+            note.kind == celery_settings.ERROR for note in honoured.notes):
+        return messages  # the URL checks build brokers, which read the settings
     settings = build_settings({k: v for k, v in raw.items() if k in SETTING_NAMES})
-    messages += _check_urls(settings)
+    messages += _check_urls(settings, honoured.origins)
     messages += _check_serializers(settings)
     return messages
 
 
-def _check_urls(settings: Any) -> list[checks.CheckMessage]:
+def _check_urls(settings: Any, origins: dict[str, str]) -> list[checks.CheckMessage]:
     from .brokers import broker_from_url
     from .results import backend_from_url
 
@@ -55,9 +68,21 @@ def _check_urls(settings: Any) -> list[checks.CheckMessage]:
         try:
             build(getattr(settings, key)).close()  # built to validate, never connected
         except ConfigurationError as exc:
-            messages.append(checks.Error(str(exc), hint=f"Fix TASKQ[{key!r}] or the "
-                                         f"TASKQ_{key} environment variable.",
-                                         id=f"django_taskq.{code}"))
+            source = origins.get(key)
+            hint = (f"Fix {source} (honoured as TASKQ[{key!r}]), or set TASKQ[{key!r}]."
+                    if source else f"Fix TASKQ[{key!r}] or the TASKQ_{key} environment variable.")
+            messages.append(checks.Error(str(exc), hint=hint, id=f"django_taskq.{code}"))
+    return messages
+
+
+@checks.register("django_taskq")
+def check_celery_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E010, W011-W014: what becomes of each Celery setting found in Django settings."""
+    notes = celery_settings.translate(raw_settings(celery=False)).notes
+    messages = []
+    for note in notes:
+        level, code = _CELERY_IDS[note.kind]
+        messages.append(level(note.message, hint=note.hint, id=f"django_taskq.{code}"))
     return messages
 
 
@@ -82,7 +107,7 @@ def _check_serializers(settings: Any) -> list[checks.CheckMessage]:
 @checks.register("django_taskq")
 def check_control_url(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """django_taskq.E006: CONTROL_URL, when set, must name a usable control store."""
-    url = raw_settings().get("CONTROL_URL")
+    url = raw_settings(celery=False).get("CONTROL_URL")  # no Celery setting maps to it
     if not isinstance(url, str) or not url:
         return []  # unset; a value of the wrong type is an E002 of check_settings
     from .control import control_store_from_url

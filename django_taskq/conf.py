@@ -1,8 +1,9 @@
 """The TASKQ settings: one dict in Django settings, environment overrides, typed and lazy.
 
 Nothing is read at import time. ``get_settings()`` builds a frozen :class:`TaskqSettings` on first
-use and caches it; the cache is dropped when Django's ``setting_changed`` fires for ``TASKQ`` (the
-receiver is connected in ``apps.py``); call ``reset_settings()`` after changing the environment.
+use and caches it; the cache is dropped when Django's ``setting_changed`` fires for ``TASKQ`` or a
+Celery setting (the receiver is connected in ``apps.py``); call ``reset_settings()``
+after changing the environment.
 """
 
 from __future__ import annotations
@@ -244,8 +245,14 @@ class Problem:
     unknown_key: bool = False
 
 
-def raw_settings() -> dict[str, Any]:
-    """The TASKQ dict from Django settings, with the environment overrides applied on top."""
+def raw_settings(*, celery: bool = True) -> dict[str, Any]:
+    """The TASKQ dict from Django settings, with the environment overrides applied on top and,
+    under both, the CELERY_* settings honoured as TASKQ keys (celery_settings; ``celery=False``
+    leaves them out).
+
+    Raises:
+        ConfigurationError: a honoured Celery setting has a bad value; the message names it.
+    """
     from django.conf import settings
 
     configured = getattr(settings, "TASKQ", {})
@@ -255,6 +262,10 @@ def raw_settings() -> dict[str, Any]:
         value = env.str(variable, default=None)
         if value:
             raw[key] = value
+    if celery:
+        from .celery_settings import honoured_values
+
+        raw = {**honoured_values(raw), **raw}
     return raw
 
 
@@ -329,8 +340,11 @@ def get_settings() -> TaskqSettings:
 
 def reset_settings(**kwargs: Any) -> None:
     """Forget the cached settings (and everything built from them); a setting_changed receiver."""
+    from .celery_settings import watches
+
     global _cached
-    if kwargs.get("setting") not in (None, "TASKQ"):
+    setting = kwargs.get("setting")
+    if setting not in (None, "TASKQ") and not watches(setting):
         return
     _cached = None
     for hook in _reset_hooks:
