@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from django.db import connections
 
+from .. import signals
 from ..brokers.base import Broker, DeadLetter, Delivery
 
 logger = logging.getLogger(__name__)
@@ -22,13 +23,18 @@ CLEANUP_INTERVAL = 300.0
 
 
 class Heartbeat(threading.Thread):
-    """Every ``interval`` seconds: extend leases of ``held()``; recover expired leases."""
+    """Every ``interval`` seconds: extend leases of ``held()``; recover expired leases.
+
+    After each round that succeeded it sends ``heartbeat_sent`` with ``sender`` (the Worker;
+    this Heartbeat when not given).
+    """
 
     def __init__(self, broker: Broker, *, held: Callable[[], Sequence[Delivery]], lease: float,
                  interval: float, max_deliveries: int,
                  on_dead: Callable[[list[DeadLetter]], None],
-                 cleanup: Callable[[], object] | None = None) -> None:
+                 cleanup: Callable[[], object] | None = None, sender: object = None) -> None:
         super().__init__(name="taskq-heartbeat", daemon=True)
+        self.sender = self if sender is None else sender
         self.broker = broker
         self.held = held
         self.lease = lease
@@ -56,6 +62,7 @@ class Heartbeat(threading.Thread):
             if self.cleanup is not None and time.monotonic() >= self._next_cleanup:
                 self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL
                 self.cleanup()
+            signals.send(signals.heartbeat_sent, self.sender)
         except Exception:  # noqa: BLE001 - a broker hiccup must not kill the heartbeat
             logger.warning("heartbeat failed; retrying in %.1fs", self.interval, exc_info=True)
         finally:

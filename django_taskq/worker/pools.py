@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any, Final
 from django.db import connections
 from django.utils import timezone
 
+from .. import signals
 from ..outcome import Outcome
 from .execution import execute
 from .job import Job
@@ -57,7 +59,8 @@ class SoloPool:
         self._done: list[Finished] = []
 
     def start(self) -> None:
-        """Nothing to start."""
+        """Send ``worker_process_init``: this process is the one that runs tasks (as Celery)."""
+        signals.send(signals.worker_process_init, None)
 
     def free_slots(self) -> int:
         return 1
@@ -169,6 +172,7 @@ class PreforkPool:
             self._children.append(self._spawn())
 
     def _spawn(self) -> _Child:
+        signals.send(signals.worker_before_create_process, self)
         connections.close_all()  # children must open their own database connections
         parent_end, child_end = self._context.Pipe()
         process = self._context.Process(target=_child_main,
@@ -293,6 +297,14 @@ def _child_main(conn: Connection, parent_end: Connection, limits: Limits) -> Non
     # cut tasks short); terminate() uses SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signals.send(signals.worker_process_init, None)  # e.g. reopen connections after the fork
+    _serve(conn, limits)
+    # Not sent when the child dies or is killed (a hard time limit, terminate()).
+    signals.send(signals.worker_process_shutdown, None, pid=os.getpid(), exitcode=0)
+
+
+def _serve(conn: Connection, limits: Limits) -> None:
+    """Run jobs from ``conn`` until told to stop, the parent goes, or it is time to retire."""
     done = 0
     while True:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -10,8 +9,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ... import signals
 from ...conf import POOLS, get_settings
 from ...exceptions import ConfigurationError
+from ...log import setup_worker_logging
 from ...worker import Worker, WorkerOptions
 from ...worker.banner import banner
 
@@ -27,6 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("-l", "--loglevel", default="INFO",
                             choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                             type=str.upper, help="log level when logging is not configured")
+        parser.add_argument("-f", "--logfile",
+                            help="log to this file instead of stderr, when logging is not "
+                                 "configured")
         parser.add_argument("-n", "--hostname", help="worker name (default: worker<pid>@<host>)")
         parser.add_argument("--prefetch-multiplier", type=int,
                             help="messages held per slot (default: WORKER_PREFETCH_MULTIPLIER)")
@@ -53,9 +57,14 @@ class Command(BaseCommand):
             worker = Worker(worker_options)
         except (ConfigurationError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        configure_logging(options["loglevel"])
+        # Celery's order: celeryd_init, logging (setup_logging...), celeryd_after_setup, run.
+        hostname, conf = worker_options.hostname, get_settings()
+        signals.send(signals.celeryd_init, hostname, instance=worker, conf=conf,
+                     options=dict(options))
+        setup_worker_logging(options["loglevel"], options["logfile"])
         self.stdout.write(banner(worker))
         self.stdout.flush()
+        signals.send(signals.celeryd_after_setup, hostname, instance=worker, conf=conf)
         install_signal_handlers(worker)
         worker.run(max_tasks=options["max_tasks"], until_empty=options["burst"])
         if worker.cold and worker.options.pool == "threads":
@@ -90,21 +99,17 @@ class Command(BaseCommand):
             max_memory_per_child=options["max_memory_per_child"])
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` unless the project configured django_taskq's logging."""
-    package_logger = logging.getLogger("django_taskq")
-    if not package_logger.handlers and not logging.getLogger().handlers:
-        package_logger.setLevel(level)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
-        package_logger.addHandler(handler)
-
-
 def install_signal_handlers(worker: Worker) -> None:
-    """First SIGTERM/SIGINT: warm stop. Second: cold stop (running tasks are requeued)."""
+    """First SIGTERM/SIGINT: warm stop. Second: cold stop (running tasks are requeued).
+
+    Each sends ``worker_shutting_down`` first, as Celery's handlers do (a cold stop of the solo
+    pool raises inside the running task from here).
+    """
     def handle(signum: int, frame: Any) -> None:
-        worker.request_stop(cold=worker.stopping)
+        cold = worker.stopping
+        signals.send(signals.worker_shutting_down, worker.options.hostname,
+                     sig=signal.Signals(signum).name, how="Cold" if cold else "Warm", exitcode=0)
+        worker.request_stop(cold=cold)
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
