@@ -296,8 +296,9 @@ def test_quorum_queue_mode_declares_and_round_trips(rabbit):
     broker.dead_letter(got, "bad: test")
     assert dead_letters(broker) == [(first.message_id, "bad: test")]
     assert take_one(broker, rabbit.queue).message_id == later.message_id
-    with pytest.raises(ConfigurationError, match="other settings"):
-        rabbit().enqueue(envelope(rabbit.queue))  # a classic declaration of a quorum queue
+    sent = envelope(rabbit.queue)
+    rabbit().enqueue(sent)  # classic settings meet a quorum queue: used as it is (issue 9)
+    assert take_one(broker, rabbit.queue).message_id == sent.message_id
 
 
 # -- connection loss -------------------------------------------------------------------------

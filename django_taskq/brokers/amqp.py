@@ -3,7 +3,9 @@
 Layout (as Celery declares it by default, so Celery clients and workers meet ours): for queue
 ``Q`` a durable direct exchange ``Q`` and a durable queue ``Q`` bound with routing key ``Q``,
 declared with ``amqp_options.queue_arguments``; messages are persistent protocol v2 messages
-published to exchange ``Q`` with routing key ``Q`` (``amqp_wire``).
+published to exchange ``Q`` with routing key ``Q`` (``amqp_wire``). A queue or exchange declared
+otherwise first (Celery's defaults have no ``x-max-priority``) is used as it is, with a warning
+(``amqp_declare``).
 
 Leases are RabbitMQ's own: a delivery stays unacked until settled, and comes back (marked
 *redelivered*) when the channel holding it dies. Settling other than ack is "publish a copy,

@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..exceptions import BrokerConnectionError
+from .amqp_declare import declare_task_queue
 from .amqp_delay import DUE, now_ms
-from .amqp_options import AmqpOptions, connect, declare_task_queue
+from .amqp_options import AmqpOptions, connect
 from .amqp_wire import ATTEMPTS, take_bookkeeping, to_envelope
 from .base import Delivery
 
@@ -47,10 +48,12 @@ class Consumer:
         self._generations = itertools.count(1)
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
-        self._reset(None, None, "")
+        self._reset(None, None, None, "")
 
-    def _reset(self, conn: Any, channel: Any, token: str) -> None:
-        self.conn, self.channel, self.token = conn, channel, token
+    def _reset(self, conn: Any, channel: Any, declarer: Any, token: str) -> None:
+        # Declarations get a channel of their own: a refused one closes its channel, and this
+        # one's prefetch and unacked deliveries must survive that (amqp_declare).
+        self.conn, self.channel, self.declarer, self.token = conn, channel, declarer, token
         self.queues: tuple[str, ...] = ()
         self.window = 0
         self.tags: dict[str, str] = {}  # consumer tag → queue
@@ -88,10 +91,11 @@ class Consumer:
         try:
             channel = conn.channel()
             channel.auto_decode = False  # bodies stay bytes, as published
+            declarer = conn.channel()
         except BaseException:
             conn.collect()
             raise
-        self._reset(conn, channel, f"{next(self._generations)}.{uuid.uuid4().hex[:8]}")
+        self._reset(conn, channel, declarer, f"{next(self._generations)}.{uuid.uuid4().hex[:8]}")
         if self.options.heartbeat and self._keepalive is None:
             self._stop = threading.Event()
             self._keepalive = threading.Thread(target=self._keep_alive, args=(self._stop,),
@@ -103,7 +107,7 @@ class Consumer:
         channel = self.channel
         channel.basic_qos(0, window, False)
         for queue in queues:
-            waiting = declare_task_queue(channel, queue, self.options)
+            waiting, _ = declare_task_queue(self.declarer, queue, self.options)
             tag = channel.basic_consume(queue, callback=self._on_message)
             self.tags[tag] = queue
             self.active.append(tag)
@@ -248,7 +252,7 @@ class Consumer:
     def drop(self) -> None:
         """Forget the connection at once (RabbitMQ returns what it held to the queues)."""
         conn = self.conn
-        self._reset(None, None, "")
+        self._reset(None, None, None, "")
         if conn is not None:
             try:
                 conn.collect()
@@ -264,4 +268,4 @@ class Consumer:
                 self.conn.close()  # may still dispatch deliveries: keep the state until done
             except Exception:  # noqa: BLE001 - closing anyway
                 self.conn.collect()
-        self._reset(None, None, "")
+        self._reset(None, None, None, "")

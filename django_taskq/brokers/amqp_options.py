@@ -1,4 +1,4 @@
-"""RabbitMQ broker settings from the URL, queue arguments and declarations, connections.
+"""RabbitMQ broker settings from the URL, queue arguments, connections.
 
 ``amqp://user:pass@host:5672/vhost?queue_type=quorum&confirm_timeout=5``; ``amqps://`` is TLS
 with the server certificate and host name verified unless ``cert_reqs=none`` says otherwise.
@@ -124,37 +124,6 @@ def queue_arguments(options: AmqpOptions) -> dict[str, Any]:
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": options.dead_letter_queue}
     return {"x-max-priority": options.max_priority}
-
-
-def declare_task_queue(channel: Any, queue: str, options: AmqpOptions) -> int:
-    """Declare ``queue`` as Celery does: durable direct exchange and queue, both named ``queue``,
-    bound with routing key ``queue``; arguments from ``queue_arguments``. Returns its ready count.
-
-    Raises:
-        ConfigurationError: the queue exists with other arguments.
-    """
-    channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
-    waiting = declare_queue(channel, queue, queue_arguments(options))
-    channel.queue_bind(queue, queue, queue)
-    return waiting
-
-
-def declare_queue(channel: Any, name: str, arguments: dict[str, Any]) -> int:
-    """Declare a durable queue; returns its ready message count.
-
-    Raises:
-        ConfigurationError: the queue exists with other arguments (RabbitMQ: PRECONDITION_FAILED).
-    """
-    from amqp.exceptions import PreconditionFailed
-
-    try:
-        return int(channel.queue_declare(name, durable=True, auto_delete=False,
-                                         arguments=arguments).message_count)
-    except PreconditionFailed as exc:
-        raise ConfigurationError(
-            f"RabbitMQ queue {name!r} exists with other settings than ours ({arguments}): {exc}. "
-            "Declare it the same way everywhere (for Celery see docs/brokers-rabbitmq.md) or "
-            "delete it.") from exc
 
 
 def tls_settings(options: AmqpOptions, host: str) -> dict[str, Any] | bool:

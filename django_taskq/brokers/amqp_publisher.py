@@ -19,7 +19,8 @@ from typing import Any
 
 from ..exceptions import BrokerConnectionError, BrokerError, SerializationError
 from . import amqp_delay as delay
-from .amqp_options import AmqpOptions, connect, declare_queue, declare_task_queue, translated
+from .amqp_declare import declare_queue, declare_task_queue
+from .amqp_options import AmqpOptions, connect, translated
 
 #: Messages written before their confirms are awaited (bounds what a failure may duplicate).
 CHUNK = 1000
@@ -34,13 +35,14 @@ class Target:
     ttl: int = 0
     dead: bool = False
 
-    def route(self, dead_letter_queue: str) -> tuple[str, str]:
-        """(exchange, routing key): Celery's exchange-per-queue for task queues."""
+    def route(self, dead_letter_queue: str, exchange: str) -> tuple[str, str]:
+        """(exchange, routing key): Celery's exchange-per-queue for task queues (``exchange``,
+        what the declaration found: ``queue``, or ``""`` when that exchange is not ours)."""
         if self.dead:
             return "", dead_letter_queue
         if self.ttl:
             return "", delay.delay_queue(self.queue, self.ttl)
-        return self.queue, self.queue
+        return exchange, self.queue
 
 
 #: Seconds after which an unused connection may have been dropped silently on the way (NAT,
@@ -87,8 +89,9 @@ class Publisher:
         self.lock = threading.Lock()
         self._conn: Any = None
         self._channel: Any = None
+        self._declarer: Any = None  # declarations only: a refused one closes its channel
         self._confirms = _Confirms()
-        self._declared: set[Target] = set()
+        self._declared: dict[Target, tuple[str, str]] = {}  # → its route
         self._used = 0.0  # when a publish last succeeded
 
     # -- publishing -----------------------------------------------------------------------
@@ -119,8 +122,8 @@ class Publisher:
         try:
             with translated("publish"):
                 channel = self._open()
-                for target in {target for target, _ in posts} - self._declared:
-                    self._declare(channel, target)
+                for target in {target for target, _ in posts} - self._declared.keys():
+                    self._declare(target)
                 self._send(channel, posts)
                 returned = self._wait_confirms()
                 if returned:
@@ -134,9 +137,9 @@ class Publisher:
         from amqp.exceptions import FrameSyntaxError
 
         confirms = self._confirms
-        dead = self.options.dead_letter_queue
+        routes = self._declared
         for target, message in posts:
-            exchange, routing_key = target.route(dead)
+            exchange, routing_key = routes[target]
             try:
                 channel.send_method(spec.Basic.Publish, "Bssbb",
                                     (0, exchange, routing_key, True, False), message)
@@ -167,16 +170,16 @@ class Publisher:
 
     def _resend(self, channel: Any, returned: list[tuple[str, str, Any]]) -> None:
         """Declare the queues of unroutable messages again and publish them once more."""
-        by_route = {t.route(self.options.dead_letter_queue): t for t in self._declared}
+        by_route = {route: t for t, route in self._declared.items()}
         posts = []
         for exchange, routing_key, message in returned:
             target = by_route.get((exchange, routing_key))
             if target is None:
                 raise BrokerError(f"RabbitMQ could not route a message to {routing_key!r}")
-            self._declared.discard(target)
+            self._declared.pop(target, None)
             posts.append((target, message))
         for target in {target for target, _ in posts}:
-            self._declare(channel, target)
+            self._declare(target)
         self._send(channel, posts)
         if self._wait_confirms():
             raise BrokerError("RabbitMQ could not route messages to a queue declared just before")
@@ -190,6 +193,7 @@ class Publisher:
                 channel = conn.channel()
                 channel.auto_decode = False  # a returned message is sent again as it was
                 channel.confirm_select()
+                declarer = conn.channel()
             except BaseException:
                 _collect(conn)
                 raise
@@ -197,30 +201,30 @@ class Publisher:
             channel.events["basic_ack"].add(confirms.on_ack)
             channel.events["basic_nack"].add(confirms.on_nack)
             channel.events["basic_return"].add(confirms.on_return)
-            self._conn, self._channel = conn, channel
+            self._conn, self._channel, self._declarer = conn, channel, declarer
             self._declared.clear()
         return self._channel
 
-    def _declare(self, channel: Any, target: Target) -> None:
-        options = self.options
+    def _declare(self, target: Target) -> None:
+        options, channel, exchange = self.options, self._declarer, ""
         if target.dead:
             declare_queue(channel, options.dead_letter_queue, {})
         else:
-            declare_task_queue(channel, target.queue, options)
+            _, exchange = declare_task_queue(channel, target.queue, options)
             if target.ttl:
                 declare_queue(channel, delay.delay_queue(target.queue, target.ttl),
                               delay.delay_arguments(target.queue, target.ttl, options.quorum))
-        self._declared.add(target)
+        self._declared[target] = target.route(options.dead_letter_queue, exchange)
 
     def _drop(self) -> None:
-        conn, self._conn, self._channel = self._conn, None, None
+        conn, self._conn, self._channel, self._declarer = self._conn, None, None, None
         if conn is not None:
             _collect(conn)
 
     def close(self) -> None:
         """Close the connection politely (bounded by ``confirm_timeout``)."""
         with self.lock:
-            conn, self._conn, self._channel = self._conn, None, None
+            conn, self._conn, self._channel, self._declarer = self._conn, None, None, None
             if conn is not None:
                 _close_quietly(conn)
 
