@@ -4,11 +4,22 @@ Importing this package (or an app's ``tasks.py`` that uses ``@task``) never touc
 or opens a connection; brokers and result backends are built on first use.
 """
 
-from .exceptions import MaxRetriesExceededError, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from .exceptions import (
+    Ignore,
+    MaxRetriesExceededError,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
+from .log import get_task_logger
 from .middleware import Middleware
+from .producer import send_task
+from .registry import current_task
 from .result import AsyncResult, revoke
 from .task import Task, shared_task, task
 
-__all__ = ["AsyncResult", "MaxRetriesExceededError", "Middleware", "Retry",
-           "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "revoke", "shared_task", "task"]
+__all__ = ["AsyncResult", "Ignore", "MaxRetriesExceededError", "Middleware", "Reject", "Retry",
+           "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "current_task",
+           "get_task_logger", "revoke", "send_task", "shared_task", "task"]
 __version__ = "0.1.0"

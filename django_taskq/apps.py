@@ -15,6 +15,8 @@ class TaskqConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
         from .conf import reset_settings
+        from .signals import import_modules, send
 
         setting_changed.connect(reset_settings, dispatch_uid="django_taskq.reset_settings")
+        send(import_modules, self)  # Celery's moment: just before the task modules are imported
         autodiscover_modules("tasks")

@@ -22,11 +22,39 @@ class Request:
     root_id: str | None = None
     parent_id: str | None = None
     group: str | None = None
+    group_index: int | None = None
     hostname: str | None = None
     delivery_info: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    origin: str | None = None
+    shadow: str | None = None
+    timelimit: tuple[float | None, float | None] = (None, None)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    ignore_result: bool = False
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    callbacks: Any = None
+    errbacks: Any = None
+    chain: Any = None
+    chord: Any = None
+    stamps: Any = None
+    stamped_headers: Any = None
     is_eager: bool = False
     called_directly: bool = False
+    utc: bool = True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An attribute by name, or ``default`` (Celery's ``Context.get``)."""
+        return getattr(self, key, default)
+
+    @property
+    def children(self) -> list[Any]:
+        """Results of tasks sent from this run (Celery's ``trail``; empty until canvas)."""
+        return []
 
 
 _current: ContextVar[Request | None] = ContextVar("django_taskq_request", default=None)

@@ -113,3 +113,20 @@ class MaxRetriesExceededError(TaskqError):
 
 class RateLimitError(TaskqError):
     """A rate limit string cannot be read (e.g. ``"100/m"`` is right, ``"100 per m"`` is not)."""
+
+
+class Reject(TaskqError):
+    """Raise inside a task to refuse its message: dead-lettered with ``reason``, or put back in
+    its queue with ``requeue=True`` (Celery's ``Reject``)."""
+
+    def __init__(self, reason: Any = None, requeue: bool = False) -> None:
+        super().__init__(reason, requeue)
+        self.reason = reason
+        self.requeue = requeue
+
+    def __str__(self) -> str:
+        return f"rejected: {self.reason}" if self.reason is not None else "rejected"
+
+
+class Ignore(TaskqError):
+    """Raise inside a task to end it without storing a state (Celery's ``Ignore``)."""

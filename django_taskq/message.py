@@ -6,10 +6,12 @@ fields; the body is ``[args, kwargs, embed]`` where embed holds callbacks, errba
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import reprlib
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -46,6 +48,14 @@ class Envelope:
         """The registered task name from the ``task`` header."""
         return str(self.headers.get("task", ""))
 
+    def with_headers(self, **headers: Any) -> Envelope:
+        """A copy with ``headers`` added or replaced (envelopes are values: never mutate one)."""
+        return dataclasses.replace(self, headers={**self.headers, **headers})
+
+    def replace(self, **changes: Any) -> Envelope:
+        """A copy with the given fields replaced (``body``, ``headers``, ``queue``, ...)."""
+        return dataclasses.replace(self, **changes)
+
 
 @dataclass(frozen=True, slots=True)
 class DecodedMessage:
@@ -76,61 +86,62 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def build_envelope(
-    task_name: str,
-    args: tuple[Any, ...] | list[Any],
-    kwargs: dict[str, Any],
-    *,
-    task_id: str,
-    queue: str,
-    serializer: str = "json",
-    priority: int = 0,
-    eta: datetime | None = None,
-    expires: datetime | None = None,
-    retries: int = 0,
-    root_id: str | None = None,
-    parent_id: str | None = None,
-    group: str | None = None,
-    ignore_result: bool = False,
-    timelimit: tuple[float | None, float | None] = (None, None),
-    extra_headers: dict[str, Any] | None = None,
-) -> Envelope:
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """One call's options, resolved to absolute values (calloptions.resolve builds them)."""
+
+    queue: str
+    priority: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    serializer: str = "json"
+    ignore_result: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+    timelimit: tuple[float | None, float | None] = (None, None)
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    shadow: str | None = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    exchange: str = ""
+    routing_key: str | None = None
+    reply_to: str = ""
+    correlation_id: str | None = None
+    retry: bool = True
+    retry_policy: Mapping[str, float] = field(default_factory=dict)
+
+
+def build_envelope(task_name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+                   task_id: str, options: SendOptions) -> Envelope:
     """Build the protocol v2 message for one task call.
 
     Raises:
-        SerializationError: the arguments cannot be encoded with ``serializer``.
+        SerializationError: the arguments cannot be encoded with ``options.serializer``.
     """
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    body, content_type, content_encoding = serializers.dumps([list(args), kwargs, embed], serializer)
-    headers: dict[str, Any] = dict(extra_headers or {})
+    body, content_type, content_encoding = serializers.dumps([list(args), kwargs, embed],
+                                                             options.serializer)
+    headers: dict[str, Any] = dict(options.headers)
     headers.update({
-        "lang": "py",
-        "task": task_name,
-        "id": task_id,
-        "shadow": None,
-        "eta": _iso(eta),
-        "expires": _iso(expires),
-        "group": group,
-        "group_index": None,
-        "retries": retries,
-        "timelimit": list(timelimit),
-        "root_id": root_id or task_id,
-        "parent_id": parent_id,
-        "argsrepr": _repr.repr(tuple(args)),
-        "kwargsrepr": _repr.repr(kwargs),
-        "origin": origin(),
-        "ignore_result": ignore_result,
+        "lang": "py", "task": task_name, "id": task_id, "shadow": options.shadow,
+        "eta": _iso(options.eta), "expires": _iso(options.expires), "group": options.group_id,
+        "group_index": options.group_index, "retries": 0, "timelimit": list(options.timelimit),
+        "root_id": options.root_id or task_id, "parent_id": options.parent_id,
+        "argsrepr": _repr.repr(tuple(args)) if options.argsrepr is None else options.argsrepr,
+        "kwargsrepr": _repr.repr(kwargs) if options.kwargsrepr is None else options.kwargsrepr,
+        "origin": origin(), "ignore_result": options.ignore_result,
     })
     properties = {
-        "correlation_id": task_id,
-        "reply_to": "",
-        "delivery_mode": 2,
-        "priority": priority,
-        "delivery_info": {"exchange": "", "routing_key": queue},
+        "correlation_id": options.correlation_id or task_id, "reply_to": options.reply_to,
+        "delivery_mode": 2, "priority": options.priority,
+        "delivery_info": {"exchange": options.exchange,
+                          "routing_key": options.routing_key or options.queue},
     }
-    return Envelope(queue=queue, body=body, headers=headers, content_type=content_type,
-                    content_encoding=content_encoding, priority=priority, eta=eta,
-                    properties=properties)
+    return Envelope(queue=options.queue, body=body, headers=headers, content_type=content_type,
+                    content_encoding=content_encoding, priority=options.priority,
+                    eta=options.eta, properties=properties)
 
 
 def _parse_time(headers: dict[str, Any], key: str) -> datetime | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,14 @@ class Outcome:
     args: tuple[Any, ...] | list[Any] | None = None
     kwargs: dict[str, Any] | None = None
     queue: str | None = None
+    #: How the worker settles the message: "ack", or "dead_letter"/"requeue" with ``reason``
+    #: (Celery's ``Reject``; ``acks_on_failure_or_timeout=False`` dead-letters failures).
+    disposition: str = "ack"
+    reason: str | None = None
+    #: A failure the task declared with ``throws``: logged without its traceback.
+    expected: bool = False
+    #: The live exception of an eager run (never set in a worker: it may not pickle).
+    exception: BaseException | None = field(default=None, compare=False)
 
     @property
     def runtime(self) -> float | None:

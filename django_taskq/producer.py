@@ -1,78 +1,32 @@
-"""Sending task messages: options → protocol v2 envelopes → broker, plus the PENDING record."""
+"""Sending task messages: envelopes → middleware → publish signals → seal → broker.
+
+``send`` is the one road every message takes out of a process (``delay``, ``apply_async``,
+``send_task``, retries sent by a worker are the exception: they go straight to the broker in the
+worker's settle transaction). The last step before the broker, ``seal``, is where the final
+envelope is fixed: nothing may change it afterwards (message signing will sign there).
+"""
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError
-from django.utils import timezone
+from django.db import DatabaseError
 
-from .conf import get_settings
+from . import serializers, signals
+from .calloptions import SendOptions, arguments, new_task_id, resolve
 from .exceptions import BrokerConnectionError, TaskqError
 from .message import Envelope, build_envelope
+from .registry import registry
 
 logger = logging.getLogger(__name__)
 
-MIN_PRIORITY, MAX_PRIORITY = 0, 9
+#: Seconds: a send that failed after this long hit a deadline; it is not tried again.
+SLOW_FAILURE = 1.0
 
-
-@dataclass(frozen=True, slots=True)
-class SendOptions:
-    """Everything ``apply_async`` accepts besides the arguments, resolved to absolute values."""
-
-    queue: str
-    priority: int = 0
-    eta: datetime | None = None
-    expires: datetime | None = None
-    serializer: str = "json"
-    ignore_result: bool = False
-    headers: dict[str, Any] = field(default_factory=dict)
-    timelimit: tuple[float | None, float | None] = (None, None)
-    parent_id: str | None = None
-    root_id: str | None = None
-
-
-def new_task_id() -> str:
-    """A fresh task id (a UUID4 string, as Celery makes them)."""
-    return str(uuid.uuid4())
-
-
-def resolve_eta(countdown: float | None, eta: datetime | None, now: datetime) -> datetime | None:
-    """The absolute time a task may start; naive datetimes are read in Django's current zone."""
-    if countdown is not None and eta is not None:
-        raise ValueError("Pass either countdown or eta, not both.")
-    if countdown is not None:
-        return now + timedelta(seconds=float(countdown))
-    if eta is not None:
-        return eta if timezone.is_aware(eta) else timezone.make_aware(eta)
-    return None
-
-
-def resolve_expires(expires: float | timedelta | datetime | None, now: datetime) -> datetime | None:
-    """An absolute expiry from seconds, a timedelta or a datetime."""
-    if expires is None:
-        return None
-    if isinstance(expires, datetime):
-        return expires if timezone.is_aware(expires) else timezone.make_aware(expires)
-    if isinstance(expires, timedelta):
-        return now + expires
-    return now + timedelta(seconds=float(expires))
-
-
-def check_priority(priority: int | None) -> int:
-    """Validate a priority: a whole number from 0 (default) to 9; higher runs first."""
-    if priority is None:
-        return 0
-    if isinstance(priority, bool) or not isinstance(priority, int) or not (
-            MIN_PRIORITY <= priority <= MAX_PRIORITY):
-        raise ValueError(f"priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY} "
-                         f"(higher runs first), not {priority!r}.")
-    return priority
+__all__ = ["SendOptions", "envelope_for", "new_task_id", "send", "send_task", "seal"]
 
 
 def envelope_for(task_name: str, task_id: str, args: Sequence[Any], kwargs: dict[str, Any],
@@ -82,23 +36,121 @@ def envelope_for(task_name: str, task_id: str, args: Sequence[Any], kwargs: dict
         raise TypeError(f"args must be a list or tuple, not {type(args).__name__}.")
     if not isinstance(kwargs, dict):
         raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}.")
-    return build_envelope(
-        task_name, tuple(args), kwargs, task_id=task_id, queue=options.queue,
-        serializer=options.serializer, priority=options.priority, eta=options.eta,
-        expires=options.expires, ignore_result=options.ignore_result,
-        timelimit=options.timelimit, extra_headers=options.headers,
-        parent_id=options.parent_id, root_id=options.root_id,
-    )
+    return build_envelope(task_name, tuple(args), kwargs, task_id, options)
 
 
-def send(envelopes: list[Envelope], record_results: bool) -> None:
+def send_task(name: str, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Any:
+    """Send task ``name`` by name, without importing its code (Celery's ``app.send_task``).
+
+    When the task is registered in this process its own options apply (as Celery 5.7 does)
+    and, with TASK_ALWAYS_EAGER, it runs here; a name nobody registered is simply sent.
+
+    Returns:
+        The AsyncResult (an EagerResult for an eager run).
+    """
+    from .result import AsyncResult
+
+    task = registry.get(name) if name in registry else None
+    if task is not None:
+        return task.apply_async(args, kwargs, **options)
+    args, kwargs = arguments(None, args, kwargs)
+    task_id = options.pop("task_id", None) or new_task_id()
+    send_options = resolve(name, None, args, kwargs, options)
+    send([envelope_for(name, task_id, args, kwargs, send_options)],
+         record_results=not send_options.ignore_result, options=send_options)
+    return AsyncResult(task_id, task_name=name)
+
+
+def send(envelopes: list[Envelope], record_results: bool,
+         options: SendOptions | None = None) -> None:
     """Send through the configured middleware (``TASKQ["MIDDLEWARE"]``), then to the broker."""
     from . import middleware
 
-    middleware.send_through(envelopes, lambda current: _send(current, record_results))
+    middleware.send_through(envelopes, lambda current: _publish(current, record_results, options))
 
 
-def _send(envelopes: list[Envelope], record_results: bool) -> None:
+def seal(envelope: Envelope) -> Envelope:
+    """The last step before the broker: the envelope is final from here on."""
+    return envelope
+
+
+def _publish(envelopes: Sequence[Envelope], record_results: bool,
+             options: SendOptions | None) -> None:
+    if signals.before_task_publish.receivers:
+        envelopes = [_before_publish(e, options) for e in envelopes]
+    sealed = [seal(e) for e in envelopes]
+    retry = options.retry if options is not None else True
+    policy = options.retry_policy if options is not None and options.retry_policy else None
+    try:
+        _with_retries(lambda: _send(sealed, record_results), retry, policy)
+    except BrokerConnectionError as exc:
+        raise BrokerConnectionError(f"could not enqueue {len(sealed)} message(s): {exc}") from exc
+    if signals.after_task_publish.receivers:
+        for envelope in sealed:
+            signals.send(signals.after_task_publish, envelope.task_name, body=_body(envelope),
+                         exchange=_delivery(envelope).get("exchange", ""),
+                         routing_key=_delivery(envelope).get("routing_key", envelope.queue),
+                         headers=envelope.headers)
+
+
+def _delivery(envelope: Envelope) -> dict[str, Any]:
+    info = envelope.properties.get("delivery_info")
+    return info if isinstance(info, dict) else {}
+
+
+def _body(envelope: Envelope) -> Any:
+    """The decoded ``(args, kwargs, embed)``, as Celery's publish signals pass it."""
+    name = serializers.get(envelope.content_type).name
+    return tuple(serializers.loads(envelope.body, envelope.content_type,
+                                   envelope.content_encoding, (name,)))
+
+
+def _before_publish(envelope: Envelope, options: SendOptions | None) -> Envelope:
+    """Celery's ``before_task_publish``: receivers may change the headers and properties they
+    are given (as Celery's do); the envelope is rebuilt with their changes."""
+    headers, properties = dict(envelope.headers), dict(envelope.properties)
+    delivery = _delivery(envelope)
+    signals.send(signals.before_task_publish, envelope.task_name, body=_body(envelope),
+                 exchange=delivery.get("exchange", ""),
+                 routing_key=delivery.get("routing_key", envelope.queue), headers=headers,
+                 properties=properties, declare=[],
+                 retry_policy=options.retry_policy if options is not None else None)
+    if headers == envelope.headers and properties == envelope.properties:
+        return envelope
+    return envelope.replace(headers=headers, properties=properties)
+
+
+def _with_retries(send: Callable[[], None], retry: bool,
+                  policy: Mapping[str, float] | None) -> None:
+    """Call ``send``; while the broker refuses connections, try again per Celery's publish
+    retry policy (``max_retries`` more tries, waiting ``interval_start`` growing by
+    ``interval_step`` up to ``interval_max`` seconds).
+
+    Only quick failures are tried again (a refused or reset connection: the broker is
+    restarting). A try that failed after waiting out a deadline (SLOW_FAILURE seconds or more)
+    is not repeated, so a hung broker is still an error within one deadline, not four.
+    """
+    policy = policy or {}
+    tries = int(policy.get("max_retries", 3)) if retry else 0
+    wait = float(policy.get("interval_start", 0.0))
+    while True:
+        started = time.monotonic()
+        try:
+            send()
+            return
+        except BrokerConnectionError as exc:
+            if tries <= 0 or time.monotonic() - started >= SLOW_FAILURE:
+                raise
+            tries -= 1
+            logger.warning("broker unreachable while sending (%s); trying again in %.1fs",
+                           exc, wait)
+            time.sleep(wait)
+            wait = min(wait + float(policy.get("interval_step", 0.2)),
+                       float(policy.get("interval_max", 1.0)))
+
+
+def _send(envelopes: Sequence[Envelope], record_results: bool) -> None:
     """Hand the envelopes to the broker and record PENDING results (unless ignored).
 
     On the database broker both writes join the caller's transaction (or form one of their
@@ -115,13 +167,10 @@ def _send(envelopes: list[Envelope], record_results: bool) -> None:
     if records and not broker.transactional and \
             broker.enqueue_recording(envelopes, get_backend(), records):
         return  # one round trip: broker and result backend share a Redis
-    try:
-        with broker.atomic():
-            broker.enqueue_many(envelopes)
-            if records and broker.transactional:
-                get_backend().mark_pending(records)
-    except (OperationalError, InterfaceError) as exc:
-        raise BrokerConnectionError(f"could not enqueue {len(envelopes)} message(s): {exc}") from exc
+    with broker.atomic():
+        broker.enqueue_many(envelopes)
+        if records and broker.transactional:
+            get_backend().mark_pending(records)
     if records and not broker.transactional:
         try:
             get_backend().mark_pending(records)
@@ -130,16 +179,7 @@ def _send(envelopes: list[Envelope], record_results: bool) -> None:
                            len(records), exc)
 
 
-def default_options(**overrides: Any) -> SendOptions:
-    """SendOptions with the settings' defaults where ``overrides`` leaves a value as None."""
-    settings = get_settings()
-    given = {k: v for k, v in overrides.items() if v is not None}
-    given.setdefault("queue", settings.DEFAULT_QUEUE)
-    given.setdefault("serializer", settings.TASK_SERIALIZER)
-    return SendOptions(**given)
-
-
-def pair_calls(calls: Iterable[Any]) -> list[tuple[Sequence[Any], dict[str, Any]]]:
+def pair_calls(calls: Any) -> list[tuple[Sequence[Any], dict[str, Any]]]:
     """Normalise ``apply_many`` input: each item is ``(args, kwargs)``."""
     pairs = []
     for item in calls:

@@ -49,3 +49,32 @@ class TaskRegistry:
 
 
 registry = TaskRegistry()
+
+
+class _CurrentTask:
+    """Celery's ``current_task``: the task running in this context; false outside one."""
+
+    __slots__ = ()
+
+    def _get(self) -> Task[Any, Any] | None:
+        from .context import current_request
+
+        request = current_request()
+        if request is None or not request.task or request.task not in registry:
+            return None
+        return registry.get(request.task)
+
+    def __getattr__(self, name: str) -> Any:
+        running = self._get()
+        if running is None:
+            raise AttributeError(f"no task is running here, so current_task has no {name!r}")
+        return getattr(running, name)
+
+    def __bool__(self) -> bool:
+        return self._get() is not None
+
+    def __repr__(self) -> str:
+        return f"<current_task: {self._get()!r}>"
+
+
+current_task = _CurrentTask()

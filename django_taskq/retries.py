@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from .clock import clock_now
 from .exceptions import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def make_retry(task: Task[Any, Any], *, args: Any = None, kwargs: Any = None,
     request = task.request
     if request.called_directly:
         raise exc or Retry("Task can be retried only when it runs in a worker or eagerly.")
-    limit = task.max_retries if max_retries is None else max_retries
+    limit = task.options.max_retries if max_retries is None else max_retries
     if limit is not None and request.retries + 1 > limit:
         if exc is not None:
             raise exc
@@ -51,9 +52,9 @@ def make_retry(task: Task[Any, Any], *, args: Any = None, kwargs: Any = None,
             f"Can't retry {task.name}[{request.id}] args:{request.args} "
             f"kwargs:{request.kwargs}: it was retried {request.retries} time(s) "
             f"(max_retries={limit}).")
-    now = timezone.now()
+    now = clock_now()
     if eta is None:
-        delay = task.default_retry_delay if countdown is None else float(countdown)
+        delay = task.options.default_retry_delay if countdown is None else float(countdown)
         eta = now + timedelta(seconds=delay)
     elif timezone.is_naive(eta):
         eta = timezone.make_aware(eta)
@@ -68,12 +69,13 @@ def autoretry(task: Task[Any, Any], run: Callable[[], Any]) -> Any:
         return run()
     except Retry:
         raise
-    except task.dont_autoretry_for:
+    except task.options.dont_autoretry_for:
         raise
-    except task.autoretry_for as exc:
-        options = dict(task.retry_kwargs)
-        if task.retry_backoff:
+    except task.options.autoretry_for as exc:
+        policy = task.options
+        options = dict(policy.retry_kwargs)
+        if policy.retry_backoff:
             options["countdown"] = backoff_delay(
-                float(task.retry_backoff), task.request.retries, task.retry_backoff_max,
-                task.retry_jitter)
+                float(policy.retry_backoff), task.request.retries, policy.retry_backoff_max,
+                policy.retry_jitter)
         raise make_retry(task, exc=exc, **options) from exc

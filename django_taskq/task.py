@@ -1,98 +1,78 @@
-"""Task: a registered function plus its options, with Celery's calling API."""
+"""Task: a registered function plus its options, with Celery's calling API and handlers.
+
+As in Celery, ``@task`` builds a subclass of the task class (``base=``, else
+``TASKQ["TASK_CLASS"]``, else :class:`Task`) whose attributes are the decorator's keywords, and
+registers one instance of it. A ``Task`` subclass with ``run()`` and a ``name`` is a task too
+(register it with ``registry.register(MyTask())``). Options are read from the attributes once,
+checked, and kept as ``task.options`` (see options.py).
+"""
 
 from __future__ import annotations
 
 import functools
-import traceback as traceback_module
+import inspect
+import types
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from dataclasses import MISSING, fields
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from django.db import transaction
-from django.utils import timezone
 
-from . import producer, serializers, states
-from .conf import get_settings
-from .context import Request, activate, current_request, schedule_retry, take_scheduled_retry
+from . import calloptions, producer, serializers, states
+from .conf import get_settings, on_reset
+from .context import Request, current_request, schedule_retry
 from .exceptions import Retry
-from .outcome import Outcome, exception_payload
+from .options import TaskOptions, resolve
+from .outcome import Outcome
 from .registry import registry
-from .result import AsyncResult, EagerResult, ResultMeta
+from .result import AsyncResult, EagerResult
 from .retries import autoretry, make_retry
 
 P = ParamSpec("P")
-
-
-class _Unset:
-    """Marks an option that was not given (None is a meaningful ``max_retries``: no limit)."""
-
-
-UNSET = _Unset()
-
-
-def _limit(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}.")
-    return float(value)
-
 R = TypeVar("R")
 
 
 class Task(Generic[P, R]):
-    """A function that can run here (call it) or in a worker (``delay``/``apply_async``)."""
+    """A function that can run here (call it) or in a worker (``delay``/``apply_async``).
 
-    #: Celery's defaults, so habits carry over.
+    Class attributes are Celery's task options with Celery's defaults; set them on a subclass
+    (``base=MyTask``) or as ``@task`` keywords. Override the handlers to hook into runs.
+    """
+
+    name: str = ""
     max_retries: int | None = 3
-    default_retry_delay: float = 180.0
+    default_retry_delay: float = 180
+    typing: bool = True
+    #: False for tasks built by ``@task`` from a function that does not take ``self``.
+    bind: bool = True
 
-    def __init__(self, func: Callable[..., R], *, name: str | None = None, bind: bool = False,
-                 queue: str | None = None, priority: int | None = None,
-                 ignore_result: bool | None = None, serializer: str | None = None,
-                 max_retries: int | None | _Unset = UNSET,
-                 default_retry_delay: float | None = None,
-                 autoretry_for: Sequence[type[BaseException]] = (),
-                 dont_autoretry_for: Sequence[type[BaseException]] = (),
-                 retry_kwargs: dict[str, Any] | None = None,
-                 retry_backoff: bool | float = False, retry_backoff_max: float | None = 600.0,
-                 retry_jitter: bool = True, time_limit: float | None = None,
-                 soft_time_limit: float | None = None, track_started: bool | None = None,
-                 rate_limit: str | float | None = None, key_rate_limit: str | float | None = None,
-                 rate_limit_key: Callable[..., Any] | None = None) -> None:
-        from .control.rate import parse_rate
-
-        self.func = func
-        self.name = name or f"{func.__module__}.{func.__qualname__}"
-        self.bind = bind
-        self.queue = queue
-        self.priority = producer.check_priority(priority) if priority is not None else None
-        self.ignore_result = ignore_result
-        self.serializer = serializer
-        if not isinstance(max_retries, _Unset):
-            self.max_retries = max_retries
-        if default_retry_delay is not None:
-            self.default_retry_delay = float(default_retry_delay)
-        self.autoretry_for = tuple(autoretry_for)
-        self.dont_autoretry_for = tuple(dont_autoretry_for)
-        self.retry_kwargs = dict(retry_kwargs or {})
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
-        self.retry_jitter = retry_jitter
-        self.time_limit = _limit("time_limit", time_limit)
-        self.soft_time_limit = _limit("soft_time_limit", soft_time_limit)
-        self.track_started = track_started
-        self.rate_limit = parse_rate(rate_limit)
-        self.key_rate_limit = parse_rate(key_rate_limit)
-        if (rate_limit_key is None) != (self.key_rate_limit is None):
-            raise ValueError(f"Task {self.name}: key_rate_limit and rate_limit_key go together "
-                             "(the limit, and the function that picks the key from the "
-                             "arguments).")
-        self.rate_limit_key = rate_limit_key
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        if not self.name:
+            cls = type(self)
+            self.name = f"{cls.__module__}.{cls.__qualname__}"
+        self._own_options = resolve(self, self.name)  # checked when the task is defined
+        self._options: TaskOptions | None = None
+        if self._own_options.autoretry_for:
+            run = self.run
+            self.run = functools.wraps(run)(  # type: ignore[method-assign]
+                lambda *args, **kwargs: autoretry(self, functools.partial(run, *args, **kwargs)))
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
+
+    @property
+    def options(self) -> TaskOptions:
+        """The task's checked options, with ``TASK_ANNOTATIONS`` applied (read once)."""
+        if self._options is None:
+            annotations = _annotations_for(self.name)
+            self._options = resolve(self, self.name, annotations) if annotations \
+                else self._own_options
+        return self._options
+
+    def forget_options(self) -> None:
+        """Read the options again on next use (after the settings changed)."""
+        self._options = None
 
     @property
     def request(self) -> Request:
@@ -102,20 +82,43 @@ class Task(Generic[P, R]):
             return current
         return Request(task=self.name, called_directly=True)
 
+    def run(self, *args: Any, **kwargs: Any) -> R:
+        """The task's body; ``@task`` sets it to the decorated function."""
+        raise NotImplementedError(f"Task {self.name} has no run() method.")
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task here, now (no message, no result stored)."""
         return self.run(*args, **kwargs)
 
-    def run(self, *args: Any, **kwargs: Any) -> R:
-        """Run the function in this process, passing the task first when ``bind=True``, and
-        retrying on ``autoretry_for`` exceptions."""
-        if self.autoretry_for:
-            return autoretry(self, functools.partial(self._call, args, kwargs))  # type: ignore[no-any-return]
-        return self._call(args, kwargs)
+    def signature_of_run(self) -> inspect.Signature | None:
+        """The signature calls must fit (without ``self``), or None when unknown."""
+        try:
+            return inspect.signature(self.run)
+        except (TypeError, ValueError):
+            return None
 
-    def _call(self, args: Sequence[Any], kwargs: dict[str, Any]) -> R:
-        if self.bind:
-            return self.func(self, *args, **kwargs)
-        return self.func(*args, **kwargs)
+    # -- handlers: called by the worker (and eager runs) with Celery's arguments ----------
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Just before the task runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        """The task returned ``retval``."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: Any) -> None:
+        """The task raised ``exc`` (``einfo``: an ExceptionInfo with the traceback)."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], einfo: Any) -> None:
+        """The task asked to be retried because of ``exc``."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], einfo: Any) -> None:
+        """After the run, whatever happened (``status`` is the state stored)."""
+
+    # -- inside a running task --------------------------------------------------------------
 
     def retry(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
               exc: BaseException | None = None, throw: bool = True,
@@ -142,7 +145,7 @@ class Task(Generic[P, R]):
         return retry
 
     def update_state(self, task_id: str | None = None, state: str | None = None,
-                     meta: Any = None) -> None:
+                     meta: Any = None, **kwargs: Any) -> None:
         """Record a custom state (e.g. ``PROGRESS``) with ``meta``, which ``AsyncResult.info``
         shows until the task finishes."""
         request = self.request
@@ -151,86 +154,54 @@ class Task(Generic[P, R]):
             raise ValueError("update_state() needs a task_id outside a running task.")
         if request.is_eager and task_id == request.id:
             return  # nothing is stored for an eager run
+        from .clock import clock_now
         from .results import get_backend
 
         payload, content_type, encoding = serializers.dumps(meta, get_settings().RESULT_SERIALIZER)
         get_backend().store(Outcome(
             task_id=task_id, task_name=self.name, state=state or states.PENDING, payload=payload,
             content_type=content_type, content_encoding=encoding, worker=request.hostname or "",
-            retries=request.retries, date_started=timezone.now()))
+            retries=request.retries, date_started=clock_now()))
 
     def resolve_ignore_result(self, override: bool | None = None) -> bool:
         """Whether results of this call are stored: call option, task option, then setting."""
-        for choice in (override, self.ignore_result):
+        for choice in (override, self.options.ignore_result):
             if choice is not None:
                 return choice
         return get_settings().TASK_IGNORE_RESULT
+
+    # -- calling --------------------------------------------------------------------------
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """Send the task to a worker with these arguments."""
         return self.apply_async(args, kwargs)
 
-    def apply_async(
-        self,
-        args: Sequence[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        *,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        expires: float | timedelta | datetime | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        task_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        serializer: str | None = None,
-        ignore_result: bool | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-    ) -> AsyncResult:
-        """Send the task to a worker.
+    def apply_async(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+                    **options: Any) -> AsyncResult:
+        """Send the task to a worker, with any option of Celery's ``apply_async``.
 
-        Args:
-            countdown / eta: run no earlier than this many seconds from now / this time.
-            expires: seconds, timedelta or datetime after which the task is revoked unrun.
-            queue, priority: routing; priority 0-9, higher runs first.
-            task_id: use this id instead of a fresh one.
-            headers: extra message headers.
+        Common options: ``countdown``/``eta`` (run no earlier than), ``expires`` (seconds,
+        timedelta or datetime after which it is revoked unrun), ``queue``, ``priority`` (0-9,
+        higher first), ``task_id``, ``headers``, ``time_limit``/``soft_time_limit``,
+        ``ignore_result``, ``serializer``, ``shadow``. See docs/calling.md for all of them.
 
         Raises:
-            ValueError: a bad option (priority out of range, both countdown and eta).
+            TypeError: an unknown option, or arguments that do not fit the task.
+            ValueError: a bad option value (priority out of range, both countdown and eta).
             SerializationError: the arguments cannot be encoded.
             BrokerError: the broker refused or could not be reached in time.
         """
-        task_id = task_id or producer.new_task_id()
+        args, kwargs = calloptions.arguments(self, args, kwargs)
+        task_id = options.pop("task_id", None) or calloptions.new_task_id()
+        send_options = calloptions.resolve(self.name, self, args, kwargs, options)
+        envelope = producer.envelope_for(self.name, task_id, args, kwargs, send_options)
         if get_settings().TASK_ALWAYS_EAGER:
-            return self.apply(args, kwargs, task_id=task_id)
-        options = self._options(countdown=countdown, eta=eta, expires=expires, queue=queue,
-                                priority=priority, headers=headers, serializer=serializer,
-                                ignore_result=ignore_result, time_limit=time_limit,
-                                soft_time_limit=soft_time_limit)
-        envelope = producer.envelope_for(self.name, task_id, args or (), kwargs or {}, options)
-        producer.send([envelope], record_results=not options.ignore_result)
-        return AsyncResult(task_id, task_name=self.name)
+            from . import eager
 
-    def _options(self, *, countdown: float | None = None, eta: datetime | None = None,
-                 expires: float | timedelta | datetime | None = None,
-                 time_limit: float | None = None, soft_time_limit: float | None = None,
-                 priority: int | None = None, ignore_result: bool | None = None,
-                 **rest: Any) -> producer.SendOptions:
-        now = timezone.now()
-        parent = current_request()
-        return producer.default_options(
-            eta=producer.resolve_eta(countdown, eta, now),
-            expires=producer.resolve_expires(expires, now),
-            priority=producer.check_priority(priority if priority is not None else self.priority),
-            ignore_result=self.resolve_ignore_result(ignore_result),
-            timelimit=(time_limit, soft_time_limit),
-            queue=rest.pop("queue", None) or self.queue,
-            serializer=rest.pop("serializer", None) or self.serializer,
-            parent_id=parent.id if parent else None,
-            root_id=(parent.root_id or parent.id) if parent else None,
-            **rest,
-        )
+            return eager.run(envelope, self, through_middleware=True)
+        producer.send([envelope], record_results=not send_options.ignore_result,
+                      options=send_options)
+        return AsyncResult(task_id, task_name=self.name)
 
     def apply_async_on_commit(self, args: Sequence[Any] | None = None,
                               kwargs: dict[str, Any] | None = None, *, using: str | None = None,
@@ -239,12 +210,13 @@ class Task(Generic[P, R]):
 
         The returned AsyncResult's id is fixed now; nothing is sent if the transaction rolls back.
         """
-        task_id = options.pop("task_id", None) or producer.new_task_id()
+        task_id = options.pop("task_id", None) or calloptions.new_task_id()
+        calloptions.check_names(options)
         if get_settings().TASK_ALWAYS_EAGER:
-            eager = EagerResult(task_id, None)
-            transaction.on_commit(lambda: eager.fill(self.apply(args, kwargs, task_id=task_id)),
-                                  using=using)
-            return eager
+            handle = EagerResult(task_id, None)
+            transaction.on_commit(lambda: handle.fill(
+                self.apply_async(args, kwargs, task_id=task_id, **options)), using=using)
+            return handle
         send = functools.partial(self.apply_async, args, kwargs, task_id=task_id, **options)
         transaction.on_commit(send, using=using)
         return AsyncResult(task_id, task_name=self.name)
@@ -258,12 +230,18 @@ class Task(Generic[P, R]):
         """Send many calls of this task in one broker round trip: ``[(args, kwargs), ...]``."""
         pairs = producer.pair_calls(calls)
         if get_settings().TASK_ALWAYS_EAGER:
-            return [self.apply(args, kwargs) for args, kwargs in pairs]
-        send_options = self._options(**options)
-        envelopes = [producer.envelope_for(self.name, producer.new_task_id(), args, kwargs,
-                                           send_options) for args, kwargs in pairs]
-        if envelopes:
-            producer.send(envelopes, record_results=not send_options.ignore_result)
+            return [self.apply_async(args, kwargs, **options) for args, kwargs in pairs]
+        envelopes = []
+        send_options = None
+        for given_args, given_kwargs in pairs:
+            args, kwargs = calloptions.arguments(self, given_args, given_kwargs)
+            send_options = send_options or calloptions.resolve(self.name, self, args, kwargs,
+                                                               options)
+            envelopes.append(producer.envelope_for(self.name, calloptions.new_task_id(), args,
+                                                   kwargs, send_options))
+        if envelopes and send_options is not None:
+            producer.send(envelopes, record_results=not send_options.ignore_result,
+                          options=send_options)
         return [AsyncResult(e.message_id, task_name=self.name) for e in envelopes]
 
     def delay_many(self, arguments: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:
@@ -271,50 +249,125 @@ class Task(Generic[P, R]):
         return self.apply_many(((args, {}) for args in arguments), **options)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
-              *, task_id: str | None = None, retries: int = 0) -> EagerResult:
-        """Run the task here and now, and return its result as an EagerResult.
+              *, task_id: str | None = None, retries: int = 0, throw: bool | None = None,
+              **options: Any) -> EagerResult:
+        """Run the task here and now, through the same steps as a worker, and return its
+        result as an EagerResult.
 
-        A retry runs again at once (its countdown is not waited), as in Celery.
+        The arguments and the result are encoded and decoded as they would be for a worker;
+        middleware, signals and handlers run; a retry runs again at once (its countdown is
+        not waited), as in Celery. With ``throw`` (default TASK_EAGER_PROPAGATES) a failure
+        raises its exception here.
         """
-        task_id = task_id or producer.new_task_id()
-        request = Request(id=task_id, task=self.name, args=tuple(args or ()),
-                          kwargs=dict(kwargs or {}), root_id=task_id, is_eager=True,
-                          retries=retries)
-        started = timezone.now()
-        with activate(request):
-            try:
-                value, state, tb = self.run(*request.args, **request.kwargs), states.SUCCESS, None
-                retry = take_scheduled_retry()
-            except Retry as raised:
-                retry = raised
-            except Exception as exc:  # noqa: BLE001 - the failure is the result
-                value, state = exception_payload(exc), states.FAILURE
-                tb = traceback_module.format_exc()
-                retry = take_scheduled_retry()  # retry(throw=False), then a failure
-        if retry is not None:
-            again_args = request.args if retry.retry_args is None else retry.retry_args
-            again_kwargs = request.kwargs if retry.retry_kwargs is None else retry.retry_kwargs
-            return self.apply(again_args, again_kwargs, task_id=task_id, retries=retries + 1)
-        meta = ResultMeta(task_id=task_id, state=state, result=value, traceback=tb,
-                          task_name=self.name, date_started=started, date_done=timezone.now(),
-                          retries=retries)
-        return EagerResult(task_id, meta)
+        from . import eager
 
-    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
-        """The result handle for ``task_id``."""
+        for ignored in ("logfile", "loglevel"):  # Celery's apply() takes them; nothing to do
+            options.pop(ignored, None)
+        args, kwargs = calloptions.arguments(self, args, kwargs)
+        send_options = calloptions.resolve(self.name, self, args, kwargs, options)
+        envelope = producer.envelope_for(self.name, task_id or calloptions.new_task_id(), args,
+                                         kwargs, send_options)
+        if retries:
+            envelope = envelope.with_headers(retries=retries)
+        return eager.run(envelope, self, through_middleware=False, throw=throw)
+
+    def send_task(self, name: str, args: Sequence[Any] | None = None,
+                  kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+        """Send another task by name (Celery's ``self.app.send_task`` inside a task)."""
+        return producer.send_task(name, args, kwargs, **options)  # type: ignore[no-any-return]
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+        """The result handle for ``task_id`` (Celery's name)."""
         return AsyncResult(task_id, task_name=self.name)
 
 
-@overload
-def task(func: Callable[P, R], /) -> Task[P, R]: ...
-@overload
-def task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def _celery_attributes() -> None:
+    """Every option is a class attribute of Task with Celery's default, as in Celery, so task
+    code and subclasses can read ``self.rate_limit`` and friends (``options`` is the checked
+    form the worker uses)."""
+    for spec in fields(TaskOptions):
+        if not hasattr(Task, spec.name):
+            default = spec.default if spec.default is not MISSING else spec.default_factory()
+            setattr(Task, spec.name, default)
+
+
+_celery_attributes()
+
+
+def _annotations_for(name: str) -> dict[str, Any]:
+    """Celery's ``task_annotations``: attributes for tasks by name (or ``"*"`` for all)."""
+    found: dict[str, Any] = {}
+    for entry in get_settings().TASK_ANNOTATIONS:
+        given = entry(name) if callable(entry) else (
+            {**entry.get("*", {}), **entry.get(name, {})} if isinstance(entry, dict) else None)
+        found.update(given or {})
+    return found
+
+
+def _forget_all_options() -> None:
+    for name in registry:
+        registry.get(name).forget_options()
+
+
+on_reset(_forget_all_options)
+
+
+def default_task_class() -> type[Task[Any, Any]]:
+    """``TASKQ["TASK_CLASS"]`` (Celery's ``task_cls``), else :class:`Task`.
+
+    Read from the raw settings: a task module must import even when another TASKQ key is
+    wrong, so that ``manage.py check`` can say what is.
+    """
+    from .conf import raw_settings
+
+    path = raw_settings(celery=False).get("TASK_CLASS")
+    if not path:
+        return Task
+    from .exceptions import ConfigurationError
+
+    try:
+        from django.utils.module_loading import import_string
+
+        cls = import_string(path.replace(":", "."))
+    except ImportError as exc:
+        raise ConfigurationError(f"TASKQ['TASK_CLASS'] = {path!r} cannot be imported: {exc}") \
+            from exc
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ConfigurationError(f"TASKQ['TASK_CLASS'] = {path!r} is not a subclass of "
+                                 "django_taskq.Task.")
+    return cls
+
+
+def build_task(func: Callable[..., Any], /, *, base: type[Task[Any, Any]] | None = None,
+               bind: bool = False, name: str | None = None, **options: Any) -> Task[Any, Any]:
+    """A Task for ``func`` (not registered): Celery's way, a subclass of ``base`` whose
+    attributes are ``options`` (any keyword, as in Celery) and whose ``run`` is ``func``."""
+    cls = base or default_task_class()
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"base= must be a subclass of django_taskq.Task, not {cls!r}.")
+    attributes = {
+        "name": name or f"{func.__module__}.{func.__qualname__}",
+        "run": func if bind else staticmethod(func),
+        "bind": bind, "__module__": func.__module__, "__qualname__": func.__qualname__,
+        "__doc__": func.__doc__, "__wrapped__": func,
+        # A function given as an option (rate_limit_key=...) must stay a plain function, not
+        # become a method of the class.
+        **{key: staticmethod(value) if isinstance(value, types.FunctionType) else value
+           for key, value in options.items()},
+    }
+    created = type(func.__name__, (cls,), attributes)()
+    functools.update_wrapper(created, func, updated=())  # type: ignore[arg-type]
+    return created
 
 
 def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Register a function as a task: ``@task`` or ``@task(name=..., bind=True, queue=...)``."""
+    """Register a function as a task: ``@task`` or ``@task(name=..., bind=True, queue=...)``.
+
+    Takes every option Celery's ``@app.task`` takes (see docs/tasks.md); ``base=`` picks the
+    task class. Any other keyword becomes an attribute of the task, as in Celery.
+    """
     def register(function: Callable[..., Any]) -> Task[Any, Any]:
-        created: Task[Any, Any] = Task(function, **options)
+        created = build_task(function, **options)
         registry.register(created)
         return created
 

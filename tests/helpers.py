@@ -6,15 +6,15 @@ import uuid
 from typing import Any
 
 from django_taskq.brokers.base import Broker
-from django_taskq.message import Envelope, build_envelope
+from django_taskq.message import Envelope, SendOptions, build_envelope
 
 
 def envelope(queue: str = "default", *, task: str = "tests.testapp.tasks.add",
              args: tuple[Any, ...] = (1, 2), kwargs: dict[str, Any] | None = None,
              priority: int = 0, **options: Any) -> Envelope:
-    """A protocol v2 envelope with a fresh id."""
-    return build_envelope(task, args, kwargs or {}, task_id=str(uuid.uuid4()), queue=queue,
-                          priority=priority, **options)
+    """A protocol v2 envelope with a fresh id (``options``: SendOptions fields)."""
+    return build_envelope(task, args, kwargs or {}, str(uuid.uuid4()),
+                          SendOptions(queue=queue, priority=priority, **options))
 
 
 def dead_letters(broker: Broker) -> list[tuple[str, str]]:

@@ -297,3 +297,19 @@ def test_admin_shows_extended_columns_only_when_present(admin_client):
         html = page.content.decode()
         assert ("Task args" in html and "high" in html) is shown
         assert ("Task kwargs" in html) is shown
+
+
+@pytest.mark.parametrize("broker_kind", ["memory", "sqlite", "redis"])
+@pytest.mark.parametrize("extended", [True, False])
+def test_a_worker_stores_extended_results_when_asked(make_worker, settings, extended):
+    settings.TASKQ = {**settings.TASKQ, "RESULT_EXTENDED": extended}
+    result = tasks.add.delay(2, y=3)
+    worker = make_worker()
+    for _ in range(5):
+        worker.step()
+    assert result.get(timeout=5) == 5
+    assert (result.name, result.worker) == ("tests.testapp.tasks.add", worker.options.hostname)
+    stored = (result.args, result.kwargs, result.queue)
+    assert stored == (([2], {"y": 3}, "default") if extended else (None, None, None))
+
+

@@ -67,7 +67,9 @@ def test_signals_fire_in_celery_order_with_celery_arguments(make_worker, receive
     assert postrun["retval"] == 3 and postrun["state"] == states.SUCCESS
     failure = next(k for n, s, k in received if n == "task_failure")
     assert failure["task_id"] == bad.id and isinstance(failure["exception"], ValueError)
-    assert "raise ValueError" in failure["traceback"]
+    # Celery's arguments: the traceback object and an ExceptionInfo whose text is the traceback.
+    assert failure["traceback"] is failure["einfo"].tb
+    assert "raise ValueError" in str(failure["einfo"])
     retry = next((s, k) for n, s, k in received if n == "task_retry")
     assert retry[0] is ft.retry_until and retry[1]["request"].id == retried.id
     assert "run 1 failed" in str(retry[1]["reason"])

@@ -10,6 +10,7 @@ Claim strategies (one statement per batch wherever the database allows it):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
@@ -79,8 +80,18 @@ class DatabaseBroker(Broker):
     def _rows(self) -> Any:
         return self._model.objects.using(self.alias)
 
-    def atomic(self) -> Any:
-        return transaction.atomic(using=self.alias)
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The caller's transaction (joined as a savepoint) or a new one; a lost connection
+        while opening or committing it is a BrokerConnectionError, like every other call."""
+        try:
+            with transaction.atomic(using=self.alias):
+                yield
+        except (OperationalError, InterfaceError) as exc:
+            connection = connections[self.alias]
+            if not connection.in_atomic_block:
+                connection.close()
+            raise BrokerConnectionError(f"database {self.alias!r} unreachable: {exc}") from exc
 
     @_connection_errors
     def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:

@@ -1,22 +1,30 @@
-"""Run one job and describe what happened as an Outcome. Never raises (but BaseException)."""
+"""Run one job and describe what happened as an Outcome. Never raises (but BaseException).
+
+This is the one execution path: pool workers and eager runs (``task.apply()``,
+TASK_ALWAYS_EAGER) both come here, so a task runs the same way in both — under its request
+context, inside the middleware, with Celery's signals and task handlers in Celery's order:
+``task_prerun`` → ``before_start`` → the task → ``on_success``/``on_failure``/``on_retry`` and
+the matching signal → ``after_return`` → ``task_postrun``.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-import traceback
-from datetime import datetime
 from typing import Any
 
 from django.db import connections
-from django.utils import timezone
 
 from .. import middleware, serializers, signals, states
-from ..context import activate, take_scheduled_retry
-from ..exceptions import Retry, SerializationError
-from ..outcome import Outcome, RetryOrder, failure
+from ..clock import clock_now
+from ..context import activate
+from ..einfo import ExceptionInfo
+from ..outcome import Outcome
 from ..registry import registry
+from ..task import Task
+from . import outcomes
 from .job import Job
 
 logger = logging.getLogger(__name__)
@@ -49,93 +57,108 @@ def close_stale_connections(check_liveness: bool = False, keep: tuple[str, ...] 
             connection.close()
 
 
-def execute(job: Job) -> Outcome:
-    """Run ``job``'s task under its request context, with fresh database connections.
+def execute(job: Job, task: Any = None, *, eager: bool = False) -> Outcome:
+    """Run ``job``'s task under its request context and return what happened.
 
-    Sends the task signals and runs the task inside the configured middleware. A retry
-    (``self.retry()`` or ``autoretry_for``) ends the run in RETRY with a RetryOrder.
+    A worker run also refreshes database connections around the task; an eager run (in the
+    caller's thread, perhaps inside its transaction) leaves them alone and keeps the live
+    exception on the Outcome.
     """
-    request = job.request
-    task = registry.get(job.task_name)
-    common = {"worker": request.hostname or "", "retries": request.retries,
-              "ignore_result": job.ignore_result}
     global _last_task_end
-    started = timezone.now()
-    if time.monotonic() - _last_task_end > IDLE_CHECK_AFTER:
+    task = task or registry.get(job.task_name)
+    if not eager and time.monotonic() - _last_task_end > IDLE_CHECK_AFTER:
         # A database restart while idle must not fail this task. Back to back, the previous
         # task's check (in ``finally`` below) ran a moment ago.
         close_stale_connections(check_liveness=True, keep=job.keep_connections)
     try:
-        with activate(request):
-            if job.track_started:
-                _record_started(job, started)
-            signals.send(signals.task_prerun, task, task_id=request.id, task=task,
-                         args=request.args, kwargs=request.kwargs)
-            outcome, retval = _run(job, task, started, common)
-            signals.send(signals.task_postrun, task, task_id=request.id, task=task,
-                         args=request.args, kwargs=request.kwargs, retval=retval,
-                         state=outcome.state)
-            return outcome
+        with activate(job.request):
+            return _traced(job, task, eager)
     finally:
-        close_stale_connections(keep=job.keep_connections)
-        _last_task_end = time.monotonic()
+        if not eager:
+            close_stale_connections(keep=job.keep_connections)
+            _last_task_end = time.monotonic()
 
 
-def _run(job: Job, task: Any, started: datetime, common: dict[str, Any]
-         ) -> tuple[Outcome, Any]:
-    """Call the task through the middleware; the outcome and the value postrun reports."""
+def _traced(job: Job, task: Any, eager: bool) -> Outcome:
     request = job.request
-    task_id = request.id or ""
+    started = clock_now()
+    if job.track_started and not eager:
+        _record_started(job, started)
+    signals.send(signals.task_prerun, task, task_id=request.id, task=task,
+                 args=request.args, kwargs=request.kwargs)
+    run = outcomes.Run(job, task, started, eager)
     try:
-        try:
-            value = middleware.run_through(
-                task, request, lambda: task.run(*request.args, **request.kwargs))
-        except Exception:
-            # ``retry(throw=False)`` and then a failure: the retry asked for still happens.
-            scheduled = take_scheduled_retry()
-            if scheduled is not None:
-                raise scheduled from None
-            raise
-        scheduled = take_scheduled_retry()
-        if scheduled is not None:
-            raise scheduled
-        payload, content_type, encoding = serializers.dumps(value, job.result_serializer)
-    except Retry as retry:
-        try:
-            _check_retry_arguments(job, retry)
-        except SerializationError as exc:
-            return failure(task_id, job.task_name, exc, date_started=started,
-                           date_done=timezone.now(), serializer=job.result_serializer,
-                           **common), exc
-        reason = retry.exc if retry.exc is not None else retry
-        tb = traceback.format_exc()
-        signals.send(signals.task_retry, task, request=request, reason=reason, einfo=tb)
-        order = RetryOrder(eta=retry.eta, args=retry.retry_args, kwargs=retry.retry_kwargs)
-        return failure(task_id, job.task_name, reason, state=states.RETRY, traceback=tb,
-                       date_started=started, date_done=timezone.now(), retry=order,
-                       serializer=job.result_serializer, **common), retry
-    except Exception as exc:  # noqa: BLE001 - a task's failure is its outcome
-        tb = None if isinstance(exc, SerializationError) else traceback.format_exc()
-        signals.send(signals.task_failure, task, task_id=task_id, exception=exc,
-                     args=request.args, kwargs=request.kwargs, traceback=tb, einfo=tb)
-        return failure(task_id, job.task_name, exc, date_started=started,
-                       date_done=timezone.now(), traceback=tb,
-                       serializer=job.result_serializer, **common), exc
-    signals.send(signals.task_success, task, result=value)
-    return Outcome(task_id=task_id, task_name=job.task_name, state=states.SUCCESS,
-                   payload=payload, content_type=content_type, content_encoding=encoding,
-                   date_started=started, date_done=timezone.now(), **common), value
+        value = _call(job, task)
+    except BaseException as exc:  # noqa: BLE001 - sorted by outcomes.failed (re-raises the rest)
+        run.failed(exc)
+    else:
+        run.succeeded(value)
+    _report(run)
+    signals.send(signals.task_postrun, task, task_id=request.id, task=task,
+                 args=request.args, kwargs=request.kwargs, retval=run.retval,
+                 state=run.outcome.state)
+    return run.outcome
 
 
-def _check_retry_arguments(job: Job, retry: Retry) -> None:
-    """New retry arguments must encode as the message did (the worker sends the retry)."""
-    if retry.retry_args is None and retry.retry_kwargs is None:
+def _call(job: Job, task: Any) -> Any:
+    """``before_start``, then the task inside the middleware (its own ``__call__`` when it
+    overrides it, as Celery honours)."""
+    request = job.request
+    if _overrides(task, "before_start"):
+        task.before_start(request.id, request.args, request.kwargs)
+    function = task if _overrides(task, "__call__") else task.run
+    return middleware.run_through(task, request,
+                                  lambda: function(*request.args, **request.kwargs))
+
+
+def _overrides(task: Any, name: str) -> bool:
+    return _class_overrides(type(task), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_overrides(cls: type, name: str) -> bool:
+    """Whether a task class defines its own ``name`` (handlers the base leaves empty are not
+    called at all: the common task pays nothing for them)."""
+    return getattr(cls, name, None) is not getattr(Task, name)
+
+
+def _report(run: outcomes.Run) -> None:
+    """Celery's order after a run: the task's handler for the result, the matching signal,
+    then ``after_return``. A handler that raises is logged and reported with
+    ``task_internal_error``; it does not change the outcome."""
+    task, request, state = run.task, run.job.request, run.outcome.state
+    args, kwargs = request.args, request.kwargs
+    if state == states.SUCCESS:
+        _handler(run, "on_success", run.retval, request.id, args, kwargs)
+        signals.send(signals.task_success, task, result=run.retval)
+    elif state == states.FAILURE:
+        _handler(run, "on_failure", run.error, request.id, args, kwargs, run.einfo)
+        signals.send(signals.task_failure, task, task_id=request.id, exception=run.error,
+                     args=args, kwargs=kwargs, traceback=run.einfo and run.einfo.tb,
+                     einfo=run.einfo)
+    elif state == states.RETRY:
+        _handler(run, "on_retry", run.error, request.id, args, kwargs, run.einfo)
+        signals.send(signals.task_retry, task, request=request, reason=run.retval,
+                     einfo=run.einfo)
+    if state not in outcomes.IGNORE_STATES:
+        _handler(run, "after_return", state, run.retval, request.id, args, kwargs, run.einfo)
+
+
+def _handler(run: outcomes.Run, name: str, *arguments: Any) -> None:
+    task = run.task
+    if not _overrides(task, name):
         return
-    serializers.dumps([list(retry.retry_args or ()), dict(retry.retry_kwargs or {}), None],
-                      serializers.get(job.content_type).name)
+    try:
+        getattr(task, name)(*arguments)
+    except Exception as exc:  # noqa: BLE001 - a broken handler must not break the worker
+        logger.exception("%s handler of %s failed", name, task.name)
+        request = run.job.request
+        signals.send(signals.task_internal_error, task, task_id=request.id, args=request.args,
+                     kwargs=request.kwargs, request=request, exception=exc,
+                     traceback=exc.__traceback__, einfo=ExceptionInfo(exc))
 
 
-def _record_started(job: Job, started: datetime) -> None:
+def _record_started(job: Job, started: Any) -> None:
     """STARTED, with the pid and host, as Celery records it (``track_started``)."""
     from ..results import get_backend
 

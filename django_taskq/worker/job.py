@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,27 +29,31 @@ class Job:
     track_started: bool = False
     #: The message's content type: a retry with new arguments is encoded the same way.
     content_type: str = "application/json"
+    #: Store the arguments and queue with the result (RESULT_EXTENDED).
+    extended: bool = False
 
 
-@functools.lru_cache(maxsize=1024)
-def _signature(task_name: str) -> inspect.Signature | None:
-    task = registry.get(task_name)
-    try:
-        return inspect.signature(task.func)
-    except (TypeError, ValueError):  # builtins without introspection: let the call decide
-        return None
-
-
-def check_arguments(task_name: str, bind: bool, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> None:
-    """Raise BadMessage when the arguments cannot be bound to the task function."""
-    signature = _signature(task_name)
+def check_arguments(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Raise BadMessage when the arguments cannot be bound to the task's ``run``."""
+    signature = _signature(task)
     if signature is None:
         return
     try:
-        signature.bind(*((None,) if bind else ()), *args, **kwargs)
+        signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise BadMessage(f"arguments do not match task {task_name}{signature}: {exc}") from exc
+        raise BadMessage(f"arguments do not match task {task.name}{signature}: {exc}") from exc
+
+
+def _signature(task: Any) -> inspect.Signature | None:
+    cached = _signatures.get(task)
+    if cached is None:
+        cached = _signatures[task] = (task.signature_of_run(),)
+    return cached[0]
+
+
+#: Per task object (a re-registered task is a new object): inspect.signature is slow.
+_signatures: weakref.WeakKeyDictionary[Any, tuple[inspect.Signature | None]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _delivery_info(envelope: message.Envelope) -> dict[str, Any]:
@@ -64,50 +68,68 @@ def _seconds_or_none(value: Any) -> float | None:
     return None
 
 
-def time_limits(headers: dict[str, Any], task: Any,
+def time_limits(headers: dict[str, Any], options: Any,
                 defaults: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
     """(hard, soft) seconds: the message's ``timelimit`` header, else the task's options, else
     the worker's. Celery's header order is ``[hard, soft]``; anything unreadable counts as unset."""
     given = headers.get("timelimit")
-    if given == [None, None] and task.time_limit is None and task.soft_time_limit is None:
+    if given == [None, None] and options.time_limit is None and options.soft_time_limit is None:
         return defaults  # the common case, answered without the checks below
     hard, soft = (given + [None, None])[:2] if isinstance(given, list) else (None, None)
-    hard = _seconds_or_none(hard) or task.time_limit or defaults[0]
-    soft = _seconds_or_none(soft) or task.soft_time_limit or defaults[1]
+    hard = _seconds_or_none(hard) or options.time_limit or defaults[0]
+    soft = _seconds_or_none(soft) or options.soft_time_limit or defaults[1]
     return hard, soft
 
 
 def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], hostname: str,
             result_serializer: str, keep_connections: tuple[str, ...] = (),
             default_time_limits: tuple[float | None, float | None] = (None, None),
-            track_started: bool = False) -> tuple[Job, message.DecodedMessage]:
-    """Decode and check a delivered envelope.
+            track_started: bool = False, extended: bool = False, task: Any = None,
+            eager: bool = False) -> tuple[Job, message.DecodedMessage]:
+    """Decode and check a delivered envelope (``task``: the task to run, else the registered
+    one of the message's name; ``eager``: a run in the caller's process).
 
     Raises:
         BadMessage: malformed, refused content, unknown task or arguments that do not fit.
     """
     try:
         decoded = message.decode(envelope, accept)
-        task = registry.get(decoded.task_name)
+        task = task if task is not None else registry.get(decoded.task_name)
     except NotRegistered as exc:
         raise BadMessage(f"unknown task: {exc}") from exc
     except TaskqError as exc:
         raise BadMessage(f"malformed message: {exc}") from exc
-    check_arguments(decoded.task_name, task.bind, decoded.args, decoded.kwargs)
+    check_arguments(task, decoded.args, decoded.kwargs)
+    options = task.options
+    hard, soft = time_limits(decoded.headers, options, default_time_limits)
+    job = Job(key=key, task_name=decoded.task_name,
+              request=make_request(decoded, envelope, hostname, hard, soft, eager),
+              ignore_result=task.resolve_ignore_result(decoded.headers.get("ignore_result")),
+              result_serializer=result_serializer, keep_connections=keep_connections,
+              time_limit=hard, soft_time_limit=soft,
+              track_started=track_started if options.track_started is None
+              else options.track_started,
+              content_type=envelope.content_type, extended=extended)
+    return job, decoded
+
+
+def make_request(decoded: message.DecodedMessage, envelope: message.Envelope, hostname: str,
+                 hard: float | None, soft: float | None, eager: bool) -> Request:
+    """The ``self.request`` of a run: Celery's Context fields from the message."""
     headers = decoded.headers
-    request = Request(
+    properties = envelope.properties if isinstance(envelope.properties, dict) else {}
+    return Request(
         id=decoded.task_id, task=decoded.task_name, args=decoded.args, kwargs=decoded.kwargs,
         retries=decoded.retries, eta=decoded.eta, expires=decoded.expires,
         root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
-        group=headers.get("group"), hostname=hostname,
-        delivery_info=_delivery_info(envelope),
-        headers=headers,
-    )
-    ignore = task.resolve_ignore_result(headers.get("ignore_result"))
-    hard, soft = time_limits(headers, task, default_time_limits)
-    job = Job(key=key, task_name=decoded.task_name, request=request, ignore_result=ignore,
-              result_serializer=result_serializer, keep_connections=keep_connections,
-              time_limit=hard, soft_time_limit=soft,
-              track_started=track_started if task.track_started is None else task.track_started,
-              content_type=envelope.content_type)
-    return job, decoded
+        group=headers.get("group"), group_index=headers.get("group_index"),
+        hostname=hostname, delivery_info=_delivery_info(envelope), headers=headers,
+        properties=properties, correlation_id=properties.get("correlation_id"),
+        reply_to=properties.get("reply_to") or None, origin=headers.get("origin"),
+        shadow=headers.get("shadow"), timelimit=(hard, soft), time_limit=hard,
+        soft_time_limit=soft, ignore_result=bool(headers.get("ignore_result")),
+        argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr"),
+        callbacks=decoded.embed.get("callbacks"), errbacks=decoded.embed.get("errbacks"),
+        chain=decoded.embed.get("chain"), chord=decoded.embed.get("chord"),
+        stamps=headers.get("stamps"), stamped_headers=headers.get("stamped_headers"),
+        is_eager=eager)

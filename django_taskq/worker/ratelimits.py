@@ -23,20 +23,20 @@ STORE_DOWN_WAIT = 1.0
 
 def buckets(job: Job) -> list[tuple[str, Any]]:
     """(bucket name, Rate) pairs that ``job`` needs a token from: per key first, then global."""
-    task = registry.get(job.task_name)
-    if task.rate_limit is None and task.key_rate_limit is None:
+    options = registry.get(job.task_name).options
+    if options.rate_limit is None and options.key_rate_limit is None:
         return []
     needed = []
-    if task.key_rate_limit is not None and task.rate_limit_key is not None:
+    if options.key_rate_limit is not None and options.rate_limit_key is not None:
         request = job.request
         try:
-            key = task.rate_limit_key(*request.args, **request.kwargs)
+            key = options.rate_limit_key(*request.args, **request.kwargs)
         except Exception:  # noqa: BLE001 - a broken key function must not stop the worker
             logger.exception("rate_limit_key of %s failed; using the shared key", job.task_name)
             key = None
-        needed.append((f"{job.task_name}:key:{key}", task.key_rate_limit))
-    if task.rate_limit is not None:
-        needed.append((job.task_name, task.rate_limit))
+        needed.append((f"{job.task_name}:key:{key}", options.key_rate_limit))
+    if options.rate_limit is not None:
+        needed.append((job.task_name, options.rate_limit))
     return needed
 
 

@@ -76,9 +76,22 @@ class Settler:
                 self.broker.enqueue_many(retries)
                 if not self.broker.transactional:  # sent for good, even if the ack fails
                     self._retries_sent = len(self._pending)
-            self.broker.ack_many([delivery for delivery, _ in self._pending])
+            self.broker.ack_many([d for d, o in self._pending if o is None or o.disposition == "ack"])
+            self._settle_otherwise()
         self._pending = []
         self._retries_sent = 0
+
+    def _settle_otherwise(self) -> None:
+        """Messages whose run asked for something else than an ack: Celery's ``Reject``
+        (dead letter, or back to the queue) and failures of ``acks_on_failure_or_timeout=False``
+        tasks (dead letter)."""
+        for delivery, outcome in self._pending:
+            if outcome is None or outcome.disposition == "ack":
+                continue
+            if outcome.disposition == "requeue":
+                self.broker.requeue(delivery)
+            else:
+                self.broker.dead_letter(delivery, outcome.reason or outcome.state)
 
     def _retry_envelopes(self) -> list[message.Envelope]:
         """The next deliveries of RETRY outcomes not sent yet. One that cannot be built (its

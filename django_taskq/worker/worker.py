@@ -8,30 +8,29 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError
-from django.utils import timezone
 
 from .. import signals, states
 from ..brokers import get_broker
 from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
-from ..conf import TaskqSettings, get_settings
-from ..exceptions import BadMessage, BrokerError, TaskRevokedError, WorkerLostError
-from ..outcome import Outcome, failure
+from ..clock import SYSTEM, Clock, using
+from ..conf import get_settings
+from ..exceptions import BadMessage, BrokerError, NotRegistered, TaskRevokedError, WorkerLostError
+from ..outcome import failure
 from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
 from . import ratelimits
 from .heartbeat import Heartbeat
 from .job import Job, prepare
+from .options import WorkerOptions
+from .outcomes import log_outcome
 from .pools import LOST, TERMINATED, make_pool
 from .revocations import RevocationCache
 from .settler import Settler
@@ -43,63 +42,20 @@ class WorkerTerminate(BaseException):
     """Raised inside a solo task on the second stop signal, to abandon it (it is requeued)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """How a worker runs; built from the command line over the TASKQ settings."""
-
-    queues: tuple[str, ...]
-    concurrency: int
-    pool: str
-    prefetch_multiplier: int
-    hostname: str
-    lease: float
-    heartbeat_interval: float
-    max_deliveries: int
-    poll_interval: float
-    shutdown_timeout: float | None
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    max_tasks_per_child: int | None = None
-    max_memory_per_child: int | None = None
-
-    @classmethod
-    def from_settings(cls, settings: TaskqSettings | None = None, **overrides: object
-                      ) -> WorkerOptions:
-        """Options from the settings, with non-None ``overrides`` on top."""
-        s = settings or get_settings()
-        values: dict[str, object] = {
-            "queues": (s.DEFAULT_QUEUE,), "concurrency": s.concurrency, "pool": s.WORKER_POOL,
-            "prefetch_multiplier": s.WORKER_PREFETCH_MULTIPLIER, "hostname": default_hostname(),
-            "lease": s.LEASE_TIMEOUT, "heartbeat_interval": s.heartbeat_interval,
-            "max_deliveries": s.MAX_DELIVERIES, "poll_interval": s.POLL_INTERVAL,
-            "shutdown_timeout": s.WORKER_SHUTDOWN_TIMEOUT,
-            "time_limit": s.WORKER_TIME_LIMIT, "soft_time_limit": s.WORKER_SOFT_TIME_LIMIT,
-            "max_tasks_per_child": s.WORKER_MAX_TASKS_PER_CHILD,
-            "max_memory_per_child": s.WORKER_MAX_MEMORY_PER_CHILD,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if values["pool"] == "solo":
-            values["concurrency"] = 1
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def default_hostname() -> str:
-    """``worker<pid>@<host>``: unique per process, readable in logs and the admin."""
-    return f"worker{os.getpid()}@{socket.gethostname()}"
-
-
 class Worker:
     """Consumes messages from ``options.queues`` and runs them in a pool."""
 
     def __init__(self, options: WorkerOptions, *, broker: Broker | None = None,
-                 backend: ResultBackend | None = None) -> None:
+                 backend: ResultBackend | None = None, clock: Clock = SYSTEM) -> None:
         self.options = options
+        self.clock = clock
         self.broker = broker or get_broker()
         self.backend = backend or get_backend()
         settings = get_settings()
         self.accept = settings.ACCEPT_CONTENT
         self.result_serializer = settings.RESULT_SERIALIZER
         self.track_started = settings.TASK_TRACK_STARTED
+        self.extended = settings.RESULT_EXTENDED
         self._control: Any = None
         self.revocations = RevocationCache(self.control_store, settings.REVOKE_POLL_INTERVAL)
         self.rate_gate = ratelimits.RateGate(self.control_store)
@@ -111,7 +67,7 @@ class Worker:
         self.keep_connections = tuple(
             {getattr(self.broker, "alias", None), getattr(self.backend, "alias", None)} - {None}
         ) if options.pool == "solo" else ()
-        self.settler = Settler(self.broker, self.backend)
+        self.settler = Settler(self.broker, self.backend, clock=clock.monotonic)
         self.prefetched: deque[tuple[Delivery, Job]] = deque()
         self.running: dict[int, tuple[Delivery, Job]] = {}
         self.processed = 0
@@ -126,7 +82,7 @@ class Worker:
         self.heartbeat = Heartbeat(
             self.broker, held=self.held_deliveries, lease=options.lease,
             interval=options.heartbeat_interval, max_deliveries=options.max_deliveries,
-            on_dead=self._record_dead, cleanup=self._cleanup)
+            on_dead=self._record_dead, cleanup=self._cleanup, sender=self)
 
     @property
     def capacity(self) -> int:
@@ -156,12 +112,17 @@ class Worker:
 
     def start(self) -> None:
         """Start the pool (children fork before any other thread exists), then the heartbeat."""
+        signals.send(signals.worker_init, self)
         self.pool.start()
         self.heartbeat.start()
         signals.send(signals.worker_ready, self)
 
     def step(self) -> None:
         """One round: collect finished jobs, settle, reserve more, dispatch, wait briefly."""
+        with using(self.clock):  # times stamped on runs and retries come from this clock
+            self._step()
+
+    def _step(self) -> None:
         if self.revocations.refresh():
             self._terminate_revoked()
         self._collect(0)
@@ -179,7 +140,7 @@ class Worker:
         """How long to block on running jobs: until the next broker poll or settle is due."""
         wait = 1.0
         if not self.stopping and self._wants_more():
-            wait = self._next_poll - time.monotonic()
+            wait = self._next_poll - self.clock.monotonic()
         return max(0.0, min(wait, self.settler.time_left(), self.revocations.time_left()))
 
     def _wants_more(self) -> bool:
@@ -187,7 +148,7 @@ class Worker:
                 and len(self.prefetched) + len(self.running) < self.capacity)
 
     def _fill(self) -> None:
-        if self.stopping or not self._wants_more() or time.monotonic() < self._next_poll:
+        if self.stopping or not self._wants_more() or self.clock.monotonic() < self._next_poll:
             return
         want = self.capacity - len(self.prefetched) - len(self.running)
         idle = not (self.prefetched or self.running or len(self.settler))
@@ -196,7 +157,7 @@ class Worker:
             worker=self.options.hostname, timeout=self.options.poll_interval if idle else 0.0)
         self._claim_was_short = len(deliveries) < want
         if not deliveries and not idle:
-            self._next_poll = time.monotonic() + self.options.poll_interval
+            self._next_poll = self.clock.monotonic() + self.options.poll_interval
         for index, delivery in enumerate(deliveries):
             try:
                 self._accept(delivery)
@@ -212,6 +173,7 @@ class Worker:
                 next(self._keys), delivery.envelope, accept=self.accept,
                 hostname=self.options.hostname, result_serializer=self.result_serializer,
                 keep_connections=self.keep_connections, track_started=self.track_started,
+                extended=self.extended,
                 default_time_limits=(self.options.time_limit, self.options.soft_time_limit))
         except BadMessage as exc:
             self._reject(delivery, exc)
@@ -219,10 +181,11 @@ class Worker:
         if self.revocations.is_revoked(job.request.id):
             self._revoke(delivery, job, "revoked before it ran")
             return
-        if decoded.expires is not None and decoded.expires <= timezone.now():
+        now = self.clock.now()
+        if decoded.expires is not None and decoded.expires <= now:
             self._revoke(delivery, job, f"expired at {decoded.expires.isoformat()}", expired=True)
             return
-        if decoded.eta is not None and decoded.eta > timezone.now():
+        if decoded.eta is not None and decoded.eta > now:
             # A Celery producer's ETA message, delivered at once: park it in the broker until
             # due (never held in worker memory, so never past a visibility timeout).
             self.broker.defer(delivery, decoded.eta)
@@ -236,7 +199,7 @@ class Worker:
         """Settle ``delivery`` as REVOKED without running it (or after killing its run)."""
         logger.info("task revoked name=%s id=%s: %s", job.task_name, job.request.id, why)
         outcome = failure(job.request.id or "", job.task_name, TaskRevokedError(why),
-                          state=states.REVOKED, date_done=timezone.now(),
+                          state=states.REVOKED, date_done=self.clock.now(),
                           worker=self.options.hostname, retries=job.request.retries)
         self.settler.add(delivery, outcome)
         signals.send(signals.task_revoked, registry.get(job.task_name), request=job.request,
@@ -251,7 +214,7 @@ class Worker:
         wait = self.rate_gate.wait_for(job)
         if wait > 0:
             logger.debug("rate limit: %s waits %.3fs in its queue", job.task_name, wait)
-            self.broker.defer(delivery, timezone.now() + timedelta(seconds=wait))
+            self.broker.defer(delivery, self.clock.now() + timedelta(seconds=wait))
             return False
         return True
 
@@ -272,8 +235,14 @@ class Worker:
                      envelope.task_name or "?", exc)
         if envelope.message_id:
             self.backend.store(failure(envelope.message_id, envelope.task_name, exc,
-                                       date_done=timezone.now(), worker=self.options.hostname))
+                                       date_done=self.clock.now(), worker=self.options.hostname))
         self.broker.dead_letter(delivery, str(exc))
+        # Celery's message is a kombu Message; ours is the Envelope (see signals.py).
+        if isinstance(exc.__cause__, NotRegistered):
+            signals.send(signals.task_unknown, self, message=envelope, exc=exc.__cause__,
+                         name=envelope.task_name, id=envelope.message_id)
+        else:
+            signals.send(signals.task_rejected, self, message=envelope, exc=exc)
 
     def _dispatch(self) -> None:
         while self.prefetched and self.pool.free_slots() and not self.stopping:
@@ -327,7 +296,7 @@ class Worker:
     def _record_dead(self, letters: list[DeadLetter]) -> None:
         outcomes = [failure(letter.envelope.message_id, letter.envelope.task_name,
                             WorkerLostError(f"worker lost {letter.attempts} times; dead-lettered"),
-                            date_done=timezone.now(), worker=self.options.hostname)
+                            date_done=self.clock.now(), worker=self.options.hostname)
                     for letter in letters if letter.envelope.message_id]
         for letter in letters:
             logger.error("message dead-lettered id=%s task=%s: worker lost %d times",
@@ -344,7 +313,7 @@ class Worker:
         if not self.stopping:
             logger.info("stopping: finishing %d running task(s)", len(self.running))
         self.stopping = True
-        self._stop_started = self._stop_started or time.monotonic()
+        self._stop_started = self._stop_started or self.clock.monotonic()
         self.cold = self.cold or cold
         self.broker.interrupt()
         if cold and self._in_task and self.options.pool == "solo":
@@ -376,7 +345,7 @@ class Worker:
             self.request_stop()
         timeout = self.options.shutdown_timeout
         if self.stopping and timeout is not None and self._stop_started is not None \
-                and time.monotonic() - self._stop_started > timeout:
+                and self.clock.monotonic() - self._stop_started > timeout:
             self.cold = True
         if self.stopping and (self.cold or not self.running):
             return True
@@ -420,20 +389,3 @@ def _attempt(action: object, what: str) -> None:
         action()  # type: ignore[operator]
     except Exception:  # noqa: BLE001 - shutdown goes on; leases expire and recover the rest
         logger.exception("could not %s; leases will expire instead", what)
-
-
-def log_outcome(outcome: Outcome) -> None:
-    """One log line per task outcome."""
-    runtime = outcome.runtime
-    took = f" runtime={runtime:.3f}s" if runtime is not None else ""
-    if outcome.state == states.SUCCESS:
-        logger.info("task succeeded name=%s id=%s%s", outcome.task_name, outcome.task_id, took)
-    elif outcome.state == states.RETRY and outcome.retry is not None:
-        eta = outcome.retry.eta.isoformat() if outcome.retry.eta else "now"
-        logger.info("task retry name=%s id=%s%s retries=%d eta=%s reason=%s", outcome.task_name,
-                    outcome.task_id, took, outcome.retries + 1, eta, outcome.error)
-    else:
-        logger.error("task failed name=%s id=%s%s error=%s%s", outcome.task_name,
-                     outcome.task_id, took, outcome.error,
-                     f"\n{outcome.traceback}" if outcome.traceback else "")
-

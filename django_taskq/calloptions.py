@@ -1,0 +1,197 @@
+"""``apply_async``/``send_task`` options: Celery's names, checked and resolved to SendOptions.
+
+What a call says wins over the task's own options, which win over the task routes, which win
+over the settings (Celery's order). Every option of Celery's calling API is accepted: the ones
+that mean something here are honoured, the transport ones that our brokers manage themselves
+are accepted without effect (``IGNORED``), and an unknown name is a TypeError listing them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from . import options as checks
+from . import routing
+from .conf import get_settings
+from .context import current_request
+from .exceptions import TaskqError
+from .message import SendOptions
+
+if TYPE_CHECKING:
+    from .options import TaskOptions
+
+logger = logging.getLogger(__name__)
+
+HONOURED = frozenset({
+    "countdown", "eta", "expires", "queue", "routing_key", "exchange", "priority", "serializer",
+    "task_id", "headers", "shadow", "argsrepr", "kwargsrepr", "ignore_result", "time_limit",
+    "soft_time_limit", "root_id", "parent_id", "group_id", "group_index", "reply_to",
+    "correlation_id", "retry", "retry_policy", "stamped_headers", "stamps",
+    "replaced_task_nesting", "periodic_task_name",
+})
+#: Transport details our brokers manage themselves (connections, declarations, confirms).
+IGNORED = frozenset({
+    "exchange_type", "declare", "timeout", "confirm_timeout", "producer", "connection",
+    "publisher", "add_to_parent", "mandatory", "immediate", "delivery_mode", "compression",
+})
+#: Workflow options: they need signatures (canvas).
+CANVAS = frozenset({"link", "link_error", "chain", "chord"})
+ACCEPTED = HONOURED | IGNORED | CANVAS
+
+
+def new_task_id() -> str:
+    """A fresh task id (a UUID4 string, as Celery makes them)."""
+    return str(uuid.uuid4())
+
+
+def check_names(given: Mapping[str, Any]) -> None:
+    """Raise TypeError for an option Celery's calling API does not have."""
+    unknown = sorted(set(given) - ACCEPTED)
+    if unknown:
+        raise TypeError(f"apply_async() got unknown option(s) {', '.join(unknown)}; accepted: "
+                        f"{', '.join(sorted(ACCEPTED))}.")
+    canvas = sorted(name for name in CANVAS if given.get(name))
+    if canvas:
+        raise TaskqError(f"{', '.join(canvas)}= need workflow signatures (canvas), which "
+                         "django_taskq does not have yet; send the follow-up task from the "
+                         "task itself for now.")
+    if given.get("compression"):
+        logger.warning("compression=%r is not applied yet: the message is sent uncompressed",
+                       given["compression"])
+
+
+def resolve_eta(countdown: float | None, eta: datetime | None, now: datetime) -> datetime | None:
+    """The absolute time a task may start; naive datetimes are read in Django's current zone."""
+    if countdown is not None and eta is not None:
+        raise ValueError("Pass either countdown or eta, not both.")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
+            raise ValueError(f"countdown must be a number of seconds, not {countdown!r}.")
+        return now + timedelta(seconds=float(countdown))
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise ValueError(f"eta must be a datetime, not {eta!r}; use countdown for seconds.")
+        return eta if timezone.is_aware(eta) else timezone.make_aware(eta)
+    return None
+
+
+def resolve_expires(expires: float | timedelta | datetime | None, now: datetime
+                    ) -> datetime | None:
+    """An absolute expiry from seconds, a timedelta or a datetime."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return expires if timezone.is_aware(expires) else timezone.make_aware(expires)
+    seconds = expires.total_seconds() if isinstance(expires, timedelta) else expires
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds):
+        raise ValueError(f"expires must be seconds, a timedelta or a datetime, not {expires!r}.")
+    return now + timedelta(seconds=seconds)
+
+
+_TASK_LEVEL = ("queue", "exchange", "routing_key", "priority", "expires", "serializer",
+               "ignore_result")
+
+
+def merged(name: str, task: Any, args: Any, kwargs: Any,
+           given: Mapping[str, Any]) -> dict[str, Any]:
+    """Call options over the task's own over the first matching route (None = not given)."""
+    task_options: TaskOptions | None = task.options if task is not None else None
+    values = {key: value for key, value in given.items() if value is not None}
+    if task_options is not None:
+        for key in _TASK_LEVEL:
+            own = getattr(task_options, key)
+            if own is not None:
+                values.setdefault(key, own)
+    if "queue" not in values and routing.routers():
+        for key, value in routing.route(name, args, kwargs, values, task).items():
+            if value is not None:
+                values.setdefault(key, value)
+    return values
+
+
+def resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
+            given: Mapping[str, Any], now: datetime | None = None) -> SendOptions:
+    """Check ``given`` (apply_async's keywords) and resolve them for one call of ``name``.
+
+    Raises:
+        TypeError: an unknown option.
+        ValueError: a bad value (priority out of range, both countdown and eta, ...).
+    """
+    check_names(given)
+    settings = get_settings()
+    now = now or timezone.now()
+    values = merged(name, task, args, kwargs, given)
+    parent = current_request()
+    priority = values.get("priority", settings.TASK_DEFAULT_PRIORITY)
+    ignore = values.get("ignore_result")
+    retry_policy = {**settings.TASK_PUBLISH_RETRY_POLICY, **(values.get("retry_policy") or {})}
+    return SendOptions(
+        queue=checks._queue(values.get("queue"), "queue") or settings.DEFAULT_QUEUE,
+        priority=checks.priority(priority) or 0,
+        eta=resolve_eta(values.get("countdown"), values.get("eta"), now),
+        expires=resolve_expires(values.get("expires"), now),
+        serializer=values.get("serializer") or settings.TASK_SERIALIZER,
+        ignore_result=settings.TASK_IGNORE_RESULT if ignore is None else bool(ignore),
+        headers=_headers(values),
+        timelimit=(checks.positive_seconds(values.get("time_limit"), "time_limit"),
+                   checks.positive_seconds(values.get("soft_time_limit"), "soft_time_limit")),
+        parent_id=values.get("parent_id") or (parent.id if parent else None),
+        root_id=values.get("root_id") or ((parent.root_id or parent.id) if parent else None),
+        group_id=values.get("group_id"), group_index=values.get("group_index"),
+        shadow=values.get("shadow"), argsrepr=values.get("argsrepr"),
+        kwargsrepr=values.get("kwargsrepr"), exchange=values.get("exchange") or "",
+        routing_key=values.get("routing_key"), reply_to=values.get("reply_to") or "",
+        correlation_id=values.get("correlation_id"),
+        retry=values.get("retry", settings.TASK_PUBLISH_RETRY), retry_policy=retry_policy,
+    )
+
+
+def _headers(values: Mapping[str, Any]) -> dict[str, Any]:
+    headers = dict(values.get("headers") or {})
+    if not isinstance(values.get("headers") or {}, Mapping):
+        raise ValueError(f"headers must be a dict, not {values['headers']!r}.")
+    for key in ("stamped_headers", "stamps", "replaced_task_nesting", "periodic_task_name"):
+        if key in values:
+            headers[key] = values[key]
+    return headers
+
+
+def arguments(task: Any, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+              ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's ``(args, kwargs)`` as a tuple and a dict, checked against the task function
+    unless its ``typing`` option is off (Celery's check at call time).
+
+    Raises:
+        TypeError: args is not a list or tuple, kwargs not a dict, or they do not fit.
+    """
+    args = () if args is None else args
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(args, (list, tuple)):
+        raise TypeError(f"args must be a list or tuple, not {type(args).__name__}.")
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}.")
+    args, kwargs = tuple(args), dict(kwargs)
+    check_arguments(task, args, kwargs)
+    return args, kwargs
+
+
+def check_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Celery's ``typing``: the call's arguments must fit the task function (TypeError)."""
+    if task is None or not task.options.typing:
+        return
+    signature = task.signature_of_run()
+    if signature is None:
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{task.name}{signature}: {exc}") from None
+

@@ -1,0 +1,145 @@
+"""What one run of a task came to: success, failure, retry, reject or ignore, as an Outcome."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import serializers, states
+from ..clock import clock_now
+from ..context import take_scheduled_retry
+from ..einfo import ExceptionInfo
+from ..exceptions import Ignore, Reject, Retry, SerializationError
+from ..outcome import Outcome, RetryOrder, failure
+from .job import Job
+
+logger = logging.getLogger("django_taskq.worker.worker")  # the worker's log, as before
+
+IGNORED, REJECTED = "IGNORED", "REJECTED"
+#: States after which ``after_return`` is not called (Celery's IGNORE_STATES).
+IGNORE_STATES = frozenset({states.RETRY, IGNORED, REJECTED})
+
+
+@dataclass
+class Run:
+    """One run of ``task``; ``succeeded`` or ``failed`` sets ``outcome``."""
+
+    job: Job
+    task: Any
+    started: datetime
+    eager: bool = False
+    outcome: Outcome = field(init=False)
+    retval: Any = None
+    error: BaseException | None = None
+    einfo: ExceptionInfo | None = None
+
+    def _common(self) -> dict[str, Any]:
+        request = self.job.request
+        common: dict[str, Any] = {
+            "worker": request.hostname or "", "retries": request.retries,
+            "ignore_result": self.job.ignore_result, "date_started": self.started,
+            "date_done": clock_now()}
+        if self.job.extended:
+            common.update(args=request.args, kwargs=request.kwargs,
+                          queue=request.delivery_info.get("queue"))
+        return common
+
+    def succeeded(self, value: Any) -> None:
+        """The task returned ``value`` (a ``retry(throw=False)`` made during it still wins)."""
+        scheduled = take_scheduled_retry()
+        if scheduled is not None:
+            self._retry(scheduled)
+            return
+        try:
+            payload, content_type, encoding = serializers.dumps(value, self.job.result_serializer)
+        except SerializationError as exc:  # the value cannot be stored: the task fails
+            self._failure(exc, with_traceback=False)
+            return
+        self.retval = value
+        self.outcome = Outcome(task_id=self.job.request.id or "", task_name=self.job.task_name,
+                               state=states.SUCCESS, payload=payload, content_type=content_type,
+                               content_encoding=encoding, **self._common())
+
+    def failed(self, exc: BaseException) -> None:
+        """The task raised ``exc``; anything but an Exception is raised on."""
+        if not isinstance(exc, Exception):
+            raise exc
+        scheduled = take_scheduled_retry()  # retry(throw=False), then a failure: still retry
+        if isinstance(exc, Retry) or scheduled is not None:
+            self._retry(exc if isinstance(exc, Retry) else scheduled)
+        elif isinstance(exc, Reject):
+            self._settle_only(REJECTED, "requeue" if exc.requeue else "dead_letter", str(exc))
+        elif isinstance(exc, Ignore):
+            self._settle_only(IGNORED, "ack", None)
+        else:
+            self._failure(exc)
+
+    def _failure(self, exc: Exception, with_traceback: bool = True) -> None:
+        options = self.task.options
+        self.error, self.retval = exc, exc
+        self.einfo = ExceptionInfo(exc)
+        common = self._common()
+        if options.store_errors_even_if_ignored:
+            common["ignore_result"] = False
+        dead = not options.acks_on_failure_or_timeout
+        self.outcome = failure(
+            self.job.request.id or "", self.job.task_name, exc,
+            traceback=self.einfo.traceback if with_traceback else None,
+            serializer=self.job.result_serializer, expected=isinstance(exc, options.throws),
+            exception=exc if self.eager else None,
+            disposition="dead_letter" if dead else "ack",
+            reason=f"failed with acks_on_failure_or_timeout=False: {type(exc).__name__}: {exc}"
+            if dead else None, **common)
+
+    def _retry(self, retry: Retry) -> None:
+        try:
+            _check_retry_arguments(self.job, retry)
+        except SerializationError as exc:
+            self._failure(exc, with_traceback=False)
+            return
+        reason = retry.exc if retry.exc is not None else retry
+        self.error, self.retval = retry.exc, retry
+        self.einfo = ExceptionInfo(retry)
+        order = RetryOrder(eta=retry.eta, args=retry.retry_args, kwargs=retry.retry_kwargs)
+        self.outcome = failure(
+            self.job.request.id or "", self.job.task_name, reason, state=states.RETRY,
+            traceback=self.einfo.traceback, retry=order,
+            serializer=self.job.result_serializer, **self._common())
+
+    def _settle_only(self, state: str, disposition: str, reason: str | None) -> None:
+        """Reject/Ignore: nothing is stored; the message is dead-lettered, requeued or acked."""
+        common = {**self._common(), "ignore_result": True}
+        self.outcome = Outcome(task_id=self.job.request.id or "", task_name=self.job.task_name,
+                               state=state, disposition=disposition, reason=reason, **common)
+
+
+def _check_retry_arguments(job: Job, retry: Retry) -> None:
+    """New retry arguments must encode as the message did (the worker sends the retry)."""
+    if retry.retry_args is None and retry.retry_kwargs is None:
+        return
+    serializers.dumps([list(retry.retry_args or ()), dict(retry.retry_kwargs or {}), None],
+                      serializers.get(job.content_type).name)
+
+
+def log_outcome(outcome: Outcome) -> None:
+    """One log line per task outcome (an expected failure, per ``throws``, without traceback)."""
+    runtime = outcome.runtime
+    took = f" runtime={runtime:.3f}s" if runtime is not None else ""
+    if outcome.state == states.SUCCESS:
+        logger.info("task succeeded name=%s id=%s%s", outcome.task_name, outcome.task_id, took)
+    elif outcome.state == states.RETRY and outcome.retry is not None:
+        eta = outcome.retry.eta.isoformat() if outcome.retry.eta else "now"
+        logger.info("task retry name=%s id=%s%s retries=%d eta=%s reason=%s", outcome.task_name,
+                    outcome.task_id, took, outcome.retries + 1, eta, outcome.error)
+    elif outcome.expected:
+        logger.info("task raised expected name=%s id=%s%s error=%s", outcome.task_name,
+                    outcome.task_id, took, outcome.error)
+    elif outcome.state in ("REJECTED", "IGNORED"):
+        logger.info("task %s name=%s id=%s%s%s", outcome.state.lower(), outcome.task_name,
+                    outcome.task_id, took, f" reason={outcome.reason}" if outcome.reason else "")
+    else:
+        logger.error("task failed name=%s id=%s%s error=%s%s", outcome.task_name,
+                     outcome.task_id, took, outcome.error,
+                     f"\n{outcome.traceback}" if outcome.traceback else "")
