@@ -9,9 +9,11 @@ List classes in ``TASKQ["MIDDLEWARE"]``; each may define either hook or both::
             return run()
 
 The first listed is the outermost, as in Django. ``enqueue`` sees the messages before they go
-to the broker (add headers with ``envelope.headers[...] = ...``; the worker shows them as
-``request.headers``); raising there refuses the send. ``execute`` wraps one run of a task; what
-it returns is the task's result, and what it raises is the task's failure.
+to the broker and passes on the ones to send: envelopes are values, so a middleware that adds a
+header passes new ones (``send([e.with_headers(tenant=t) for e in envelopes])``; the worker
+shows them as ``request.headers``); raising there refuses the send. After the middleware, the
+producer seals each envelope: it is final from there on. ``execute`` wraps one run of a task;
+what it returns is the task's result, and what it raises is the task's failure.
 """
 
 from __future__ import annotations

@@ -13,9 +13,7 @@ calls: list[str] = []
 class Tenant(Middleware):
     def enqueue(self, envelopes, send):
         calls.append(f"enqueue {len(envelopes)}")
-        for envelope in envelopes:
-            envelope.headers["tenant"] = current_tenant.get()
-        send(envelopes)
+        send([envelope.with_headers(tenant=current_tenant.get()) for envelope in envelopes])
 
     def execute(self, task, request, run):
         token = current_tenant.set(request.headers.get("tenant"))
