@@ -109,7 +109,7 @@ class DeadLetterAdmin(MessageAdmin):
         try:
             letters = deadletters.list_letters(limit=BROKER_PAGE_LIMIT)
             total, error = deadletters.count(), ""
-        except (TaskqError, NotImplementedError) as exc:
+        except TaskqError as exc:
             letters, total, error = [], 0, str(exc)
         context = {
             **self.admin_site.each_context(request),
@@ -127,7 +127,7 @@ class DeadLetterAdmin(MessageAdmin):
             return
         try:
             done = deadletters.requeue(ids)
-        except (TaskqError, NotImplementedError) as exc:
+        except TaskqError as exc:
             self.message_user(request, f"Nothing requeued: {exc}", messages.ERROR)
             return
         level = messages.SUCCESS if ids is None or done == len(set(ids)) else messages.WARNING

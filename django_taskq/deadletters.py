@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .brokers import get_broker
-from .brokers.base import Broker, DeadLetter
+from .brokers.base import Broker, DeadLetter, DeadLetterStore, dead_letter_store
 from .exceptions import TaskqError
 
 #: Dead letters read per round trip when filtering by queue.
@@ -44,9 +44,13 @@ class Body:
         return self.raw is None and self.json is None
 
 
-def broker_or_default(broker: Broker | None) -> Broker:
-    """``broker``, or the configured one (BROKER_URL)."""
-    return broker if broker is not None else get_broker()
+def broker_or_default(broker: Broker | None) -> DeadLetterStore:
+    """The dead letters of ``broker``, or of the configured one (BROKER_URL).
+
+    Raises:
+        BrokerError: that broker keeps no dead letters that can be listed.
+    """
+    return dead_letter_store(broker if broker is not None else get_broker())
 
 
 def list_letters(broker: Broker | None = None, *, limit: int = 100, offset: int = 0,

@@ -6,13 +6,15 @@ forgotten in a forked child (the parent's sockets are not the child's to use or 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from .conf import get_settings, on_reset
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, ServiceError
 from .service_url import ParsedUrl, parse
 
 T = TypeVar("T")
@@ -75,3 +77,42 @@ def database_alias(url: ParsedUrl, setting: str) -> str:
             f"{setting} {url.original!r} names database alias {alias!r}, which is not in "
             f"DATABASES (aliases: {', '.join(settings.DATABASES)}).")
     return alias
+
+
+@contextlib.contextmanager
+def database_errors(alias: str, what: str, error: type[ServiceError],
+                    connection_error: type[ServiceError] | None = None) -> Iterator[None]:
+    """The one place where Django's database errors become ours: a lost connection is
+    ``connection_error`` (the connection is closed, outside an atomic block, so the next call
+    reconnects); any other database error is ``error``. Callers never see DatabaseError."""
+    from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        connection = connections[alias]
+        if not connection.in_atomic_block:
+            connection.close()
+        raise (connection_error or error)(
+            f"database {alias!r} unreachable or failing ({what}): {exc}{_migrate_hint(exc)}"
+        ) from exc
+    except DatabaseError as exc:
+        raise error(f"database {alias!r} failed ({what}): {exc}{_migrate_hint(exc)}") from exc
+
+
+def _migrate_hint(exc: BaseException) -> str:
+    text = str(exc).lower()
+    missing = ("no such table" in text or "does not exist" in text or "doesn't exist" in text)
+    return " (run manage.py migrate)" if missing and "taskq_" in text else ""
+
+
+def translating(error: type[ServiceError], connection_error: type[ServiceError] | None = None
+                ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a method of an engine that has an ``alias``: see :func:`database_errors`."""
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+            with database_errors(self.alias, method.__name__, error, connection_error):
+                return method(self, *args, **kwargs)
+        return wrapper
+    return decorate

@@ -15,12 +15,24 @@ class ConfigurationError(TaskqError, ImproperlyConfigured):
     """A TASKQ setting is wrong; the message says which and how to fix it."""
 
 
-class BrokerError(TaskqError):
+class ServiceError(TaskqError):
+    """A broker, result backend or control store failed; the worker backs off and retries."""
+
+
+class BrokerError(ServiceError):
     """The broker failed to carry out an operation."""
 
 
 class BrokerConnectionError(BrokerError):
     """The broker cannot be reached within its deadline."""
+
+
+class ResultBackendError(ServiceError):
+    """The result backend failed to store or read a result."""
+
+
+class ControlStoreError(ServiceError):
+    """The control store (rate limits, revocations) failed."""
 
 
 class SerializationError(TaskqError):

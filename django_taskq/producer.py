@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.db import DatabaseError
-
 from . import serializers, signals
 from .calloptions import SendOptions, arguments, new_task_id, resolve
 from .exceptions import BrokerConnectionError, TaskqError
@@ -174,7 +172,7 @@ def _send(envelopes: Sequence[Envelope], record_results: bool) -> None:
     if records and not broker.transactional:
         try:
             get_backend().mark_pending(records)
-        except (TaskqError, DatabaseError) as exc:
+        except TaskqError as exc:
             logger.warning("sent %d message(s) but could not record them as PENDING: %s",
                            len(records), exc)
 

@@ -144,16 +144,16 @@ def test_message_whose_consumer_keeps_dying_is_dead_lettered_as_worker_lost(rabb
     rabbit().enqueue(sent)
     for attempt in (1, 2, 3):
         dying = rabbit()
-        dying.recover(3)
+        dying.recover()
         assert take_one(dying, rabbit.queue).attempts == attempt
         dying.consumer.drop()
     survivor = rabbit()
-    survivor.recover(3)
+    survivor.recover()
     assert take(survivor, rabbit.queue, timeout=0.5) == []
     [(message_id, reason)] = dead_letters(survivor)
     assert message_id == sent.message_id
     assert "worker lost" in reason and "3 times" in reason
-    [letter] = survivor.recover(3)  # handed to the worker, which records the FAILURE
+    [letter] = survivor.recover()  # handed to the worker, which records the FAILURE
     assert (letter.envelope.message_id, letter.attempts) == (sent.message_id, 3)
     assert dead_letters(survivor) == [(message_id, reason)]  # listing does not consume
 

@@ -87,7 +87,7 @@ def test_ack_deletes_for_good(broker, clock):
     [delivery] = reserve(broker)
     broker.ack(delivery)
     clock.advance(LEASE * 3)
-    assert broker.recover(max_deliveries=5) == []
+    assert broker.recover() == []
     assert reserve(broker) == []
 
 
@@ -97,7 +97,7 @@ def test_expired_lease_is_delivered_again(broker, clock):
     broker.enqueue(sent)
     reserve(broker, worker="dead-worker")
     clock.advance(LEASE + 1)
-    assert broker.recover(max_deliveries=5) == []
+    assert broker.recover() == []
     [again] = reserve(broker, worker="w2")
     assert again.message_id == sent.message_id
     assert again.attempts == 2
@@ -110,7 +110,7 @@ def test_extended_lease_is_not_recovered(broker, clock):
     clock.advance(LEASE - 1)
     broker.extend_leases([delivery], LEASE)
     clock.advance(LEASE - 1)
-    broker.recover(max_deliveries=5)
+    broker.recover()
     assert reserve(broker, worker="w2") == []
 
 
@@ -121,7 +121,7 @@ def test_message_whose_worker_keeps_dying_is_dead_lettered(broker, clock):
     for _ in range(3):
         assert len(reserve(broker)) == 1
         clock.advance(LEASE + 1)
-        dead = broker.recover(max_deliveries=3)
+        dead = broker.recover()
     assert [d.envelope.message_id for d in dead] == [sent.message_id]
     assert reserve(broker) == []
     [(message_id, reason)] = dead_letters(broker)
@@ -175,12 +175,12 @@ def test_stale_lease_holder_cannot_ack_the_new_holders_message(broker, clock):
     broker.enqueue(envelope())
     [stale] = reserve(broker, worker="slow")
     clock.advance(LEASE + 1)
-    broker.recover(max_deliveries=5)
+    broker.recover()
     [current] = reserve(broker, worker="fast")
     broker.ack(stale)  # the slow worker finally finishes: must not delete fast's delivery
     broker.extend_leases([stale], LEASE)  # nor keep it alive
     clock.advance(LEASE + 1)
-    broker.recover(max_deliveries=5)
+    broker.recover()
     assert [d.message_id for d in reserve(broker)] == [current.message_id]
 
 
@@ -258,7 +258,7 @@ def test_recover_and_dead_letter_work_while_another_connection_writes(broker, cl
             got = reserve(broker, n=2)
             broker.dead_letter(got[0], "bad")
             clock.advance(LEASE + 1)
-            broker.recover(max_deliveries=5)
+            broker.recover()
     finally:
         stop.set()
         writer.join(timeout=30)

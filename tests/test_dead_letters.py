@@ -151,7 +151,7 @@ def test_worker_lost_letter_comes_back_with_its_count_reset(broker, clock):
     for _ in range(3):
         assert len(reserve(broker, n=1)) == 1
         clock.advance(LEASE + 1)
-        broker.recover(max_deliveries=3)
+        broker.recover()
     [letter] = broker.dead_letter_list()
     assert letter.attempts == 3 and "worker lost" in letter.reason
     assert broker.dead_letter_requeue([letter.id]) == 1

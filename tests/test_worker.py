@@ -130,10 +130,11 @@ def test_pools_run_tasks(make_worker, pool):
 
 
 @pytest.mark.parametrize("broker_kind", ["memory", "postgres"])
-def test_prefork_child_death_requeues_then_dead_letters(make_worker, tmp_path):
+def test_prefork_child_death_requeues_then_dead_letters(make_worker, tmp_path, settings):
+    settings.TASKQ = {**settings.TASKQ, "MAX_DELIVERIES": 2}  # the broker is built with it
     marker = tmp_path / "runs"
     result = tasks.record_and_sleep.delay(str(marker), 60)
-    worker = make_worker(pool="prefork", concurrency=1, max_deliveries=2)
+    worker = make_worker(pool="prefork", concurrency=1)
     worker.pool.start()
     try:
         for attempt in (1, 2):  # two deliveries, each child killed while running it

@@ -6,7 +6,7 @@ from ..conf import get_settings
 from ..engines import EngineSlot, database_alias
 from ..exceptions import ConfigurationError
 from ..service_url import ParsedUrl
-from .base import Broker, DeadLetter, Delivery
+from .base import Broker, DeadLetter, DeadLetterStore, Delivery, dead_letter_store
 
 
 def _poll_interval(url: ParsedUrl) -> float:
@@ -24,26 +24,29 @@ def _poll_interval(url: ParsedUrl) -> float:
 def _database(url: ParsedUrl) -> Broker:
     from .database import DatabaseBroker
 
-    return DatabaseBroker(alias=database_alias(url, "BROKER_URL"), poll_interval=_poll_interval(url))
+    return DatabaseBroker(alias=database_alias(url, "BROKER_URL"), poll_interval=_poll_interval(url),
+                          max_deliveries=get_settings().MAX_DELIVERIES)
 
 
 def _redis(url: ParsedUrl) -> Broker:
     from . import redis
 
-    return redis.from_url(url, poll_interval=_poll_interval(url))
+    return redis.from_url(url, poll_interval=_poll_interval(url),
+                          max_deliveries=get_settings().MAX_DELIVERIES)
 
 
 def _amqp(url: ParsedUrl) -> Broker:
     from . import amqp
 
-    return amqp.from_url(url)
+    return amqp.from_url(url, max_deliveries=get_settings().MAX_DELIVERIES)
 
 
 def _memory(url: ParsedUrl) -> Broker:
     from .memory import MemoryBroker
 
     # One broker per name in a process, so producers and an in-process worker share it.
-    return slot.named.setdefault(url.host or "default", MemoryBroker())
+    return slot.named.setdefault(url.host or "default",
+                                 MemoryBroker(max_deliveries=get_settings().MAX_DELIVERIES))
 
 
 slot: EngineSlot[Broker] = EngineSlot(
@@ -55,4 +58,5 @@ SCHEMES = slot.schemes
 broker_from_url = slot.from_url
 get_broker = slot.get
 
-__all__ = ["Broker", "DeadLetter", "Delivery", "SCHEMES", "broker_from_url", "get_broker"]
+__all__ = ["Broker", "DeadLetter", "DeadLetterStore", "Delivery", "SCHEMES", "broker_from_url",
+           "dead_letter_store", "get_broker"]

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
-from ..conf import get_settings
 from ..exceptions import BrokerConnectionError
 from ..message import Envelope
 from ..service_url import ParsedUrl
@@ -45,15 +44,16 @@ from .amqp_wire import (
     to_dead_letter,
     to_message,
 )
-from .base import Broker, DeadLetter, Delivery, worker_lost_reason
+from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, DeadLetterStore, Delivery, worker_lost_reason
 
 
-class AmqpBroker(Broker):
+class AmqpBroker(Broker, DeadLetterStore):
     """Task queues on RabbitMQ; the producer and consumer each have their own connection."""
 
-    def __init__(self, options: AmqpOptions, *, max_deliveries: int | None = None) -> None:
+    def __init__(self, options: AmqpOptions, *,
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
         self.options = options
-        self.max_deliveries = max_deliveries or get_settings().MAX_DELIVERIES
+        self.max_deliveries = max_deliveries
         self.publisher = Publisher(options)
         self.consumer = Consumer(options)
         self._lost: list[DeadLetter] = []
@@ -204,10 +204,9 @@ class AmqpBroker(Broker):
     def extend_leases(self, deliveries: Sequence[Delivery], lease: float) -> None:
         """Nothing to do: a delivery is held for as long as its channel lives."""
 
-    def recover(self, max_deliveries: int) -> list[DeadLetter]:
+    def recover(self) -> list[DeadLetter]:
         """RabbitMQ returns a dead consumer's messages by itself; this only hands over the ones
-        ``reserve`` dead-lettered for reaching ``max_deliveries`` (and adopts that limit)."""
-        self.max_deliveries = max_deliveries
+        ``reserve`` dead-lettered for reaching ``max_deliveries``."""
         with self._lost_lock:
             lost, self._lost = self._lost, []
         return lost
@@ -291,13 +290,13 @@ def _chooser(letter_ids: Sequence[str] | None) -> Callable[[object], bool]:
     return lambda message: bool(wanted) and dead_letter_id(message) in wanted
 
 
-def from_url(url: ParsedUrl) -> AmqpBroker:
+def from_url(url: ParsedUrl, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> AmqpBroker:
     """The broker for an ``amqp://``, ``amqps://`` or ``pyamqp://`` URL.
 
     Raises:
         ConfigurationError: an unknown or invalid URL option.
     """
-    return AmqpBroker(parse_options(url))
+    return AmqpBroker(parse_options(url), max_deliveries=max_deliveries)
 
 
 __all__ = ["AmqpBroker", "from_url"]

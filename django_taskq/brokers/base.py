@@ -53,11 +53,25 @@ class DeadLetter:
         return self.envelope.message_id
 
 
+#: Deliveries after which a message whose worker keeps dying is dead-lettered (MAX_DELIVERIES).
+DEFAULT_MAX_DELIVERIES = 3
+
+
 class Broker(ABC):
-    """What every broker engine implements; see docs/design.md for the contract."""
+    """What every broker engine implements; see docs/design.md for the contract.
+
+    Capability flags say what an engine can do, so callers ask instead of catching errors.
+    Limits (``max_deliveries``) are given when the broker is built.
+    """
 
     #: Whether enqueue joins the caller's database transaction.
     transactional = False
+    #: Whether messages with a higher priority are delivered first.
+    supports_priority = True
+    #: Whether a message can wait in the broker until its ETA (else the worker would hold it).
+    supports_eta = True
+    #: Deliveries after which ``recover`` dead-letters a message whose worker keeps dying.
+    max_deliveries = DEFAULT_MAX_DELIVERIES
 
     def atomic(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which several enqueues (and PENDING records) commit together."""
@@ -115,9 +129,10 @@ class Broker(ABC):
         """Push the lease deadline of running messages ``lease`` seconds into the future."""
 
     @abstractmethod
-    def recover(self, max_deliveries: int) -> list[DeadLetter]:
-        """Return expired leases to their queues; dead-letter those delivered ``max_deliveries``
-        times already (their worker died each time) and return what was dead-lettered."""
+    def recover(self) -> list[DeadLetter]:
+        """Return expired leases to their queues; dead-letter those delivered
+        ``self.max_deliveries`` times already (their worker died each time) and return what
+        was dead-lettered."""
 
     @abstractmethod
     def purge(self, queue: str) -> int:
@@ -127,20 +142,31 @@ class Broker(ABC):
     def size(self, queue: str) -> int:
         """How many messages wait in ``queue`` (ready or delayed, not leased)."""
 
-    # -- dead letters (operators list, inspect, requeue and purge them) ----------------------
+    def interrupt(self) -> None:
+        """Wake a ``reserve`` that is waiting, so a stopping worker does not wait it out."""
 
+    def close(self) -> None:
+        """Release connections; the broker reconnects if used again."""
+
+
+class DeadLetterStore(ABC):
+    """The optional part of a broker that keeps dead letters for operators to list, inspect,
+    requeue and purge (``manage.py taskq dead``, the admin). Find it with
+    :func:`dead_letter_store`."""
+
+    @abstractmethod
     def dead_letter_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         """The dead letters, oldest first: ``limit`` of them after skipping ``offset``."""
-        raise NotImplementedError(f"{type(self).__name__} cannot list its dead letters")
 
+    @abstractmethod
     def dead_letter_count(self) -> int:
         """How many dead letters the broker holds."""
-        raise NotImplementedError(f"{type(self).__name__} cannot count its dead letters")
 
+    @abstractmethod
     def dead_letter_get(self, letter_id: str) -> DeadLetter | None:
         """The dead letter named ``letter_id`` (a ``DeadLetter.id``), None when there is none."""
-        raise NotImplementedError(f"{type(self).__name__} cannot read its dead letters")
 
+    @abstractmethod
     def dead_letter_requeue(self, letter_ids: Sequence[str] | None = None) -> int:
         """Send dead letters back to their queues as fresh messages and drop them from the dead
         letters; returns how many went back.
@@ -152,17 +178,24 @@ class Broker(ABC):
         Where a broker cannot do both steps atomically it puts the message back first, so a
         crash in between may leave a duplicate, never a loss.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot requeue its dead letters")
 
+    @abstractmethod
     def dead_letter_purge(self, letter_ids: Sequence[str] | None = None) -> int:
         """Delete dead letters (None: all of them); returns how many went."""
-        raise NotImplementedError(f"{type(self).__name__} cannot purge its dead letters")
 
-    def interrupt(self) -> None:
-        """Wake a ``reserve`` that is waiting, so a stopping worker does not wait it out."""
 
-    def close(self) -> None:
-        """Release connections; the broker reconnects if used again."""
+def dead_letter_store(broker: Broker) -> DeadLetterStore:
+    """The dead-letter operations of ``broker``.
+
+    Raises:
+        BrokerError: this broker keeps no dead letters that can be listed.
+    """
+    if not isinstance(broker, DeadLetterStore):
+        from ..exceptions import BrokerError
+
+        raise BrokerError(f"{type(broker).__name__} keeps no dead letters that can be listed or "
+                          "requeued; its broker's own tools show them.")
+    return broker
 
 
 def worker_lost_reason(attempts: int) -> str:

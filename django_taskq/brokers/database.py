@@ -11,7 +11,6 @@ Claim strategies (one statement per batch wherever the database allows it):
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import threading
 import time
@@ -21,13 +20,14 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..exceptions import BrokerConnectionError
+from ..engines import database_errors, translating
+from ..exceptions import BrokerConnectionError, BrokerError
 from ..message import Envelope
-from .base import Broker, DeadLetter, Delivery, worker_lost_reason
+from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, DeadLetterStore, Delivery, worker_lost_reason
 
 T = TypeVar("T")
 
@@ -35,18 +35,7 @@ _COLUMNS = ("id", "queue", "priority", "headers", "properties", "body", "content
             "content_encoding", "attempts")
 
 
-def _connection_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn a lost database connection into BrokerConnectionError, closing it for a fresh one."""
-    @functools.wraps(method)
-    def wrapper(self: DatabaseBroker, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
-            connection = connections[self.alias]
-            if not connection.in_atomic_block:
-                connection.close()
-            raise BrokerConnectionError(f"database {self.alias!r} unreachable: {exc}") from exc
-    return wrapper
+_connection_errors = translating(BrokerError, BrokerConnectionError)
 
 
 def _pks(letter_ids: Sequence[str]) -> list[int]:
@@ -58,15 +47,17 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-class DatabaseBroker(Broker):
+class DatabaseBroker(Broker, DeadLetterStore):
     """Messages stored in the ``taskq_message`` table of a Django database alias."""
 
     transactional = True
 
-    def __init__(self, alias: str = "default", poll_interval: float = 0.5,
+    def __init__(self, alias: str = "default", poll_interval: float = 0.5, *,
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES,
                  now: Callable[[], datetime] = timezone.now) -> None:
         self.alias = alias
         self.poll_interval = poll_interval
+        self.max_deliveries = max_deliveries
         self.now = now
         self._wake = threading.Event()
         self._prepared = False
@@ -84,14 +75,9 @@ class DatabaseBroker(Broker):
     def atomic(self) -> Iterator[None]:
         """The caller's transaction (joined as a savepoint) or a new one; a lost connection
         while opening or committing it is a BrokerConnectionError, like every other call."""
-        try:
-            with transaction.atomic(using=self.alias):
-                yield
-        except (OperationalError, InterfaceError) as exc:
-            connection = connections[self.alias]
-            if not connection.in_atomic_block:
-                connection.close()
-            raise BrokerConnectionError(f"database {self.alias!r} unreachable: {exc}") from exc
+        with database_errors(self.alias, "atomic", BrokerError, BrokerConnectionError), \
+                transaction.atomic(using=self.alias):
+            yield
 
     @_connection_errors
     def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
@@ -266,15 +252,15 @@ class DatabaseBroker(Broker):
             rows.update(locked_until=locked_until)
 
     @_connection_errors
-    def recover(self, max_deliveries: int) -> list[DeadLetter]:
+    def recover(self) -> list[DeadLetter]:
         now = self.now()
         skip_locked = connections[self.alias].features.has_select_for_update_skip_locked
         expired = self._rows().filter(state="reserved", locked_until__lt=now)
         with transaction.atomic(using=self.alias):
             # The write comes first: see dead_letter() on SQLite's lock upgrade.
-            returned = expired.filter(attempts__lt=max_deliveries).update(
+            returned = expired.filter(attempts__lt=self.max_deliveries).update(
                 state="ready", locked_until=None, locked_by="", available_at=now)
-            poison = list(expired.filter(attempts__gte=max_deliveries)
+            poison = list(expired.filter(attempts__gte=self.max_deliveries)
                           .select_for_update(skip_locked=skip_locked))
             if poison:
                 self._bury(poison, lambda row: worker_lost_reason(row.attempts))

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from ..message import Envelope
-from .base import Broker, DeadLetter, Delivery, worker_lost_reason
+from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, DeadLetterStore, Delivery, worker_lost_reason
 
 
 @dataclass(slots=True)
@@ -24,10 +24,12 @@ class _Held:
     token: str
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(Broker, DeadLetterStore):
     """Queues as heaps ordered by (priority desc, due time, arrival); leases with deadlines."""
 
-    def __init__(self, now: Callable[[], datetime] = timezone.now) -> None:
+    def __init__(self, now: Callable[[], datetime] = timezone.now, *,
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
+        self.max_deliveries = max_deliveries
         self.now = now
         self._lock = threading.Condition()
         self._queues: dict[str, list[tuple[int, datetime, int, Envelope, int]]] = {}
@@ -118,14 +120,14 @@ class MemoryBroker(Broker):
                 if held:
                     held.deadline = deadline
 
-    def recover(self, max_deliveries: int) -> list[DeadLetter]:
+    def recover(self) -> list[DeadLetter]:
         with self._lock:
             now, dead = self.now(), []
             for tag, held in list(self._held.items()):
                 if held.deadline > now:
                     continue
                 del self._held[tag]
-                if held.attempts >= max_deliveries:
+                if held.attempts >= self.max_deliveries:
                     letter = self._letter(held.envelope, worker_lost_reason(held.attempts),
                                           held.attempts)
                     self.dead_letters.append(letter)

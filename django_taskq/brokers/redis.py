@@ -33,7 +33,7 @@ from ..message import Envelope
 from ..redisconn import client_from_url, reconnecting
 from ..service_url import ParsedUrl
 from . import redis_scripts as scripts
-from .base import Broker, DeadLetter, Delivery, worker_lost_reason
+from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, DeadLetterStore, Delivery, worker_lost_reason
 
 SEP = "\x06\x16"
 #: kombu's default priority steps; a message of priority p goes to the highest step <= p.
@@ -93,12 +93,14 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-class RedisBroker(Broker):
+class RedisBroker(Broker, DeadLetterStore):
     """Messages in Redis lists, leases and delays in sorted sets, moved by Lua scripts."""
 
     def __init__(self, url: ParsedUrl, *, poll_interval: float = 0.5, prefix: str = "taskq",
-                 now: Callable[[], datetime] = timezone.now) -> None:
+                 now: Callable[[], datetime] = timezone.now,
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
         self.url = url
+        self.max_deliveries = max_deliveries
         self.poll_interval = poll_interval
         self.prefix = prefix
         self.now = now
@@ -245,10 +247,10 @@ class RedisBroker(Broker):
                              xx=True)
 
     @reconnecting
-    def recover(self, max_deliveries: int) -> list[DeadLetter]:
+    def recover(self) -> list[DeadLetter]:
         now = self.now()
         reply = self._scripts["RECOVER"](args=[
-            self.prefix, _ms(now), max_deliveries, _REASON_HEAD, _REASON_TAIL, now.timestamp()])
+            self.prefix, _ms(now), self.max_deliveries, _REASON_HEAD, _REASON_TAIL, now.timestamp()])
         return [DeadLetter(from_wire(reply[i + 2], _text(reply[i + 1])),
                            worker_lost_reason(int(reply[i])), int(reply[i]))
                 for i in range(0, len(reply), 3)]
@@ -346,12 +348,14 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def from_url(url: ParsedUrl, poll_interval: float) -> RedisBroker:
+def from_url(url: ParsedUrl, poll_interval: float,
+             max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> RedisBroker:
     """The broker for a ``redis://`` or ``rediss://`` URL (``?prefix=`` renames our keys)."""
     prefix = url.options.get("prefix", "taskq")
     if not prefix or "\n" in prefix:
         raise ConfigurationError(f"BROKER_URL {url.original!r}: prefix must be a non-empty name.")
-    return RedisBroker(url, poll_interval=poll_interval, prefix=prefix)
+    return RedisBroker(url, poll_interval=poll_interval, prefix=prefix,
+                       max_deliveries=max_deliveries)
 
 
 __all__ = ["RedisBroker", "from_url", "list_key", "to_wire", "from_wire"]

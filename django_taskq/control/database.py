@@ -18,6 +18,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, FloatField, Value, When
 from django.db.models.functions import Greatest
 
+from ..engines import translating
+from ..exceptions import ControlStoreError
 from .base import EPSILON, ControlStore, check_burst
 from .rate import Rate
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 CHUNK = 500
 #: Attempts of a take that races with a concurrent insert or refill.
 ATTEMPTS = 5
+
+_translated = translating(ControlStoreError)  # Django's database errors become ours here
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -57,6 +61,7 @@ class DatabaseControlStore(ControlStore):
 
         return Revocation.objects.using(self.alias)
 
+    @_translated
     def take(self, bucket: str, rate: Rate, burst: int = 1) -> float:
         check_burst(burst)
         tolerance = (burst - 1) * rate.interval
@@ -86,6 +91,7 @@ class DatabaseControlStore(ControlStore):
             return False
         return True
 
+    @_translated
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False,
                expires: float) -> None:
         from ..models import Revocation
@@ -106,14 +112,17 @@ class DatabaseControlStore(ControlStore):
                 expires_at=Case(When(expires_at__gt=until, then=F("expires_at")),
                                 default=Value(until)))
 
+    @_translated
     def revocations(self) -> dict[str, bool]:
         rows = self._revocations().filter(expires_at__gt=self._when(self.now()))
         return dict(rows.values_list("task_id", "terminate"))
 
+    @_translated
     def is_revoked(self, task_id: str) -> bool:
         return self._revocations().filter(
             task_id=task_id, expires_at__gt=self._when(self.now())).exists()
 
+    @_translated
     def prune(self) -> int:
         now = self.now()
         buckets, _ = self._buckets().filter(full_at__lte=now).delete()

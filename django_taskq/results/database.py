@@ -10,6 +10,8 @@ from django.db import connections
 from django.utils import timezone
 
 from .. import states
+from ..engines import translating
+from ..exceptions import ResultBackendError
 from ..outcome import Outcome
 from .base import ResultBackend, as_text, encode_argument, payload_text, plain_arguments
 from .meta import ResultMeta
@@ -17,6 +19,8 @@ from .meta import ResultMeta
 _UPDATED = ["task_name", "state", "result", "content_type", "content_encoding", "traceback",
             "worker", "retries", "date_started", "date_done", "task_args", "task_kwargs",
             "queue"]
+
+_translated = translating(ResultBackendError)  # Django's database errors become ours here
 
 
 class DatabaseResultBackend(ResultBackend):
@@ -35,6 +39,7 @@ class DatabaseResultBackend(ResultBackend):
     def _rows(self) -> Any:
         return self._model.objects.using(self.alias)
 
+    @_translated
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
         now = timezone.now()
         self._rows().bulk_create(
@@ -42,6 +47,7 @@ class DatabaseResultBackend(ResultBackend):
              for task_id, name in records],
             ignore_conflicts=True, batch_size=500)
 
+    @_translated
     def store_many(self, outcomes: Sequence[Outcome]) -> None:
         latest = {o.task_id: o for o in outcomes}  # an upsert may touch each row once
         rows = [self._row(o) for o in latest.values()]
@@ -65,6 +71,7 @@ class DatabaseResultBackend(ResultBackend):
             date_created=outcome.date_started or timezone.now(), task_args=args,
             task_kwargs=kwargs, queue=outcome.queue or "")
 
+    @_translated
     def get(self, task_id: str) -> ResultMeta | None:
         row = self._rows().filter(task_id=task_id).first()
         if row is None:
@@ -80,9 +87,11 @@ class DatabaseResultBackend(ResultBackend):
             date_done=row.date_done, worker=row.worker or None, retries=row.retries,
             args=decoded(row.task_args), kwargs=decoded(row.task_kwargs), queue=row.queue or None)
 
+    @_translated
     def forget(self, task_id: str) -> None:
         self._rows().filter(task_id=task_id).delete()
 
+    @_translated
     def cleanup(self) -> int:
         cutoff = timezone.now() - timedelta(seconds=self.expires)
         deleted, _ = self._rows().filter(date_done__lt=cutoff).delete()

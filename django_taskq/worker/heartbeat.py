@@ -30,7 +30,7 @@ class Heartbeat(threading.Thread):
     """
 
     def __init__(self, broker: Broker, *, held: Callable[[], Sequence[Delivery]], lease: float,
-                 interval: float, max_deliveries: int,
+                 interval: float,
                  on_dead: Callable[[list[DeadLetter]], None],
                  cleanup: Callable[[], object] | None = None, sender: object = None) -> None:
         super().__init__(name="taskq-heartbeat", daemon=True)
@@ -39,7 +39,6 @@ class Heartbeat(threading.Thread):
         self.held = held
         self.lease = lease
         self.interval = interval
-        self.max_deliveries = max_deliveries
         self.on_dead = on_dead
         self.cleanup = cleanup
         self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL
@@ -56,7 +55,7 @@ class Heartbeat(threading.Thread):
             held = list(self.held())
             if held:
                 self.broker.extend_leases(held, self.lease)
-            dead = self.broker.recover(self.max_deliveries)
+            dead = self.broker.recover()
             if dead:
                 self.on_dead(dead)
             if self.cleanup is not None and time.monotonic() >= self._next_cleanup:

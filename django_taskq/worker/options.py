@@ -20,7 +20,6 @@ class WorkerOptions:
     hostname: str
     lease: float
     heartbeat_interval: float
-    max_deliveries: int
     poll_interval: float
     shutdown_timeout: float | None
     time_limit: float | None = None
@@ -37,7 +36,7 @@ class WorkerOptions:
             "queues": (s.DEFAULT_QUEUE,), "concurrency": s.concurrency, "pool": s.WORKER_POOL,
             "prefetch_multiplier": s.WORKER_PREFETCH_MULTIPLIER, "hostname": default_hostname(),
             "lease": s.LEASE_TIMEOUT, "heartbeat_interval": s.heartbeat_interval,
-            "max_deliveries": s.MAX_DELIVERIES, "poll_interval": s.POLL_INTERVAL,
+            "poll_interval": s.POLL_INTERVAL,
             "shutdown_timeout": s.WORKER_SHUTDOWN_TIMEOUT,
             "time_limit": s.WORKER_TIME_LIMIT, "soft_time_limit": s.WORKER_SOFT_TIME_LIMIT,
             "max_tasks_per_child": s.WORKER_MAX_TASKS_PER_CHILD,

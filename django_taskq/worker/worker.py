@@ -14,14 +14,12 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
-from django.db import DatabaseError
-
 from .. import signals, states
 from ..brokers import get_broker
 from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
 from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
-from ..exceptions import BadMessage, BrokerError, NotRegistered, TaskRevokedError, WorkerLostError
+from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError, WorkerLostError
 from ..outcome import failure
 from ..registry import registry
 from ..results import get_backend
@@ -81,7 +79,7 @@ class Worker:
         self._in_task = False
         self.heartbeat = Heartbeat(
             self.broker, held=self.held_deliveries, lease=options.lease,
-            interval=options.heartbeat_interval, max_deliveries=options.max_deliveries,
+            interval=options.heartbeat_interval,
             on_dead=self._record_dead, cleanup=self._cleanup, sender=self)
 
     @property
@@ -284,7 +282,7 @@ class Worker:
 
     def _lost(self, delivery: Delivery, job: Job) -> None:
         """The child running ``job`` died: retry it, or dead-letter after too many deaths."""
-        if delivery.attempts >= self.options.max_deliveries:
+        if delivery.attempts >= self.broker.max_deliveries:
             reason = worker_lost_reason(delivery.attempts)
             self._record_dead([DeadLetter(delivery.envelope, reason, delivery.attempts)])
             self.broker.dead_letter(delivery, reason)
@@ -328,7 +326,7 @@ class Worker:
                 try:
                     self.step()
                     backoff = 0.5
-                except (BrokerError, DatabaseError) as exc:
+                except ServiceError as exc:
                     logger.warning("broker unavailable (%s); retrying in %.1fs", exc, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)

@@ -101,8 +101,6 @@ class Command(BaseCommand):
         handler: Handler = options["handler"]
         try:
             handler(self, options)
-        except NotImplementedError as exc:
-            raise CommandError(str(exc)) from exc
         except TaskqError as exc:
             raise CommandError(str(exc)) from exc
 
