@@ -4,6 +4,7 @@ Importing this package (or an app's ``tasks.py`` that uses ``@task``) never touc
 or opens a connection; brokers and result backends are built on first use.
 """
 
+from .app import Celery, current_app
 from .exceptions import (
     Ignore,
     MaxRetriesExceededError,
@@ -19,7 +20,7 @@ from .registry import current_task
 from .result import AsyncResult, revoke
 from .task import Task, shared_task, task
 
-__all__ = ["AsyncResult", "Ignore", "MaxRetriesExceededError", "Middleware", "Reject", "Retry",
-           "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "current_task",
-           "get_task_logger", "revoke", "send_task", "shared_task", "task"]
+__all__ = ["AsyncResult", "Celery", "Ignore", "MaxRetriesExceededError", "Middleware", "Reject",
+           "Retry", "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "current_app",
+           "current_task", "get_task_logger", "revoke", "send_task", "shared_task", "task"]
 __version__ = "0.1.0"

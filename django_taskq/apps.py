@@ -1,10 +1,9 @@
-"""The Django app: registers checks and receivers, and autodiscovers every app's tasks module."""
+"""The Django app: registers checks and receivers, and imports the task modules (discovery.py)."""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
 from django.core.signals import setting_changed
-from django.utils.module_loading import autodiscover_modules
 
 
 class TaskqConfig(AppConfig):
@@ -19,4 +18,8 @@ class TaskqConfig(AppConfig):
 
         setting_changed.connect(reset_settings, dispatch_uid="django_taskq.reset_settings")
         send(import_modules, self)  # Celery's moment: just before the task modules are imported
-        autodiscover_modules("tasks")
+        from .app import announce
+        from .discovery import discover
+
+        discover()
+        announce()

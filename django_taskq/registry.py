@@ -38,6 +38,8 @@ class TaskRegistry:
                 f"Task {name!r} is not registered in this worker; is its app in INSTALLED_APPS "
                 "and is the task defined in the app's tasks.py?") from None
 
+    __getitem__ = get  # Celery's app.tasks[name]
+
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 

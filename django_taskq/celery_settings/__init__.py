@@ -30,13 +30,17 @@ from .names import SETTINGS, django_names, watches
 from .translated import HONOURED, Refused
 
 __all__ = ["CONFLICT", "ERROR", "EXPLAINED", "HONOURED", "NOT_YET", "NO_EFFECT", "SETTINGS",
-           "UNKNOWN", "CelerySettingError", "Note", "Translation", "honoured_values", "translate",
-           "watches"]
+           "UNKNOWN", "CelerySettingError", "Note", "Translation", "code_settings",
+           "honoured_values", "translate", "watches"]
 
 #: Environment variables Celery reads over its settings, and the ones django_taskq reads.
 _ENVIRONMENT = {"CELERY_BROKER_URL": ("broker_url", "TASKQ_BROKER_URL"),
                 "CELERY_RESULT_BACKEND": ("result_backend", "TASKQ_RESULT_BACKEND")}
 _UNREAD = {NO_EFFECT: "{} has no effect in django_taskq.", NOT_YET: "{} is not supported yet."}
+
+
+#: Celery settings given in code, by lowercase Celery name (``app.conf``, ``Celery(broker=)``).
+code_settings: dict[str, Any] = {}
 
 
 class CelerySettingError(ConfigurationError):
@@ -71,6 +75,9 @@ def translate(taken: Mapping[str, Any]) -> Translation:
     from django.conf import settings
 
     present = {name: getattr(settings, name) for name in dir(settings) if watches(name)}
+    # Set on a Celery-style app object (``app.conf.task_routes = ...``): as in Celery, what
+    # the code sets after reading the settings wins over them.
+    present.update({"CELERY_" + name.upper(): value for name, value in code_settings.items()})
     out = Translation()
     found: dict[str, tuple[str, Any]] = {}
     for name in sorted(present):
