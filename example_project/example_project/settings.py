@@ -58,4 +58,6 @@ TASKQ = {
     "RESULT_BACKEND": "db://default",
     "WORKER_CONCURRENCY": 2,
     "POLL_INTERVAL": 0.2,
+    # Celery's task_routes, as Celery takes them (names, globs, router functions).
+    "TASK_ROUTES": {"shop.tasks.welcome": {"queue": "mail"}},
 }

@@ -1,11 +1,24 @@
-"""Example tasks: autodiscovered because this is the app's tasks.py."""
+"""Example tasks: autodiscovered because this is the app's tasks.py.
+
+Written the way Celery code is written (``shared_task``, a base class with handlers,
+``get_task_logger``): a Celery project's tasks look the same, only their imports change.
+"""
 
 import time
 
 from django.contrib.auth.models import User
 from django.core.mail import send_mail
 
-from django_taskq import task
+from django_taskq import Task, get_task_logger, shared_task, task
+
+logger = get_task_logger(__name__)
+
+
+class AuditedTask(Task):
+    """A base class for tasks that touch money: every failure is logged for the books."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        logger.warning("audit: %s%r failed: %s", self.name, args, exc)
 
 
 @task
@@ -19,15 +32,16 @@ def slow_square(self, n, seconds=0.5):
     return {"n": n, "square": n * n, "ran_as": self.request.id}
 
 
-@task
+@shared_task  # routed to the "mail" queue by TASKQ["TASK_ROUTES"] in settings.py
 def welcome(user_id):
     user = User.objects.get(pk=user_id)
     send_mail("Welcome", f"Hello {user.username}!", "shop@example.com", [user.email])
     return f"sent to {user.email}"
 
 
-@task
+@task(base=AuditedTask, throws=(ValueError,))  # expected: logged without a traceback
 def refund(order_id):
+    logger.info("refunding order %s", order_id)  # the log line carries the task name and id
     raise ValueError(f"order {order_id} was never paid")
 
 

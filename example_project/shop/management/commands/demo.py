@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from django_taskq import AsyncResult
+from django_taskq import AsyncResult, send_task
 from shop.tasks import add, charge, refund, slow_square, welcome
 
 
@@ -26,6 +26,7 @@ class Command(BaseCommand):
             "refund.delay(42)": refund.delay(42),
             "charge.delay(42)  (retries twice)": charge.delay(42),
             "add.apply_async((1, 1), countdown=1)": add.apply_async((1, 1), countdown=1),
+            'send_task("shop.tasks.add", (20, 22))': send_task("shop.tasks.add", (20, 22)),
         }
         bulk = add.delay_many([(i, i) for i in range(100)])
         self.stdout.write(f"enqueued {len(results) + len(bulk)} tasks; states right now:")
