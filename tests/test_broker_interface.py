@@ -62,11 +62,15 @@ def empty_database(settings, tmp_path, django_db_blocker):
     from django.db import connections
 
     settings.DATABASES["empty"] = {**settings.DATABASES["default"],
-                                   "NAME": str(tmp_path / "empty.sqlite3"), "TEST": {}}
-    with django_db_blocker.unblock():
-        yield "empty"
-        connections["empty"].close()
-    del connections["empty"]
+                                   "NAME": str(tmp_path / "empty.sqlite3"),
+                                   "TEST": {**settings.DATABASES["default"]["TEST"]}}
+    try:
+        with django_db_blocker.unblock():
+            yield "empty"
+            connections["empty"].close()
+    finally:  # the dict is changed in place: the settings fixture would not put it back
+        del connections["empty"]
+        del settings.DATABASES["empty"]
 
 
 def test_database_errors_become_ours_with_the_fix(empty_database):
