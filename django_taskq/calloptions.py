@@ -110,7 +110,9 @@ def merged(name: str, task: Any, args: Any, kwargs: Any,
             own = getattr(task_options, key)
             if own is not None:
                 values.setdefault(key, own)
-    if "queue" not in values and routing.routers():
+    # Every route is asked, whatever the queue: as Celery merges a route under the call's and
+    # task's options key by key, its priority or routing_key apply when those do not say.
+    if routing.routers():
         for key, value in routing.route(name, args, kwargs, values, task).items():
             if value is not None:
                 values.setdefault(key, value)
@@ -155,9 +157,9 @@ def resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
 
 
 def _headers(values: Mapping[str, Any]) -> dict[str, Any]:
-    headers = dict(values.get("headers") or {})
-    if not isinstance(values.get("headers") or {}, Mapping):
+    if not isinstance(values.get("headers") or {}, Mapping):  # before dict() can fail unclearly
         raise ValueError(f"headers must be a dict, not {values['headers']!r}.")
+    headers = dict(values.get("headers") or {})
     for key in ("stamped_headers", "stamps", "replaced_task_nesting", "periodic_task_name"):
         if key in values:
             headers[key] = values[key]

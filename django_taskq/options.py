@@ -9,13 +9,13 @@ the task, the option and what it accepts, raised when the task is defined.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 from .control.rate import Rate, parse_rate
-from .exceptions import RateLimitError, TaskqError
+from .exceptions import ConfigurationError, RateLimitError, TaskqError
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
@@ -222,3 +222,40 @@ def _check_together(options: TaskOptions, name: str) -> None:
         raise TaskOptionError(f"Task {name}: soft_time_limit ({soft:g}s) must be below "
                               f"time_limit ({hard:g}s), so the task can clean up before it is "
                               "stopped.")
+
+
+def annotations_for(task: Any, entries: Sequence[Any]) -> dict[str, Any]:
+    """Celery's ``task_annotations`` for ``task``; later entries win, and a task's own name
+    wins over ``"*"``.
+
+    Each entry is a dict (task name or ``"*"`` to attributes), a function of the task name, an
+    object with Celery's ``annotate(task)``/``annotate_any()`` methods, or the dotted path of
+    such a class (instantiated, as Celery does).
+    """
+    found: dict[str, Any] = {}
+    for entry in entries:
+        for answer in _answers(_annotation_object(entry) if isinstance(entry, str) else entry,
+                               task):
+            found.update(answer or {})
+    return found
+
+
+def _answers(entry: Any, task: Any) -> list[Any]:
+    """What one annotation entry says for ``task``: for all tasks first, then for this one."""
+    if isinstance(entry, Mapping):
+        return [entry.get("*"), entry.get(task.name)]
+    if hasattr(entry, "annotate") or hasattr(entry, "annotate_any"):
+        return [getattr(entry, "annotate_any", lambda: None)(),
+                getattr(entry, "annotate", lambda task: None)(task)]
+    return [entry(task.name)] if callable(entry) else []
+
+
+def _annotation_object(path: str) -> Any:
+    from django.utils.module_loading import import_string
+
+    try:
+        found = import_string(path.replace(":", "."))
+    except ImportError as exc:
+        raise ConfigurationError(f"TASK_ANNOTATIONS names {path!r}, which cannot be imported: "
+                                 f"{exc}") from exc
+    return found() if isinstance(found, type) else found

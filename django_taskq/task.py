@@ -23,7 +23,7 @@ from . import calloptions, producer, serializers, states
 from .conf import get_settings, on_reset
 from .context import Request, current_request, schedule_retry
 from .exceptions import Retry
-from .options import TaskOptions, resolve
+from .options import TaskOptions, annotations_for, resolve
 from .outcome import Outcome
 from .registry import registry
 from .result import AsyncResult, EagerResult
@@ -65,7 +65,7 @@ class Task(Generic[P, R]):
     def options(self) -> TaskOptions:
         """The task's checked options, with ``TASK_ANNOTATIONS`` applied (read once)."""
         if self._options is None:
-            annotations = _annotations_for(self.name)
+            annotations = annotations_for(self, get_settings().TASK_ANNOTATIONS)
             self._options = resolve(self, self.name, annotations) if annotations \
                 else self._own_options
         return self._options
@@ -292,16 +292,6 @@ def _celery_attributes() -> None:
 
 
 _celery_attributes()
-
-
-def _annotations_for(name: str) -> dict[str, Any]:
-    """Celery's ``task_annotations``: attributes for tasks by name (or ``"*"`` for all)."""
-    found: dict[str, Any] = {}
-    for entry in get_settings().TASK_ANNOTATIONS:
-        given = entry(name) if callable(entry) else (
-            {**entry.get("*", {}), **entry.get(name, {})} if isinstance(entry, dict) else None)
-        found.update(given or {})
-    return found
 
 
 def _forget_all_options() -> None:

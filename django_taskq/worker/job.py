@@ -34,7 +34,13 @@ class Job:
 
 
 def check_arguments(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Raise BadMessage when the arguments cannot be bound to the task's ``run``."""
+    """Raise BadMessage when the arguments cannot be bound to the task's ``run``.
+
+    Not for ``typing=False`` tasks: they run with what they are given, as in Celery (a
+    ``__call__`` override may reshape the arguments before ``run`` sees them).
+    """
+    if not task.options.typing:
+        return
     signature = _signature(task)
     if signature is None:
         return
@@ -59,7 +65,9 @@ _signatures: weakref.WeakKeyDictionary[Any, tuple[inspect.Signature | None]] = \
 def _delivery_info(envelope: message.Envelope) -> dict[str, Any]:
     properties = envelope.properties if isinstance(envelope.properties, dict) else {}
     info = properties.get("delivery_info")
-    return {**(info if isinstance(info, dict) else {}), "queue": envelope.queue}
+    # Celery's request.delivery_info carries the message priority too (worker/request.py).
+    return {**(info if isinstance(info, dict) else {}), "priority": envelope.priority,
+            "queue": envelope.queue}
 
 
 def _seconds_or_none(value: Any) -> float | None:
