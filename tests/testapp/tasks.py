@@ -62,4 +62,4 @@ def mark(path, n):
     with Path(path).open("a") as marker:
         marker.write(f"{n}\n")
     return n
-from tests.testapp import feature_tasks, limit_tasks  # noqa: E402,F401  (registers them)
+from tests.testapp import feature_tasks, limit_tasks, surface_tasks  # noqa: E402,F401  (registers them)
