@@ -127,6 +127,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "broker" in names or "configured" in names:
             item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
         params = getattr(getattr(item, "callspec", None), "params", {})
+        kinds = {value for value in params.values() if isinstance(value, str)}
+        if NETWORK_BROKERS.intersection(kinds) or NETWORK_FIXTURES.intersection(names):
+            item.add_marker(pytest.mark.network_broker)
         # A fake clock cannot move RabbitMQ's time: such tests do not apply to it.
         if item.get_closest_marker("needs_fake_clock") and params.get("broker_kind") == "amqp":
             dropped.append(item)
@@ -188,7 +191,15 @@ def make_worker(configured):
         worker.heartbeat.stop()
 
 
+#: Engines that never touch Django's ORM: their tests are marked ``network_broker``, and the
+#: other Django/Python legs of scripts/test.sh leave them (and ``subprocess`` tests) to the main
+#: leg, which runs everything.
+NETWORK_BROKERS = frozenset({"redis", "amqp"})
+NETWORK_FIXTURES = frozenset({"redis_url", "amqp_url", "rabbit"})
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "network_broker: runs on Redis or RabbitMQ (no ORM)")
     config.addinivalue_line("markers", "worker_db: uses the configured() broker fixture")
     config.addinivalue_line("markers", "needs_fake_clock: moves a fake clock (not for amqp)")
 

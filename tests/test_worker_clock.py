@@ -124,8 +124,6 @@ def test_expiry_is_judged_by_the_fake_clock(fake_worker):
     assert result.date_done == fake.wall
 
 
-@pytest.mark.xfail(strict=True, reason="worker/pools.py: the threads pool runs execute() outside "
-                   "the worker's context, so its tasks stamp the system clock")
 def test_a_threads_pool_task_stamps_the_fake_clock(fake_worker):
     fake, worker = fake_worker(FAR, pool="threads")
     result = tasks.add.delay(1, 2)

@@ -80,18 +80,12 @@ class Run:
         options = self.task.options
         self.error, self.retval = exc, exc
         self.einfo = ExceptionInfo(exc)
-        common = self._common()
-        if options.store_errors_even_if_ignored:
-            common["ignore_result"] = False
-        dead = not options.acks_on_failure_or_timeout
         self.outcome = failure(
             self.job.request.id or "", self.job.task_name, exc,
             traceback=self.einfo.traceback if with_traceback else None,
             serializer=self.job.result_serializer, expected=isinstance(exc, options.throws),
             exception=exc if self.eager else None,
-            disposition="dead_letter" if dead else "ack",
-            reason=f"failed with acks_on_failure_or_timeout=False: {type(exc).__name__}: {exc}"
-            if dead else None, **common)
+            **{**self._common(), **failure_settlement(options, exc, self.job.ignore_result)})
 
     def _retry(self, retry: Retry) -> None:
         try:
@@ -113,6 +107,19 @@ class Run:
         common = {**self._common(), "ignore_result": True}
         self.outcome = Outcome(task_id=self.job.request.id or "", task_name=self.job.task_name,
                                state=state, disposition=disposition, reason=reason, **common)
+
+
+def failure_settlement(options: Any, exc: BaseException, ignore_result: bool) -> dict[str, Any]:
+    """What a task's options say about a failed run (raised, or stopped at its time limit):
+    ``store_errors_even_if_ignored`` stores it anyway; ``acks_on_failure_or_timeout=False``
+    dead-letters the message instead of acknowledging it, as Celery rejects it."""
+    fields: dict[str, Any] = {
+        "ignore_result": ignore_result and not options.store_errors_even_if_ignored}
+    if not options.acks_on_failure_or_timeout:
+        fields["disposition"] = "dead_letter"
+        fields["reason"] = (f"failed with acks_on_failure_or_timeout=False: "
+                            f"{type(exc).__name__}: {exc}")
+    return fields
 
 
 def _check_retry_arguments(job: Job, retry: Retry) -> None:

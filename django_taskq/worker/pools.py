@@ -10,6 +10,7 @@ pool's :class:`~.timelimits.Limits` (see docs/limits.md for what each pool can e
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -21,9 +22,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Final
 
 from django.db import connections
-from django.utils import timezone
 
 from .. import signals
+from ..clock import clock_now
 from ..outcome import Outcome
 from .execution import execute
 from .job import Job
@@ -108,7 +109,9 @@ class ThreadPool:
         assert self._executor is not None, "start() the pool first"
         if job.time_limit is not None or job.soft_time_limit is not None:
             warn_once(_THREADS_IGNORE_LIMITS)
-        self._running[self._executor.submit(_execute_in_thread, job)] = job.key
+        # The worker's context (its clock) goes with the job: threads do not inherit it.
+        context = contextvars.copy_context()
+        self._running[self._executor.submit(context.run, _execute_in_thread, job)] = job.key
 
     def collect(self, timeout: float = 0.0) -> list[Finished]:
         if not self._running:
@@ -194,7 +197,7 @@ class PreforkPool:
             child = self._children[index] = self._spawn()
             child.conn.send(job)
         _, hard = self.limits.for_job(job)
-        child.job, child.running, child.started, child.hard = job.key, job, timezone.now(), hard
+        child.job, child.running, child.started, child.hard = job.key, job, clock_now(), hard
         child.deadline = time.monotonic() + hard if hard is not None else None
 
     def collect(self, timeout: float = 0.0) -> list[Finished]:

@@ -21,12 +21,13 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
-from django.utils import timezone
-
+from ..clock import clock_now
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, TimeLimitExceeded
 from ..outcome import Outcome, failure
+from ..registry import registry
 from .execution import execute
 from .job import Job
+from .outcomes import failure_settlement
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def run_limited(job: Job, soft: float | None, hard: float | None) -> Outcome:
     """
     if soft is None and hard is None:
         return execute(job)  # the common case: no timer to arm
-    started = timezone.now()
+    started = clock_now()
     outcome: Outcome | None = None
     try:
         with Alarm(soft, hard):
@@ -173,16 +174,20 @@ def run_limited(job: Job, soft: float | None, hard: float | None) -> Outcome:
         if outcome is not None:
             return outcome
         return failure(job.request.id or "", job.task_name, exc, date_started=started,
-                       date_done=timezone.now(), traceback=traceback.format_exc(),
+                       date_done=clock_now(), traceback=traceback.format_exc(),
                        **_common(job))
     return outcome
 
 
 def hard_limit_outcome(job: Job, limit: float, started: datetime | None, how: str) -> Outcome:
-    """The FAILURE (TimeLimitExceeded) stored for a task stopped at its hard time limit."""
+    """The FAILURE (TimeLimitExceeded) stored for a task stopped at its hard time limit; the
+    task's options decide as for any failure (``acks_on_failure_or_timeout``,
+    ``store_errors_even_if_ignored``)."""
     exc = TimeLimitExceeded(f"hard time limit ({limit:g}s) exceeded; {how}")
+    options = registry.get(job.task_name).options
     return failure(job.request.id or "", job.task_name, exc, date_started=started,
-                   date_done=timezone.now(), **_common(job))
+                   date_done=clock_now(),
+                   **{**_common(job), **failure_settlement(options, exc, job.ignore_result)})
 
 
 def _common(job: Job) -> dict[str, Any]:
