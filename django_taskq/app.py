@@ -131,8 +131,7 @@ class Celery:
 
     def register_task(self, task_object: Task[Any, Any]) -> Task[Any, Any]:
         """Register a class-based task instance (``app.register_task(MyTask())``)."""
-        registry.register(task_object)
-        return task_object
+        return registry.register(task_object)
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Send a task by name: :func:`django_taskq.send_task`."""

@@ -157,8 +157,9 @@ def _annotations(value: Any) -> tuple[Any, ...]:
         return ()
     if isinstance(value, (list, tuple)):
         return tuple(value)
-    if isinstance(value, dict) or callable(value):
-        return (value,)
+    if isinstance(value, (dict, str)) or callable(value) or hasattr(value, "annotate") \
+            or hasattr(value, "annotate_any"):
+        return (value,)  # one entry, as Celery also takes it
     raise TypeError("a dict of task name (or '*') to attributes, or a list of such dicts")
 
 

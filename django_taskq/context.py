@@ -48,8 +48,20 @@ class Request:
     utc: bool = True
 
     def get(self, key: str, default: Any = None) -> Any:
-        """An attribute by name, or ``default`` (Celery's ``Context.get``)."""
+        """An attribute (or custom header) by name, or ``default`` (Celery's ``Context.get``)."""
         return getattr(self, key, default)
+
+    def __getattr__(self, name: str) -> Any:
+        """Custom message headers are attributes too, as in Celery (``self.request.tenant``)."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            headers = object.__getattribute__(self, "headers")
+        except AttributeError:  # not initialised yet (unpickling)
+            raise AttributeError(name) from None
+        if name in headers:
+            return headers[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute or header {name!r}")
 
     @property
     def children(self) -> list[Any]:

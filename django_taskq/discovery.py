@@ -66,10 +66,19 @@ def _discover_packages(packages: Any, related_name: str) -> list[str]:
         return []
     found = []
     for package in (packages() if callable(packages) else packages):
-        module = importlib.import_module(package)
+        module = importlib.import_module(_package_of(package))
         if module_has_submodule(module, related_name):
             found.append(_import(f"{package}.{related_name}", "autodiscover_tasks"))
     return found
+
+
+def _package_of(entry: str) -> str:
+    """An INSTALLED_APPS entry as a package: an AppConfig's dotted path gives its app's
+    name (``lambda: settings.INSTALLED_APPS`` may hold both forms)."""
+    for config in apps.get_app_configs():
+        if entry == f"{type(config).__module__}.{type(config).__qualname__}":
+            return config.name
+    return entry
 
 
 def _import(name: str, source: str) -> str:

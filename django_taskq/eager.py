@@ -43,18 +43,18 @@ def run(envelope: message.Envelope, task: Any, *, through_middleware: bool,
         if not sent:
             return EagerResult(envelope.message_id, None)
         envelope = sent[0]
-    outcome = _execute_until_done(envelope, task)
+    propagate = settings.TASK_EAGER_PROPAGATES if throw is None else throw
+    outcome = _execute_until_done(envelope, task, propagate)
     if settings.TASK_STORE_EAGER_RESULT and not outcome.ignore_result:
         from .results import get_backend
 
         get_backend().store(outcome)
-    if (settings.TASK_EAGER_PROPAGATES if throw is None else throw) \
-            and outcome.exception is not None and outcome.state == states.FAILURE:
-        raise outcome.exception
     return EagerResult(outcome.task_id, _meta(outcome))
 
 
-def _execute_until_done(envelope: message.Envelope, task: Any) -> Outcome:
+def _execute_until_done(envelope: message.Envelope, task: Any, propagate: bool) -> Outcome:
+    """Run until the task ends; with ``propagate`` its exception (a retry's too, as Celery
+    raises it) comes out of here instead of a FAILURE or a retried run."""
     from .worker.execution import execute
     from .worker.job import prepare
 
@@ -67,11 +67,12 @@ def _execute_until_done(envelope: message.Envelope, task: Any) -> Outcome:
                 extended=settings.RESULT_EXTENDED, task=task, eager=True)
         except BadMessage as exc:
             raise BadMessage(f"{exc} (a worker would dead-letter this message)") from exc
-        outcome = execute(job, task, eager=True)
+        outcome = execute(job, task, eager=True, propagate=propagate)
         if outcome.state != states.RETRY or outcome.retry is None:
             return outcome
         envelope = message.retry_envelope(envelope, eta=None, args=outcome.retry.args,
-                                          kwargs=outcome.retry.kwargs)
+                                          kwargs=outcome.retry.kwargs,
+                                          options=outcome.retry.options)
     raise RuntimeError(f"Task {task.name} asked for {MAX_EAGER_RETRIES} retries in an eager "
                        "run; give it a max_retries.")
 

@@ -100,15 +100,16 @@ class Retry(TaskqError):
     """Raised by ``self.retry()``: the task is sent again and this run ends in state RETRY.
 
     ``eta`` is when the retry may run; ``retry_args``/``retry_kwargs`` replace the arguments
-    when not None.
+    when not None; ``retry_options`` (queue, priority, headers) change where and how it is sent.
     """
 
     def __init__(self, message: str | None = None, exc: BaseException | None = None,
                  when: float | None = None, *, eta: Any = None,
                  retry_args: tuple[Any, ...] | None = None,
-                 retry_kwargs: dict[str, Any] | None = None) -> None:
-        super().__init__(message or (f"Retry in {when:g}s: {exc!r}" if when is not None
-                                     else f"Retry: {exc!r}"))
+                 retry_kwargs: dict[str, Any] | None = None,
+                 retry_options: dict[str, Any] | None = None) -> None:
+        super().__init__(message or _retry_text(exc, when))
+        self.retry_options = retry_options or {}
         self.exc = exc
         self.when = when
         self.eta = eta
@@ -117,6 +118,12 @@ class Retry(TaskqError):
 
     def __reduce__(self) -> Any:
         return (type(self), (str(self), self.exc, self.when))
+
+
+def _retry_text(exc: BaseException | None, when: float | None) -> str:
+    """Celery's wording: ``Retry in 5s: <exc>``, ``Retry in 5s`` without an exception."""
+    head = f"Retry in {when:g}s" if when is not None else "Retry"
+    return f"{head}: {exc!r}" if exc is not None else head
 
 
 class MaxRetriesExceededError(TaskqError):
@@ -138,6 +145,10 @@ class Reject(TaskqError):
 
     def __str__(self) -> str:
         return f"rejected: {self.reason}" if self.reason is not None else "rejected"
+
+
+class RejectedError(TaskqError):
+    """A message its task rejected with ``requeue=True`` on every delivery was given up."""
 
 
 class Ignore(TaskqError):

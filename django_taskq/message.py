@@ -72,6 +72,20 @@ class DecodedMessage:
     retries: int
 
 
+#: The headers of Celery's protocol v2 itself; any other header is a custom one
+#: (``apply_async(headers=...)``, middleware, ``before_task_publish`` receivers).
+PROTOCOL_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+    "replaced_task_nesting", "stamped_headers", "stamps", "compression"})
+
+
+def custom_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """The custom headers of a message: not protocol v2's, not a broker's bookkeeping."""
+    return {key: value for key, value in headers.items()
+            if key not in PROTOCOL_HEADERS and not key.startswith("x-taskq-")}
+
+
 @functools.lru_cache(maxsize=1)
 def _hostname() -> str:
     return socket.gethostname()  # a system call; asked once, not per message
@@ -187,14 +201,17 @@ def decode(envelope: Envelope, accept: tuple[str, ...] = ("json",)) -> DecodedMe
 
 
 def retry_envelope(original: Envelope, *, eta: datetime | None, args: Any = None,
-                   kwargs: Any = None) -> Envelope:
+                   kwargs: Any = None, options: Mapping[str, Any] | None = None) -> Envelope:
     """The next delivery of a retried task: same id, queue and priority, ``retries + 1``.
 
     The body is kept byte for byte unless new ``args``/``kwargs`` are given (then it is encoded
-    again with the original content type, keeping the embedded workflow fields).
+    again with the original content type, keeping the embedded workflow fields). ``options``
+    (``self.retry(queue=, priority=, headers=)``) change where and how it goes.
     """
+    options = options or {}
     headers = {key: value for key, value in original.headers.items()
                if not key.startswith("x-taskq-")}  # broker bookkeeping starts afresh
+    headers.update(options.get("headers") or {})
     headers["retries"] = int(headers.get("retries") or 0) + 1
     headers["eta"] = _iso(eta)
     body, content_type, encoding = original.body, original.content_type, original.content_encoding
@@ -207,9 +224,16 @@ def retry_envelope(original: Envelope, *, eta: datetime | None, args: Any = None
             [new_args, new_kwargs, embed], serializers.get(content_type).name)
         headers["argsrepr"] = _repr.repr(tuple(new_args))
         headers["kwargsrepr"] = _repr.repr(new_kwargs)
+    queue = options.get("queue") or original.queue
+    priority = options.get("priority", original.priority)
     properties = {key: value for key, value in original.properties.items()
-                  if key in ("correlation_id", "reply_to", "delivery_mode", "priority")}
-    properties["delivery_info"] = {"exchange": "", "routing_key": original.queue}
-    return Envelope(queue=original.queue, body=body, headers=headers, content_type=content_type,
-                    content_encoding=encoding, priority=original.priority, eta=eta,
+                  if key in ("correlation_id", "reply_to", "delivery_mode")}
+    properties["priority"] = priority
+    delivery = original.properties.get("delivery_info") or {}
+    same_route = queue == original.queue and isinstance(delivery, dict)
+    properties["delivery_info"] = {  # a custom routing key stays with its queue
+        "exchange": delivery.get("exchange", "") if same_route else "",
+        "routing_key": delivery.get("routing_key") or queue if same_route else queue}
+    return Envelope(queue=queue, body=body, headers=headers, content_type=content_type,
+                    content_encoding=encoding, priority=priority, eta=eta,
                     properties=properties)

@@ -179,6 +179,9 @@ class TaskOptions:
     typing: bool = _option(_bool, True)
     acks_late: bool | None = _option(_optional_bool, None, "always late here")
     acks_on_failure_or_timeout: bool = _option(_bool, True)
+    #: Celery 5.7's split of the option above: None means "as acks_on_failure_or_timeout".
+    acks_on_failure: bool | None = _option(_optional_bool, None)
+    acks_on_timeout: bool | None = _option(_optional_bool, None)
     reject_on_worker_lost: bool | None = _option(_optional_bool, None, "always redelivered")
     retry_on_worker_lost: bool | None = _option(_optional_bool, None, "always redelivered")
     trail: bool = _option(_bool, True)

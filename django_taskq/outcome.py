@@ -17,6 +17,8 @@ class RetryOrder:
     eta: datetime | None
     args: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] | None = None
+    #: ``self.retry(queue=, priority=, headers=)``.
+    options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,8 @@ class Outcome:
 def exception_payload(exc: BaseException) -> dict[str, Any]:
     """How a failure is stored: Celery's ``{exc_type, exc_message, exc_module}`` shape."""
     args = exc.args if all(_plain(a) for a in exc.args) else tuple(str(a) for a in exc.args)
+    if not args and str(exc):  # an exception that keeps its message elsewhere (pydantic's)
+        args = (str(exc),)
     return {"exc_type": type(exc).__name__, "exc_message": list(args),
             "exc_module": type(exc).__module__}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +18,20 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, Task[Any, Any]] = {}
 
-    def register(self, task: Task[Any, Any]) -> None:
-        """Add ``task`` under its name; a module imported again replaces its own tasks."""
+    def register(self, task: Task[Any, Any]) -> Task[Any, Any]:
+        """Add ``task`` under its name and return the task registered under it.
+
+        A module imported again replaces its own tasks. Another definition under a name that
+        is taken keeps the first one, as Celery does, with a warning naming both.
+        """
+        existing = self._tasks.get(task.name)
+        if existing is not None and _origin(existing) != _origin(task):
+            warnings.warn(f"Task name {task.name!r} is already registered by {_origin(existing)}; "
+                          f"{_origin(task)} is not registered. Give one of them another name=.",
+                          UserWarning, stacklevel=3)
+            return existing
         self._tasks[task.name] = task
+        return task
 
     def unregister(self, name: str) -> None:
         """Remove the task called ``name``; unknown names are ignored."""
@@ -40,6 +52,10 @@ class TaskRegistry:
 
     __getitem__ = get  # Celery's app.tasks[name]
 
+    def keys(self) -> list[str]:
+        """The registered names, sorted (Celery's ``app.tasks.keys()``)."""
+        return list(self)
+
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 
@@ -48,6 +64,12 @@ class TaskRegistry:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def _origin(task: Any) -> str:
+    """Where a task was defined: its function's (or its class's) module and name."""
+    defined = getattr(task, "__wrapped__", None) or type(task)
+    return f"{defined.__module__}.{defined.__qualname__}"
 
 
 registry = TaskRegistry()

@@ -355,7 +355,8 @@ class EagerResult(AsyncResult):
         transaction is open."""
         if self._cache is None:
             raise exceptions.TimeoutError(
-                f"Task {self.id} has not run: it runs when the transaction commits.")
+                f"Task {self.id} has not run: it runs when its transaction commits (or a "
+                "middleware's enqueue() did not pass it on).")
         return super().get(*args, **kwargs)
 
     wait = get

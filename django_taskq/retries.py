@@ -8,7 +8,7 @@ broker all three commit together), so a crash in between can duplicate a retry, 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,8 @@ def backoff_delay(factor: float, retries: int, maximum: float | None,
 
 def make_retry(task: Task[Any, Any], *, args: Any = None, kwargs: Any = None,
                exc: BaseException | None = None, eta: datetime | None = None,
-               countdown: float | None = None, max_retries: int | None = None) -> Retry:
+               countdown: float | None = None, max_retries: int | None = None,
+               options: Mapping[str, Any] | None = None) -> Retry:
     """The Retry for the running request of ``task``, or raise when retries are exhausted.
 
     Raises:
@@ -60,7 +61,25 @@ def make_retry(task: Task[Any, Any], *, args: Any = None, kwargs: Any = None,
         eta = timezone.make_aware(eta)
     return Retry(exc=exc, when=max(0.0, (eta - now).total_seconds()), eta=eta,
                  retry_args=None if args is None else tuple(args),
-                 retry_kwargs=None if kwargs is None else dict(kwargs))
+                 retry_kwargs=None if kwargs is None else dict(kwargs),
+                 retry_options=_checked_options(options or {}))
+
+
+def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``queue``, ``priority`` and ``headers`` for the retry's message, checked now."""
+    from .options import priority
+
+    checked = dict(options)
+    if "queue" in checked:
+        queue = getattr(checked["queue"], "name", checked["queue"])  # a kombu Queue too
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"retry(queue=...) must be a queue name, not {queue!r}.")
+        checked["queue"] = queue
+    if "priority" in checked:
+        checked["priority"] = priority(checked["priority"], "retry(priority=...)")
+    if not isinstance(checked.get("headers", {}), Mapping):
+        raise ValueError(f"retry(headers=...) must be a dict, not {checked['headers']!r}.")
+    return checked
 
 
 def autoretry(task: Task[Any, Any], run: Callable[[], Any]) -> Any:
@@ -73,9 +92,12 @@ def autoretry(task: Task[Any, Any], run: Callable[[], Any]) -> Any:
         raise
     except task.options.autoretry_for as exc:
         policy = task.options
-        options = dict(policy.retry_kwargs)
+        given = dict(policy.retry_kwargs)
+        options = {key: given.pop(key) for key in ("queue", "priority", "headers")
+                   if key in given}
+        retry_args = {"options": options, **given}
         if policy.retry_backoff:
-            options["countdown"] = backoff_delay(
+            retry_args["countdown"] = backoff_delay(
                 float(policy.retry_backoff), task.request.retries, policy.retry_backoff_max,
                 policy.retry_jitter)
-        raise make_retry(task, exc=exc, **options) from exc
+        raise make_retry(task, exc=exc, **retry_args) from exc

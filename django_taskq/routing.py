@@ -85,7 +85,7 @@ on_reset(routers.cache_clear)
 
 
 def expand(route: Any) -> dict[str, Any]:
-    """A route's answer as options: a queue name or ``"queue:routing_key"``... or a dict."""
+    """A route's answer as options: a queue name (the string as it is), or a dict."""
     if route is None:
         return {}
     if isinstance(route, str):

@@ -9,6 +9,10 @@ RETRY = "RETRY"
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 REVOKED = "REVOKED"
+#: Celery's internal states: a run refused with ``Reject`` (its message dead-lettered or put
+#: back), or ended with ``Ignore`` (nothing stored).
+REJECTED = "REJECTED"
+IGNORED = "IGNORED"
 
 #: States after which nothing more happens to a task.
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
@@ -16,4 +20,6 @@ READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 UNREADY_STATES = frozenset({PENDING, RECEIVED, STARTED, RETRY})
 #: States that mean the task did not succeed.
 EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
+#: Ready states whose exception ``AsyncResult.get()`` raises.
+PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
 ALL_STATES = READY_STATES | UNREADY_STATES

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import types
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, fields
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -23,6 +23,7 @@ from . import calloptions, producer, serializers, states
 from .conf import get_settings, on_reset
 from .context import Request, current_request, schedule_retry
 from .exceptions import Retry
+from .message import Envelope, SendOptions
 from .options import TaskOptions, annotations_for, resolve
 from .outcome import Outcome
 from .registry import registry
@@ -30,6 +31,8 @@ from .result import AsyncResult, EagerResult
 from .retries import autoretry, make_retry
 
 P = ParamSpec("P")
+#: Options ``self.retry(**options)`` passes on to the retry's message, as Celery's retry does.
+RETRY_OPTIONS = frozenset({"queue", "priority", "headers"})
 R = TypeVar("R")
 
 
@@ -52,7 +55,15 @@ class Task(Generic[P, R]):
             cls = type(self)
             self.name = f"{cls.__module__}.{cls.__qualname__}"
         self._own_options = resolve(self, self.name)  # checked when the task is defined
+        if self._own_options.compression:
+            warnings.warn(f"Task {self.name}: compression={self._own_options.compression!r} is "
+                          "not applied yet; its messages are sent uncompressed.", UserWarning,
+                          stacklevel=2)
         self._options: TaskOptions | None = None
+        if self._own_options.pydantic:
+            from .pydantic_args import validating
+
+            self.run = validating(self, self.run)  # type: ignore[method-assign]
         if self._own_options.autoretry_for:
             run = self.run
             self.run = functools.wraps(run)(  # type: ignore[method-assign]
@@ -73,6 +84,13 @@ class Task(Generic[P, R]):
     def forget_options(self) -> None:
         """Read the options again on next use (after the settings changed)."""
         self._options = None
+
+    @property
+    def app(self) -> Any:
+        """The Celery-style app object (``self.app.send_task``, ``self.app.AsyncResult``)."""
+        from .app import current_app
+
+        return current_app
 
     @property
     def request(self) -> Request:
@@ -134,11 +152,12 @@ class Task(Generic[P, R]):
             Retry: always, unless ``throw=False`` (then it is returned; the retry still
                 happens and this run's return value is ignored).
         """
-        if options:
-            raise TypeError(f"retry() does not take {', '.join(sorted(options))}; pass args, "
-                            "kwargs, exc, eta, countdown or max_retries.")
+        unknown = sorted(set(options) - RETRY_OPTIONS)
+        if unknown:
+            raise TypeError(f"retry() does not take {', '.join(unknown)}; pass args, kwargs, "
+                            f"exc, eta, countdown, max_retries or {', '.join(sorted(RETRY_OPTIONS))}.")
         retry = make_retry(self, args=args, kwargs=kwargs, exc=exc, eta=eta,
-                           countdown=countdown, max_retries=max_retries)
+                           countdown=countdown, max_retries=max_retries, options=options)
         if throw:
             raise retry
         schedule_retry(retry)
@@ -191,17 +210,22 @@ class Task(Generic[P, R]):
             SerializationError: the arguments cannot be encoded.
             BrokerError: the broker refused or could not be reached in time.
         """
-        args, kwargs = calloptions.arguments(self, args, kwargs)
-        task_id = options.pop("task_id", None) or calloptions.new_task_id()
-        send_options = calloptions.resolve(self.name, self, args, kwargs, options)
-        envelope = producer.envelope_for(self.name, task_id, args, kwargs, send_options)
+        envelope, send_options = self._message(args, kwargs, options)
         if get_settings().TASK_ALWAYS_EAGER:
             from . import eager
 
             return eager.run(envelope, self, through_middleware=True)
         producer.send([envelope], record_results=not send_options.ignore_result,
                       options=send_options)
-        return AsyncResult(task_id, task_name=self.name)
+        return AsyncResult(envelope.message_id, task_name=self.name)
+
+    def _message(self, args: Sequence[Any] | None, kwargs: dict[str, Any] | None,
+                 options: dict[str, Any]) -> tuple[Envelope, SendOptions]:
+        """The checked, encoded message for one call, and its resolved options."""
+        args, kwargs = calloptions.arguments(self, args, kwargs)
+        task_id = options.pop("task_id", None) or calloptions.new_task_id()
+        send_options = calloptions.resolve(self.name, self, args, kwargs, options)
+        return producer.envelope_for(self.name, task_id, args, kwargs, send_options), send_options
 
     def apply_async_on_commit(self, args: Sequence[Any] | None = None,
                               kwargs: dict[str, Any] | None = None, *, using: str | None = None,
@@ -209,9 +233,11 @@ class Task(Generic[P, R]):
         """Send the task when the current transaction on ``using`` commits (now if none is open).
 
         The returned AsyncResult's id is fixed now; nothing is sent if the transaction rolls back.
+        The call is checked now (options, arguments, encoding), so a mistake raises here, not
+        after the commit; times (``countdown``) count from the commit, as Celery's do.
         """
         task_id = options.pop("task_id", None) or calloptions.new_task_id()
-        calloptions.check_names(options)
+        self._message(args, kwargs, {**options, "task_id": task_id})
         if get_settings().TASK_ALWAYS_EAGER:
             handle = EagerResult(task_id, None)
             transaction.on_commit(lambda: handle.fill(
@@ -228,6 +254,9 @@ class Task(Generic[P, R]):
     def apply_many(self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
                    **options: Any) -> list[AsyncResult]:
         """Send many calls of this task in one broker round trip: ``[(args, kwargs), ...]``."""
+        if "task_id" in options:
+            raise TypeError("apply_many() makes one task id per call; task_id= names a single "
+                            "call: use apply_async for it.")
         pairs = producer.pair_calls(calls)
         if get_settings().TASK_ALWAYS_EAGER:
             return [self.apply_async(args, kwargs, **options) for args, kwargs in pairs]
@@ -302,66 +331,7 @@ def _forget_all_options() -> None:
 on_reset(_forget_all_options)
 
 
-def default_task_class() -> type[Task[Any, Any]]:
-    """``TASKQ["TASK_CLASS"]`` (Celery's ``task_cls``), else :class:`Task`.
+# The decorator lives in definition.py; importable from here as before.
+from .definition import build_task, default_task_class, shared_task, task  # noqa: E402
 
-    Read from the raw settings: a task module must import even when another TASKQ key is
-    wrong, so that ``manage.py check`` can say what is.
-    """
-    from .conf import raw_settings
-
-    path = raw_settings(celery=False).get("TASK_CLASS")
-    if not path:
-        return Task
-    from .exceptions import ConfigurationError
-
-    try:
-        from django.utils.module_loading import import_string
-
-        cls = import_string(path.replace(":", "."))
-    except ImportError as exc:
-        raise ConfigurationError(f"TASKQ['TASK_CLASS'] = {path!r} cannot be imported: {exc}") \
-            from exc
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise ConfigurationError(f"TASKQ['TASK_CLASS'] = {path!r} is not a subclass of "
-                                 "django_taskq.Task.")
-    return cls
-
-
-def build_task(func: Callable[..., Any], /, *, base: type[Task[Any, Any]] | None = None,
-               bind: bool = False, name: str | None = None, **options: Any) -> Task[Any, Any]:
-    """A Task for ``func`` (not registered): Celery's way, a subclass of ``base`` whose
-    attributes are ``options`` (any keyword, as in Celery) and whose ``run`` is ``func``."""
-    cls = base or default_task_class()
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TypeError(f"base= must be a subclass of django_taskq.Task, not {cls!r}.")
-    attributes = {
-        "name": name or f"{func.__module__}.{func.__qualname__}",
-        "run": func if bind else staticmethod(func),
-        "bind": bind, "__module__": func.__module__, "__qualname__": func.__qualname__,
-        "__doc__": func.__doc__, "__wrapped__": func,
-        # A function given as an option (rate_limit_key=...) must stay a plain function, not
-        # become a method of the class.
-        **{key: staticmethod(value) if isinstance(value, types.FunctionType) else value
-           for key, value in options.items()},
-    }
-    created = type(func.__name__, (cls,), attributes)()
-    functools.update_wrapper(created, func, updated=())  # type: ignore[arg-type]
-    return created
-
-
-def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Register a function as a task: ``@task`` or ``@task(name=..., bind=True, queue=...)``.
-
-    Takes every option Celery's ``@app.task`` takes (see docs/tasks.md); ``base=`` picks the
-    task class. Any other keyword becomes an attribute of the task, as in Celery.
-    """
-    def register(function: Callable[..., Any]) -> Task[Any, Any]:
-        created = build_task(function, **options)
-        registry.register(created)
-        return created
-
-    return register(func) if func is not None else register
-
-
-shared_task = task
+__all__ = ["Task", "build_task", "default_task_class", "shared_task", "task"]

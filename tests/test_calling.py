@@ -109,13 +109,13 @@ def test_honoured_options_reach_the_worker(make_worker):
     assert fields["delivery_info"]["priority"] == 5
     assert fields["shadow"] == "displayed"
     assert (fields["argsrepr"], fields["kwargsrepr"]) == ("(secret,)", "{hidden}")
-    headers = fields["headers"]  # merged flat into the headers, as Celery does
-    assert (headers["x-trace"], headers["tenant"]) == ("t-1", "a")
+    headers = fields["headers"]  # merged flat into the message; the custom ones, as Celery's
+    assert headers == {"x-trace": "t-1", "tenant": "a"} and fields["x-trace"] == "t-1"
     assert (fields["group"], fields["group_index"]) == ("g-1", 2)
     assert (fields["root_id"], fields["parent_id"]) == ("root-1", "parent-1")
     assert (fields["reply_to"], fields["correlation_id"]) == ("replies", "corr-1")
     assert fields["timelimit"] == [30.0, 20.0]
-    assert headers["expires"] is not None
+    assert fields["expires"] is not None
 
 
 def test_extended_results_keep_the_arguments_and_the_queue(make_worker, settings):

@@ -8,7 +8,7 @@ its imports and one INSTALLED_APPS line; on it, ``manage.py check`` and ``migrat
 real ``manage.py taskworker`` (prefork, two children) runs what ``smoke`` sends — on the
 database broker and on Redis — with the hooks and signals the project expects, and the
 project's eager tests pass. Bad options and settings are errors that name the fix. Findings
-that keep the switch from being complete are ``xfail(strict=True)`` tests.
+that kept the switch from being complete are tests of their own (all pass now).
 """
 
 from __future__ import annotations
@@ -246,8 +246,7 @@ def test_worker_signals_fire_in_the_worker_and_its_children(run):
 
 #: Smoke entries that differ from Celery's on purpose or for a finding tested below.
 DIFFERENT = {"reserve_sold_out": "results never import classes: RemoteTaskError's text",
-             "revoked": "the TaskRevokedError's text", "expired": "the TaskRevokedError's text",
-             "tenant": "xfail: test_a_custom_header_is_an_attribute_of_the_request"}
+             "revoked": "the TaskRevokedError's text", "expired": "the TaskRevokedError's text"}
 
 
 @pytest.mark.subprocess
@@ -264,9 +263,6 @@ def test_the_same_as_under_a_celery_worker(run, celery_run):
 
 
 @pytest.mark.subprocess
-@pytest.mark.xfail(strict=True, reason="worker/outcomes.py: Celery 5.7 stores FAILURE and sends "
-                   "task_failure for Reject(requeue=False) (celery#4222); django_taskq "
-                   "dead-letters it and stores nothing, so AsyncResult.get() waits for ever")
 def test_a_rejected_task_ends_failed_as_in_celery(run, celery_run):
     assert celery_run.states["cancel_unknown"] == "FAILURE"
     assert run.events("cancel_unknown") == celery_run.events("cancel_unknown")
@@ -274,24 +270,16 @@ def test_a_rejected_task_ends_failed_as_in_celery(run, celery_run):
 
 
 @pytest.mark.subprocess
-@pytest.mark.xfail(strict=True, reason="worker/execution.py: with track_started, a task whose "
-                   "result is ignored is left STARTED for ever; Celery records STARTED only for "
-                   "tasks whose result is stored (trace.py: track_started and not ignore_result)")
 def test_an_ignored_result_leaves_no_state_behind(run, celery_run):
     assert (celery_run.states["debug"], celery_run.states["visit"]) == ("PENDING", "PENDING")
     assert (run.states["debug"], run.states["visit"]) == ("PENDING", "PENDING")
 
 
 @pytest.mark.subprocess
-@pytest.mark.xfail(strict=True, reason="context.py/worker/job.py: Celery makes custom message "
-                   "headers attributes of self.request (self.request.tenant, "
-                   "self.request.get('tenant')); django_taskq has them in request.headers only")
 def test_a_custom_header_is_an_attribute_of_the_request(run):
     assert run.value("tenant") == "acme"
 
 
-@pytest.mark.xfail(strict=True, reason="exceptions.py: Celery's str(Retry) without an "
-                   "exception is 'Retry in 0.2s' (no ': None'), the task_retry reason above")
 def test_a_retry_without_exception_reads_as_celerys():
     assert str(Retry(exc=None, when=0.2)) == "Retry in 0.2s"
 
@@ -313,9 +301,6 @@ def test_the_projects_eager_tests_pass(converted, tmp_path):
 
 
 @pytest.mark.subprocess
-@pytest.mark.xfail(strict=True, reason="eager.py: with TASK_EAGER_PROPAGATES Celery raises "
-                   "self.retry()'s Retry to the caller (and skips the failure handlers); "
-                   "django_taskq runs the retries and the handlers")
 def test_an_eager_retry_propagates_as_in_celery(converted, tmp_path):
     done = _eager(converted, tmp_path, "--tag", EAGER_RETRY_TAG)
     assert done.returncode == 0, done.stderr
@@ -342,9 +327,6 @@ def test_an_unknown_apply_async_option_is_refused():
         task.apply_async((1, 2), countdwn=5)
 
 
-@pytest.mark.xfail(strict=True, reason="task.py: a misspelled decorator option becomes an "
-                   "attribute silently (as in Celery); a name close to a known option should "
-                   "be refused or warned about, naming the option meant")
 def test_a_misspelled_decorator_option_names_the_option_meant(recwarn):
     messages = []
     try:
@@ -357,8 +339,6 @@ def test_a_misspelled_decorator_option_names_the_option_meant(recwarn):
     assert any("autoretry_for" in message for message in messages)
 
 
-@pytest.mark.xfail(strict=True, reason="task.py: Celery tasks have .app (self.app.send_task, "
-                   "self.app.AsyncResult, self.app.conf)")
 def test_a_task_has_its_app():
     class Probe(Task):
         name = "tests.test_celery_project.probe"
@@ -366,8 +346,6 @@ def test_a_task_has_its_app():
     assert Probe().app.send_task
 
 
-@pytest.mark.xfail(strict=True, reason="states.py lacks Celery's REJECTED, IGNORED and "
-                   "PROPAGATE_STATES")
 def test_states_has_celerys_names():
     from django_taskq import states
 

@@ -159,10 +159,15 @@ def test_apply_throw_overrides_the_setting(configured, settings):
     assert st.raise_recorded.apply(throw=False).failed()
 
 
-def test_an_exhausted_retry_propagates_its_exception(configured, settings):
+def test_with_propagation_a_retry_is_raised_to_the_caller_as_in_celery(configured, settings):
+    from django_taskq.exceptions import Retry
+
     taskq(settings, TASK_EAGER_PROPAGATES=True)
-    with pytest.raises(MaxRetriesExceededError):
+    with pytest.raises(Retry):
         st.retry_always.apply()
+    taskq(settings, TASK_EAGER_PROPAGATES=False)  # without: retried in a loop until exhausted
+    with pytest.raises(MaxRetriesExceededError):
+        st.retry_always.apply().get()
 
 
 def test_store_eager_result(configured, settings):

@@ -130,8 +130,24 @@ def test_retry_rejects_unknown_options():
     from django_taskq.context import Request, activate
 
     with activate(Request(id="x", task=ft.retry_later.name)), \
-            pytest.raises(TypeError, match="does not take"):
-        ft.retry_later.retry(queue="other")
+            pytest.raises(TypeError, match="does not take routing_key; pass .*queue"):
+        ft.retry_later.retry(routing_key="other")
+
+
+@pytest.mark.parametrize("broker_kind", ["memory", "sqlite", "redis"])
+def test_retry_options_send_the_retry_elsewhere(make_worker):
+    result = ft.retry_elsewhere.delay()
+    worker = make_worker(queues=("default", "other"))
+    drain_until(worker, result)
+    assert result.get(timeout=5) == {"queue": "other", "priority": 7, "why": "moved"}
+
+
+def test_retry_options_are_checked_in_the_task():
+    from django_taskq.context import Request, activate
+
+    with activate(Request(id="x", task=ft.retry_later.name)), \
+            pytest.raises(ValueError, match=r"retry\(priority=...\) must be a whole number"):
+        ft.retry_later.retry(priority=12)
 
 
 def test_max_retries_exceeded_error_is_exported():

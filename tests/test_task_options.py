@@ -59,6 +59,8 @@ GOOD = {
     "typing": (False, False),
     "acks_late": (True, True),
     "acks_on_failure_or_timeout": (False, False),
+    "acks_on_failure": (False, False),
+    "acks_on_timeout": (True, True),
     "reject_on_worker_lost": (True, True),
     "retry_on_worker_lost": (True, True),
     "trail": (False, False),
@@ -122,7 +124,8 @@ BAD = {
     "retry_backoff_max": [-1], "retry_jitter": ["yes"], "time_limit": [0, float("inf")],
     "soft_time_limit": [-1], "rate_limit": ["fast", "10/d"], "key_rate_limit": ["fast"],
     "rate_limit_key": [5], "throws": ["KeyError"], "typing": ["no"], "acks_late": ["yes"],
-    "acks_on_failure_or_timeout": [None], "reject_on_worker_lost": ["yes"],
+    "acks_on_failure_or_timeout": [None], "acks_on_failure": ["no"], "acks_on_timeout": [0],
+    "reject_on_worker_lost": ["yes"],
     "retry_on_worker_lost": ["yes"], "trail": ["yes"], "send_events": [1],
     "resultrepr_maxsize": [0, "big"], "pydantic": ["yes"], "pydantic_strict": [1],
     "pydantic_context": [5], "pydantic_dump_kwargs": ["x"],
@@ -337,12 +340,37 @@ def test_acks_on_failure_or_timeout_false_dead_letters_the_failed_message(make_w
     assert get_broker().size("default") == 0
 
 
-def test_reject_dead_letters_the_message_and_stores_nothing(make_worker, tmp_path):
-    result = st.reject.delay(str(tmp_path / "runs"))
-    drain(make_worker(), rounds=5)
+def test_celery_57_split_acks_options_win_over_the_combined_one(make_worker):
+    dead = st.fail_dead_letters_on_failure.delay()
+    acked = st.fail_acked_despite_combined.delay()
+    worker = make_worker()
+    drain(worker, dead)
+    drain(worker, acked)
+    assert (dead.state, acked.state) == (states.FAILURE, states.FAILURE)
+    [(dead_id, reason)] = dead_letters(get_broker())
+    assert dead_id == dead.id and "acks_on_failure=False" in reason
+
+
+def test_reject_dead_letters_the_message_and_fails_the_task(make_worker, tmp_path):
+    from django_taskq import signals
+    from django_taskq.exceptions import Reject
+
+    failures = []
+
+    @signals.task_failure.connect(weak=False)
+    def seen(sender, exception, **kwargs):
+        failures.append(exception)
+
+    try:
+        result = st.reject.delay(str(tmp_path / "runs"))
+        drain(make_worker(), rounds=5)
+    finally:
+        signals.task_failure.disconnect(seen)
     [(dead_id, reason)] = dead_letters(get_broker())
     assert dead_id == result.id and "no thanks" in reason
-    assert result.state == states.PENDING
+    # As Celery 5.7 (celery#4222): FAILURE is stored and task_failure sent, so nobody waits.
+    assert result.state == states.FAILURE
+    assert isinstance(failures[0], Reject) and len(failures) == 1
     assert (tmp_path / "runs").read_text().count("run") == 1
     assert get_broker().size("default") == 0
 
@@ -358,6 +386,19 @@ def test_reject_with_requeue_puts_the_message_back(make_worker, tmp_path):
     assert get_broker().size("default") == 1  # and back in its queue after each run
     assert dead_letters(get_broker()) == []
     assert result.state == states.PENDING
+
+
+def test_reject_with_requeue_every_time_ends_dead_lettered(make_worker, tmp_path):
+    runs = tmp_path / "runs"
+    result = st.reject.delay(str(runs), requeue=True)
+    worker = make_worker()
+    deadline = time.monotonic() + 15
+    while not dead_letters(get_broker()) and time.monotonic() < deadline:
+        worker.step()
+    [(dead_id, reason)] = dead_letters(get_broker())
+    assert dead_id == result.id and "rejected with requeue on each of its 3 deliveries" in reason
+    assert runs.read_text().count("run") == 3  # MAX_DELIVERIES, then given up (promise 2)
+    assert result.state == states.FAILURE
 
 
 def test_ignore_stores_nothing_and_the_message_is_gone(make_worker):

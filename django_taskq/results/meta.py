@@ -9,8 +9,7 @@ from typing import Any
 
 from .. import exceptions, states
 
-#: Ready states whose exception ``get()`` re-raises (Celery's ``states.PROPAGATE_STATES``).
-PROPAGATE_STATES = frozenset({states.FAILURE, states.REVOKED})
+PROPAGATE_STATES = states.PROPAGATE_STATES
 
 
 @dataclass(frozen=True, slots=True)

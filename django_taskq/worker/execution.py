@@ -21,6 +21,7 @@ from .. import middleware, serializers, signals, states
 from ..clock import clock_now
 from ..context import activate
 from ..einfo import ExceptionInfo
+from ..exceptions import Retry
 from ..outcome import Outcome
 from ..registry import registry
 from ..task import Task
@@ -57,12 +58,15 @@ def close_stale_connections(check_liveness: bool = False, keep: tuple[str, ...] 
             connection.close()
 
 
-def execute(job: Job, task: Any = None, *, eager: bool = False) -> Outcome:
+def execute(job: Job, task: Any = None, *, eager: bool = False,
+            propagate: bool = False) -> Outcome:
     """Run ``job``'s task under its request context and return what happened.
 
     A worker run also refreshes database connections around the task; an eager run (in the
     caller's thread, perhaps inside its transaction) leaves them alone and keeps the live
-    exception on the Outcome.
+    exception on the Outcome. With ``propagate`` (eager runs under TASK_EAGER_PROPAGATES) an
+    exception the task raises, a ``Retry`` included, is raised from here as Celery's tracer
+    raises it: after ``task_postrun``, without the failure handlers.
     """
     global _last_task_end
     task = task or registry.get(job.task_name)
@@ -72,24 +76,29 @@ def execute(job: Job, task: Any = None, *, eager: bool = False) -> Outcome:
         close_stale_connections(check_liveness=True, keep=job.keep_connections)
     try:
         with activate(job.request):
-            return _traced(job, task, eager)
+            return _traced(job, task, eager, propagate)
     finally:
         if not eager:
             close_stale_connections(keep=job.keep_connections)
             _last_task_end = time.monotonic()
 
 
-def _traced(job: Job, task: Any, eager: bool) -> Outcome:
+def _traced(job: Job, task: Any, eager: bool, propagate: bool = False) -> Outcome:
     request = job.request
     started = clock_now()
-    if job.track_started and not eager:
-        _record_started(job, started)
     signals.send(signals.task_prerun, task, task_id=request.id, task=task,
                  args=request.args, kwargs=request.kwargs)
+    if job.track_started and not eager and not job.ignore_result:
+        _record_started(job, started)  # after task_prerun, and only for a stored result (Celery)
     run = outcomes.Run(job, task, started, eager)
     try:
         value = _call(job, task)
     except BaseException as exc:  # noqa: BLE001 - sorted by outcomes.failed (re-raises the rest)
+        if propagate and isinstance(exc, Exception):
+            state = states.RETRY if isinstance(exc, Retry) else states.FAILURE
+            signals.send(signals.task_postrun, task, task_id=request.id, task=task,
+                         args=request.args, kwargs=request.kwargs, retval=exc, state=state)
+            raise
         run.failed(exc)
     else:
         run.succeeded(value)
@@ -128,6 +137,11 @@ def _report(run: outcomes.Run) -> None:
     ``task_internal_error``; it does not change the outcome."""
     task, request, state = run.task, run.job.request, run.outcome.state
     args, kwargs = request.args, request.kwargs
+    if run.rejected:  # Reject(requeue=False): the signal only, as Celery sends it
+        signals.send(signals.task_failure, task, task_id=request.id, exception=run.error,
+                     args=args, kwargs=kwargs, traceback=run.einfo and run.einfo.tb,
+                     einfo=run.einfo)
+        return
     if state == states.SUCCESS:
         _handler(run, "on_success", run.retval, request.id, args, kwargs)
         signals.send(signals.task_success, task, result=run.retval)

@@ -17,7 +17,7 @@ from .job import Job
 
 logger = logging.getLogger("django_taskq.worker.worker")  # the worker's log, as before
 
-IGNORED, REJECTED = "IGNORED", "REJECTED"
+IGNORED, REJECTED = states.IGNORED, states.REJECTED
 #: States after which ``after_return`` is not called (Celery's IGNORE_STATES).
 IGNORE_STATES = frozenset({states.RETRY, IGNORED, REJECTED})
 
@@ -34,6 +34,9 @@ class Run:
     retval: Any = None
     error: BaseException | None = None
     einfo: ExceptionInfo | None = None
+    #: Ended by ``Reject(requeue=False)``: FAILURE is stored and task_failure sent, without
+    #: the failure handlers (Celery 5.7, celery#4222).
+    rejected: bool = False
 
     def _common(self) -> dict[str, Any]:
         request = self.job.request
@@ -69,8 +72,10 @@ class Run:
         scheduled = take_scheduled_retry()  # retry(throw=False), then a failure: still retry
         if isinstance(exc, Retry) or scheduled is not None:
             self._retry(exc if isinstance(exc, Retry) else scheduled)
+        elif isinstance(exc, Reject) and exc.requeue:
+            self._settle_only(REJECTED, "requeue", str(exc))
         elif isinstance(exc, Reject):
-            self._settle_only(REJECTED, "requeue" if exc.requeue else "dead_letter", str(exc))
+            self._reject(exc)
         elif isinstance(exc, Ignore):
             self._settle_only(IGNORED, "ack", None)
         else:
@@ -87,6 +92,16 @@ class Run:
             exception=exc if self.eager else None,
             **{**self._common(), **failure_settlement(options, exc, self.job.ignore_result)})
 
+    def _reject(self, exc: Reject) -> None:
+        self.error, self.retval, self.rejected = exc, exc, True
+        self.einfo = ExceptionInfo(exc)
+        common = {**self._common(), "ignore_result": self.job.ignore_result
+                  and not self.task.options.store_errors_even_if_ignored}
+        self.outcome = failure(self.job.request.id or "", self.job.task_name, exc,
+                               serializer=self.job.result_serializer,
+                               exception=exc if self.eager else None,
+                               disposition="dead_letter", reason=str(exc), **common)
+
     def _retry(self, retry: Retry) -> None:
         try:
             _check_retry_arguments(self.job, retry)
@@ -96,7 +111,8 @@ class Run:
         reason = retry.exc if retry.exc is not None else retry
         self.error, self.retval = retry.exc, retry
         self.einfo = ExceptionInfo(retry)
-        order = RetryOrder(eta=retry.eta, args=retry.retry_args, kwargs=retry.retry_kwargs)
+        order = RetryOrder(eta=retry.eta, args=retry.retry_args, kwargs=retry.retry_kwargs,
+                           options=retry.retry_options or None)
         self.outcome = failure(
             self.job.request.id or "", self.job.task_name, reason, state=states.RETRY,
             traceback=self.einfo.traceback, retry=order,
@@ -109,16 +125,23 @@ class Run:
                                state=state, disposition=disposition, reason=reason, **common)
 
 
-def failure_settlement(options: Any, exc: BaseException, ignore_result: bool) -> dict[str, Any]:
+def failure_settlement(options: Any, exc: BaseException, ignore_result: bool,
+                       timeout: bool = False) -> dict[str, Any]:
     """What a task's options say about a failed run (raised, or stopped at its time limit):
     ``store_errors_even_if_ignored`` stores it anyway; ``acks_on_failure_or_timeout=False``
-    dead-letters the message instead of acknowledging it, as Celery rejects it."""
+    (or Celery 5.7's ``acks_on_failure``/``acks_on_timeout``) dead-letters the message
+    instead of acknowledging it, as Celery rejects it."""
     fields: dict[str, Any] = {
         "ignore_result": ignore_result and not options.store_errors_even_if_ignored}
-    if not options.acks_on_failure_or_timeout:
+    specific = options.acks_on_timeout if timeout else options.acks_on_failure
+    acks = options.acks_on_failure_or_timeout if specific is None else specific
+    if not acks:
         fields["disposition"] = "dead_letter"
         fields["reason"] = (f"failed with acks_on_failure_or_timeout=False: "
                             f"{type(exc).__name__}: {exc}")
+        if specific is not None:
+            fields["reason"] = fields["reason"].replace(
+                "acks_on_failure_or_timeout", "acks_on_timeout" if timeout else "acks_on_failure")
     return fields
 
 
@@ -143,9 +166,10 @@ def log_outcome(outcome: Outcome) -> None:
     elif outcome.expected:
         logger.info("task raised expected name=%s id=%s%s error=%s", outcome.task_name,
                     outcome.task_id, took, outcome.error)
-    elif outcome.state in ("REJECTED", "IGNORED"):
-        logger.info("task %s name=%s id=%s%s%s", outcome.state.lower(), outcome.task_name,
-                    outcome.task_id, took, f" reason={outcome.reason}" if outcome.reason else "")
+    elif outcome.state in (REJECTED, IGNORED) or (outcome.error or "").startswith("Reject:"):
+        verb = "ignored" if outcome.state == IGNORED else "rejected"
+        logger.info("task %s name=%s id=%s%s%s", verb, outcome.task_name, outcome.task_id, took,
+                    f" reason={outcome.reason}" if outcome.reason else "")
     else:
         logger.error("task failed name=%s id=%s%s error=%s%s", outcome.task_name,
                      outcome.task_id, took, outcome.error,

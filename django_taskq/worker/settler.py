@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .. import message
 from ..brokers.base import Broker, Delivery
+from ..exceptions import RejectedError
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
 
@@ -66,6 +67,7 @@ class Settler:
         stays (and its retries are not sent twice)."""
         if not self._pending:
             return
+        self._bound_requeues()
         retries = self._retry_envelopes()  # first, as it may turn a RETRY into a FAILURE
         outcomes = [o for _, o in self._pending if o is not None and not o.ignore_result]
         # On the database broker (with results in the same database) the writes commit together.
@@ -80,6 +82,21 @@ class Settler:
             self._settle_otherwise()
         self._pending = []
         self._retries_sent = 0
+
+    def _bound_requeues(self) -> None:
+        """A message rejected with ``requeue=True`` delivery after delivery is dead-lettered
+        once delivered ``max_deliveries`` times (promise 2: no endless redelivery), with a
+        FAILURE result so that nobody waits for it for ever."""
+        for index, (delivery, outcome) in enumerate(self._pending):
+            if outcome is None or outcome.disposition != "requeue" \
+                    or delivery.attempts < self.broker.max_deliveries:
+                continue
+            reason = (f"rejected with requeue on each of its {delivery.attempts} deliveries; "
+                      f"giving up ({outcome.reason})")
+            self._pending[index] = (delivery, failure(
+                outcome.task_id, outcome.task_name, RejectedError(reason),
+                date_done=outcome.date_done, worker=outcome.worker, retries=outcome.retries,
+                disposition="dead_letter", reason=reason))
 
     def _settle_otherwise(self) -> None:
         """Messages whose run asked for something else than an ack: Celery's ``Reject``
@@ -104,7 +121,7 @@ class Settler:
             try:
                 envelopes.append(message.retry_envelope(
                     delivery.envelope, eta=outcome.retry.eta, args=outcome.retry.args,
-                    kwargs=outcome.retry.kwargs))
+                    kwargs=outcome.retry.kwargs, options=outcome.retry.options))
             except Exception as exc:  # noqa: BLE001 - bad input fails one task, not the worker
                 logger.error("cannot send the retry of id=%s: %s", outcome.task_id, exc)
                 self._pending[index] = (delivery, failure(

@@ -187,7 +187,8 @@ def hard_limit_outcome(job: Job, limit: float, started: datetime | None, how: st
     options = registry.get(job.task_name).options
     return failure(job.request.id or "", job.task_name, exc, date_started=started,
                    date_done=clock_now(),
-                   **{**_common(job), **failure_settlement(options, exc, job.ignore_result)})
+                   **{**_common(job), **failure_settlement(options, exc, job.ignore_result,
+                                                           timeout=True)})
 
 
 def _common(job: Job) -> dict[str, Any]:

@@ -125,3 +125,13 @@ def retry_then_raise(self):
 @task(bind=True)
 def retry_with_unencodable_args(self):
     raise self.retry(args=(object(),), countdown=0)
+
+
+@task(bind=True, max_retries=1)
+def retry_elsewhere(self):
+    """Retries once to another queue, with another priority and an extra header."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0, queue="other", priority=7, headers={"why": "moved"})
+    return {"queue": self.request.delivery_info.get("queue"),
+            "priority": self.request.delivery_info.get("priority"),
+            "why": self.request.headers.get("why")}

@@ -162,6 +162,7 @@ def request_fields(self, *args, **kwargs):
         "parent_id": r.parent_id, "group": r.group, "group_index": r.group_index,
         "shadow": r.shadow, "argsrepr": r.argsrepr, "kwargsrepr": r.kwargsrepr,
         "ignore_result": r.ignore_result, "properties": r.properties,
+        "x-trace": r.get("x-trace"), "expires": r.expires and r.expires.isoformat(),
     }
 
 
@@ -185,6 +186,16 @@ def ignored_but_errors_stored(fail=True):
 @task(acks_on_failure_or_timeout=False)
 def fail_dead_letters():
     raise ValueError("to the dead letters")
+
+
+@task(acks_on_failure=False)
+def fail_dead_letters_on_failure():
+    raise ValueError("to the dead letters")
+
+
+@task(acks_on_failure_or_timeout=False, acks_on_failure=True)
+def fail_acked_despite_combined():
+    raise ValueError("acknowledged")
 
 
 @task

@@ -62,4 +62,9 @@ def mark(path, n):
     with Path(path).open("a") as marker:
         marker.write(f"{n}\n")
     return n
-from tests.testapp import feature_tasks, limit_tasks, surface_tasks  # noqa: E402,F401  (registers them)
+from tests.testapp import (  # noqa: E402,F401  (registers them)
+    feature_tasks,
+    limit_tasks,
+    pydantic_tasks,
+    surface_tasks,
+)

@@ -1,0 +1,68 @@
+"""Celery's ``pydantic=True`` tasks: arguments annotated with a pydantic model are validated
+into that model before the task runs, and a model the task returns is dumped to plain data.
+
+Messages carry JSON-like data, so callers pass dicts (``task.delay({"value": 1})``); the task
+receives ``Model(value=1)``. ``pydantic_strict``, ``pydantic_context`` and
+``pydantic_dump_kwargs`` are passed to ``model_validate`` and ``model_dump``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from .options import TaskOptionError
+
+
+def validating(task: Any, run: Callable[..., Any]) -> Callable[..., Any]:
+    """``run`` wrapped to validate model arguments and dump a returned model.
+
+    Raises:
+        TaskOptionError: pydantic is not installed.
+    """
+    try:
+        from pydantic import BaseModel
+    except ImportError as exc:
+        raise TaskOptionError(f"Task {task.name}: pydantic=True needs pydantic 2: "
+                              "pip install 'pydantic>=2'.") from exc
+    signature = inspect.signature(run)
+    found = {name: _model_of(hint, BaseModel) for name, hint in _annotations(run).items()}
+    models = {name: model for name, model in found.items() if model is not None}
+    options = task._own_options
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        context = {**options.pydantic_context, "celery_task_name": task.name}
+        for name, value in bound.arguments.items():
+            model = models.get(name)
+            if model is not None and value is not None and not isinstance(value, model):
+                bound.arguments[name] = model.model_validate(
+                    value, strict=options.pydantic_strict, context=context)
+        returned = run(*bound.args, **bound.kwargs)
+        if isinstance(returned, BaseModel):
+            return returned.model_dump(**options.pydantic_dump_kwargs)
+        return returned
+
+    return wrapper
+
+
+def _annotations(run: Callable[..., Any]) -> dict[str, Any]:
+    function = inspect.unwrap(getattr(run, "__func__", run))
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - an unresolvable hint: use what is written
+        return dict(getattr(function, "__annotations__", {}))
+
+
+def _model_of(annotation: Any, base: type) -> type | None:
+    """The model class of ``Model`` or ``Model | None`` / ``Optional[Model]``."""
+    if isinstance(annotation, type) and issubclass(annotation, base):
+        return annotation
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], base):
+        return members[0]
+    return None
