@@ -7,7 +7,7 @@ which reads whichever broker BROKER_URL names (Redis and RabbitMQ keep no rows h
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -25,7 +25,13 @@ from .service_url import mask
 BROKER_PAGE_LIMIT = 200
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+if TYPE_CHECKING:  # generic in django-stubs only
+    ModelAdmin = admin.ModelAdmin[Any]
+else:
+    ModelAdmin = admin.ModelAdmin
+
+
+class ReadOnlyAdmin(ModelAdmin):
     """Shows rows; nothing here is added or edited by hand (the queue owns these tables)."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -55,7 +61,7 @@ class TaskResultAdmin(ReadOnlyAdmin):
 
 class MessageAdmin(ReadOnlyAdmin):
     search_fields = ("message_id", "task_name")
-    list_filter = ("queue", "task_name")
+    list_filter: ClassVar[tuple[str, ...]] = ("queue", "task_name")
     exclude = ("body", "headers", "properties")
 
     @admin.display(description="body")

@@ -12,7 +12,7 @@ import importlib
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from . import discovery, producer
 from .celery_settings import SETTINGS, code_settings
@@ -22,8 +22,11 @@ from .registry import registry
 from .result import AsyncResult, revoke
 from .signals import Signal
 from .task import Task, task
+from .task import Task as _Task  # for annotations in Celery's body, where Task is Celery.Task
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Sent with the app as sender once the settings are read and once every task module is
 #: imported (Celery's ``on_after_configure`` and ``on_after_finalize``).
@@ -100,7 +103,7 @@ class Celery:
 
     def __init__(self, main: str | None = None, *, broker: str | None = None,
                  backend: str | None = None, include: Iterable[str] | None = None,
-                 task_cls: type[Task[Any, Any]] | str | None = None, **kwargs: Any) -> None:
+                 task_cls: type[_Task[Any, Any]] | str | None = None, **kwargs: Any) -> None:
         self.main = main
         self.conf = Settings()
         self.control = Control()
@@ -123,17 +126,30 @@ class Celery:
         """The registered tasks (``app.tasks["proj.tasks.add"]``)."""
         return registry
 
+    # As django_taskq.task's overloads: the task's arguments are checked, bind=True drops self.
+    @overload
+    def task(self, func: Callable[P, R], /) -> _Task[P, R]: ...
+    @overload
+    def task(self, *, bind: Literal[True],
+             **options: Any) -> Callable[[Callable[Concatenate[Any, P], R]], _Task[P, R]]: ...
+    @overload
+    def task(self, *, bind: Literal[False] = ...,
+             **options: Any) -> Callable[[Callable[P, R]], _Task[P, R]]: ...
+    @overload
+    def task(self, *, bind: bool,
+             **options: Any) -> Callable[[Callable[..., R]], _Task[..., R]]: ...
     def task(self, *args: Any, **options: Any) -> Any:
         """``@app.task`` / ``@app.task(bind=True, ...)``: as :func:`django_taskq.task`."""
         if self._task_cls is not None and "base" not in options:
             options["base"] = _task_class(self._task_cls)
         return task(*args, **options)
 
-    def register_task(self, task_object: Task[Any, Any]) -> Task[Any, Any]:
+    def register_task(self, task_object: _Task[Any, Any]) -> _Task[Any, Any]:
         """Register a class-based task instance (``app.register_task(MyTask())``)."""
         return registry.register(task_object)
 
-    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None,
+                  **options: Any) -> AsyncResult:
         """Send a task by name: :func:`django_taskq.send_task`."""
         return producer.send_task(name, args, kwargs, **options)
 
@@ -214,7 +230,7 @@ def announce() -> None:
 
 
 def _task_class(cls: type[Task[Any, Any]] | str) -> type[Task[Any, Any]]:
-    return _load(cls) if isinstance(cls, str) else cls  # type: ignore[no-any-return]
+    return _load(cls) if isinstance(cls, str) else cls
 
 
 #: ``from celery import current_app``: an app object like any other (they share everything).

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core import checks
@@ -64,7 +65,8 @@ def _check_urls(settings: Any, origins: dict[str, str]) -> list[checks.CheckMess
     from .results import backend_from_url
 
     messages: list[checks.CheckMessage] = []
-    for (key, code), build in zip(_URL_CHECKS, (broker_from_url, backend_from_url), strict=True):
+    builders: tuple[Callable[[str], Any], ...] = (broker_from_url, backend_from_url)
+    for (key, code), build in zip(_URL_CHECKS, builders, strict=True):
         try:
             build(getattr(settings, key)).close()  # built to validate, never connected
         except ConfigurationError as exc:

@@ -102,7 +102,7 @@ def _optional_seconds(value: Any) -> float | None:
 
 
 def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise TypeError("a whole number of at least 1")
     return value
 
@@ -166,7 +166,7 @@ def _annotations(value: Any) -> tuple[Any, ...]:
 def _optional_priority(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9:
         raise TypeError("a whole number from 0 to 9, or None")
     return value
 
@@ -344,7 +344,7 @@ def reset_settings(**kwargs: Any) -> None:
     from .celery_settings import watches
 
     global _cached
-    setting = kwargs.get("setting")
+    setting: Any = kwargs.get("setting")
     if setting not in (None, "TASKQ") and not watches(setting):
         return
     _cached = None

@@ -56,13 +56,13 @@ def broker_or_default(broker: Broker | None) -> DeadLetterStore:
 def list_letters(broker: Broker | None = None, *, limit: int = 100, offset: int = 0,
                  queue: str | None = None) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters after ``offset``, only those of ``queue`` if given."""
-    broker = broker_or_default(broker)
+    store = broker_or_default(broker)
     if queue is None:
-        return broker.dead_letter_list(limit, offset)
+        return store.dead_letter_list(limit, offset)
     found: list[DeadLetter] = []
     start = 0
     while True:
-        batch = broker.dead_letter_list(PAGE, start)
+        batch = store.dead_letter_list(PAGE, start)
         found.extend(letter for letter in batch if letter.envelope.queue == queue)
         if len(batch) < PAGE or len(found) >= offset + limit:
             return found[offset:offset + limit]
@@ -92,8 +92,8 @@ def check_known(letter_ids: Sequence[str], broker: Broker | None = None) -> None
     Raises:
         UnknownDeadLetter: naming every id that does not.
     """
-    broker = broker_or_default(broker)
-    missing = [i for i in dict.fromkeys(letter_ids) if broker.dead_letter_get(i) is None]
+    store = broker_or_default(broker)
+    missing = [i for i in dict.fromkeys(letter_ids) if store.dead_letter_get(i) is None]
     if missing:
         raise UnknownDeadLetter(missing)
 

@@ -11,11 +11,14 @@ import functools
 import types
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from .options import OPTION_NAMES
 from .registry import registry
 from .task import Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def default_task_class() -> type[Task[Any, Any]]:
@@ -62,8 +65,8 @@ def build_task(func: Callable[..., Any], /, *, base: type[Task[Any, Any]] | None
         **{key: staticmethod(value) if isinstance(value, types.FunctionType) else value
            for key, value in options.items()},
     }
-    created = type(func.__name__, (cls,), attributes)()
-    functools.update_wrapper(created, func, updated=())  # type: ignore[arg-type]
+    created: Task[Any, Any] = type(func.__name__, (cls,), attributes)()
+    functools.update_wrapper(created, func, updated=())
     return created
 
 
@@ -80,6 +83,17 @@ def _warn_near_misses(func: Callable[..., Any], options: dict[str, Any]) -> None
                           "attribute and does nothing.", UserWarning, stacklevel=4)
 
 
+# The overloads make ``@task def add(x: int, y: int) -> int`` a ``Task[[int, int], int]``, so that
+# ``add.delay("x")`` is a type error; ``bind=True`` drops the function's ``self``.
+@overload
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(*, bind: Literal[True],
+         **options: Any) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+@overload
+def task(*, bind: Literal[False] = ..., **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+@overload
+def task(*, bind: bool, **options: Any) -> Callable[[Callable[..., R]], Task[..., R]]: ...
 def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Register a function as a task: ``@task`` or ``@task(name=..., bind=True, queue=...)``.
 

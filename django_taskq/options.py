@@ -40,7 +40,7 @@ def priority(value: Any, what: str = "priority") -> int | None:
     """None, or a whole number from 0 to 9 (higher runs first)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not (
+    if not isinstance(value, int) or isinstance(value, bool) or not (
             MIN_PRIORITY <= value <= MAX_PRIORITY):
         raise ValueError(f"{what} must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY} "
                          f"(higher runs first), not {value!r}.")
@@ -120,7 +120,8 @@ def _callable(value: Any, what: str) -> Callable[..., Any] | None:
     if value is not None and not callable(value):
         raise ValueError(f"{what} must be a function (it gets the task's arguments), not "
                          f"{value!r}.")
-    return value
+    function: Callable[..., Any] | None = value
+    return function
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
@@ -132,7 +133,7 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
 
 
 def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{what} must be a whole number of at least 1, not {value!r}.")
     return value
 

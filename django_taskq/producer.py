@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import serializers, signals
-from .calloptions import SendOptions, arguments, new_task_id, resolve
+from .calloptions import arguments, new_task_id, resolve
 from .exceptions import BrokerConnectionError, TaskqError
-from .message import Envelope, build_envelope
+from .message import Envelope, SendOptions, build_envelope
 from .registry import registry
+
+if TYPE_CHECKING:
+    from .result import AsyncResult
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ def envelope_for(task_name: str, task_id: str, args: Sequence[Any], kwargs: dict
 
 
 def send_task(name: str, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
-              **options: Any) -> Any:
+              **options: Any) -> AsyncResult:
     """Send task ``name`` by name, without importing its code (Celery's ``app.send_task``).
 
     When the task is registered in this process its own options apply (as Celery 5.7 does)

@@ -12,9 +12,11 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .options import TaskOptionError
+
+M = TypeVar("M")
 
 
 def validating(task: Any, run: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,7 +60,7 @@ def _annotations(run: Callable[..., Any]) -> dict[str, Any]:
         return dict(getattr(function, "__annotations__", {}))
 
 
-def _model_of(annotation: Any, base: type) -> type | None:
+def _model_of(annotation: Any, base: type[M]) -> type[M] | None:
     """The model class of ``Model`` or ``Model | None`` / ``Optional[Model]``."""
     if isinstance(annotation, type) and issubclass(annotation, base):
         return annotation

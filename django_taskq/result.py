@@ -343,7 +343,7 @@ class EagerResult(AsyncResult):
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.id, self._cache)
 
-    def fill(self, other: EagerResult) -> None:
+    def fill(self, other: AsyncResult) -> None:
         """Take the outcome of a run that happened after this handle was returned."""
         self._cache = other._cache
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.utils.module_loading import import_string
@@ -30,7 +30,7 @@ Router = Callable[..., Any]
 class MapRoute:
     """A dict route: exact names first, then globs and regexes in the order given."""
 
-    def __init__(self, table: Mapping[Any, Any] | list[tuple[Any, Any]]) -> None:
+    def __init__(self, table: Mapping[Any, Any] | Sequence[tuple[Any, Any]]) -> None:
         items = table.items() if isinstance(table, Mapping) else table
         self.exact: dict[str, Any] = {}
         self.patterns: list[tuple[re.Pattern[str], Any]] = []
@@ -72,7 +72,8 @@ def _router(entry: Any) -> Router:
     if not callable(entry):
         raise ConfigurationError(f"TASK_ROUTES entry {entry!r} is not a dict, a router function "
                                  "or a dotted path to one.")
-    return entry  # type: ignore[no-any-return]
+    router: Router = entry
+    return router
 
 
 @functools.lru_cache(maxsize=1)

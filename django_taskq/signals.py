@@ -82,7 +82,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from django.dispatch import Signal as DjangoSignal
-from django.dispatch.dispatcher import _make_id
+from django.dispatch.dispatcher import _make_id  # type: ignore[attr-defined]  # private, not in the stubs
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Signal(DjangoSignal):
     def __repr__(self) -> str:
         return f"<Signal: {self.name}>"
 
-    def connect(self, *args: Any, **options: Any) -> Any:  # type: ignore[override]
+    def connect(self, *args: Any, **options: Any) -> Any:
         """Connect a receiver: ``sig.connect(fn, ...)``, ``@sig.connect`` or ``@sig.connect(...)``.
 
         Args:

@@ -303,7 +303,7 @@ class Task(Generic[P, R]):
     def send_task(self, name: str, args: Sequence[Any] | None = None,
                   kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
         """Send another task by name (Celery's ``self.app.send_task`` inside a task)."""
-        return producer.send_task(name, args, kwargs, **options)  # type: ignore[no-any-return]
+        return producer.send_task(name, args, kwargs, **options)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         """The result handle for ``task_id`` (Celery's name)."""
@@ -316,7 +316,8 @@ def _celery_attributes() -> None:
     form the worker uses)."""
     for spec in fields(TaskOptions):
         if not hasattr(Task, spec.name):
-            default = spec.default if spec.default is not MISSING else spec.default_factory()
+            factory = spec.default_factory  # every field has a default or a factory
+            default = factory() if factory is not MISSING else spec.default
             setattr(Task, spec.name, default)
 
 

@@ -40,7 +40,11 @@ run_leg() {  # run_leg NAME VENV PYTHON DJANGO_SPEC [pytest args]
         cat "$venv/install.log"
         return 1
     fi
-    "$venv/bin/python" -m ruff check --quiet django_taskq tests example_project bench
+    # "|| return 1": set -e does not apply inside a function called as "run_leg ... || status=1".
+    "$venv/bin/python" -m ruff check --quiet django_taskq tests example_project bench || return 1
+    if [ "$name" = main ]; then  # [tool.mypy] in pyproject.toml: the package, tests/typecheck
+        "$venv/bin/python" -m mypy || return 1
+    fi
     "$venv/bin/python" -m pytest "$@"
 }
 

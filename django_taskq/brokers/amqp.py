@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from ..exceptions import BrokerConnectionError
 from ..message import Envelope
@@ -114,8 +115,9 @@ class AmqpBroker(Broker, DeadLetterStore):
             elif used + 1 >= self.max_deliveries:
                 reason = worker_lost_reason(used + 1)
                 letters.append(DeadLetter(envelope, reason, used + 1))
+                extra: dict[str, Any] = {REASON: reason, ORIGIN: envelope.queue}
                 copies.append((delivery, Target(envelope.queue, dead=True), copy_headers(
-                    envelope, used + 1, **{REASON: reason, ORIGIN: envelope.queue})))
+                    envelope, used + 1, **extra)))
             else:
                 back += 1
                 copies.append((delivery, Target(envelope.queue), copy_headers(envelope, used + 1)))
@@ -173,9 +175,8 @@ class AmqpBroker(Broker, DeadLetterStore):
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         envelope = delivery.envelope
-        headers = copy_headers(envelope, delivery.attempts, **{REASON: reason,
-                                                              ORIGIN: envelope.queue,
-                                                              DEAD_AT: time.time()})
+        extra: dict[str, Any] = {REASON: reason, ORIGIN: envelope.queue, DEAD_AT: time.time()}
+        headers = copy_headers(envelope, delivery.attempts, **extra)
         with self._consuming("dead_letter"):
             self._publish_then_ack([(delivery, Target(envelope.queue, dead=True), headers)])
 

@@ -145,13 +145,13 @@ def connect(options: AmqpOptions, *, heartbeat: float) -> Any:
         BrokerConnectionError: unreachable, refused, or no handshake within ``connect_timeout``.
     """
     try:
-        import kombu
+        from kombu.connection import Connection
     except ImportError as exc:
         raise ConfigurationError(
             "The RabbitMQ broker needs kombu: pip install 'django-taskq[amqp]'.") from exc
     # pyamqp:// forces py-amqp even where librabbitmq is installed.
     address = "pyamqp://" + options.url.split("://", 1)[1]
-    client = kombu.Connection(
+    client = Connection(
         address, ssl=tls_settings(options, urlsplit(options.url).hostname or "localhost"),
         connect_timeout=options.connect_timeout, heartbeat=heartbeat,
         transport_options={"read_timeout": options.confirm_timeout,

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..exceptions import BrokerConnectionError, BrokerError, SerializationError
 from . import amqp_delay as delay
@@ -24,6 +24,7 @@ from .amqp_options import AmqpOptions, connect, translated
 
 #: Messages written before their confirms are awaited (bounds what a failure may duplicate).
 CHUNK = 1000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +255,7 @@ class Publisher:
         def run(channel: Any) -> list[Any]:
             if _passive_count(channel, queue) is None:
                 return []
-            got = []
+            got: list[Any] = []
             while len(got) < limit:
                 message = channel.basic_get(queue, no_ack=False)
                 if message is None:
@@ -289,7 +290,7 @@ class Publisher:
             return len(picked)  # the channel's (synchronous) close comes after the acks
         return int(self._on_side_channel(run))
 
-    def _on_side_channel(self, action: Any) -> Any:
+    def _on_side_channel(self, action: Callable[[Any], T]) -> T:
         with self.lock:
             try:
                 with translated("inspect"):

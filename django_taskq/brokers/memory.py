@@ -175,7 +175,8 @@ class MemoryBroker(Broker, DeadLetterStore):
 
     def _take_dead(self, letter_ids: Sequence[str] | None) -> list[DeadLetter]:
         wanted = None if letter_ids is None else set(letter_ids)
-        taken, kept = [], []
+        taken: list[DeadLetter] = []
+        kept: list[DeadLetter] = []
         for letter in self.dead_letters:
             (taken if wanted is None or letter.id in wanted else kept).append(letter)
         self.dead_letters = kept

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 from .. import serializers, states
 from ..exceptions import SerializationError, TimeoutError
@@ -76,9 +76,9 @@ class RedisResultBackend(ResultBackend):
                      and outcome.content_encoding == "utf-8")
         if same_json:
             # Splice the already-encoded value in rather than decoding and encoding it again.
-            value = outcome.payload if outcome.payload is not None else b"null"
+            encoded = outcome.payload if outcome.payload is not None else b"null"
             head = json.dumps({"status": fields.pop("status"), "result": None})[:-5].encode()
-            return head + value + b", " + serializers.dumps(fields, "json")[0][1:]
+            return head + encoded + b", " + serializers.dumps(fields, "json")[0][1:]
         value = None
         if outcome.payload is not None:
             value = serializers.loads(outcome.payload, outcome.content_type,
@@ -110,8 +110,9 @@ class RedisResultBackend(ResultBackend):
     def queue_pending(self, pipe: Any, records: Sequence[tuple[str, str]]) -> None:
         """Add the PENDING writes (``SET NX``: never over a result) to a pipeline of this server."""
         for task_id, name in records:
-            meta = {"status": states.PENDING, "result": None, "traceback": None, "children": [],
-                    "date_done": None, "task_id": task_id, "name": name}
+            meta: dict[str, Any] = {
+                "status": states.PENDING, "result": None, "traceback": None, "children": [],
+                "date_done": None, "task_id": task_id, "name": name}
             data = json.dumps(meta) if self.serializer == "json" else \
                 serializers.dumps(meta, self.serializer)[0]
             pipe.set(self.key(task_id), data, nx=True, ex=self._ttl())
@@ -229,7 +230,7 @@ def _is(message: dict[str, Any] | None, kind: str, channel: bytes) -> bool:
     return message is not None and message.get("type") == kind and message.get("channel") == channel
 
 
-def _ready(meta: ResultMeta | None) -> bool:
+def _ready(meta: ResultMeta | None) -> TypeGuard[ResultMeta]:
     return meta is not None and meta.state in states.READY_STATES
 
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+
+if TYPE_CHECKING:
+    from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 
 #: pytest-django fixtures that give a test database access.
 DB_FIXTURES = ("db", "transactional_db", "django_db_reset_sequences",
@@ -121,7 +124,7 @@ def _check_database(request: pytest.FixtureRequest, aliases: list[str]) -> None:
         pytest.fail(f"taskq_worker: the broker, result backend or control store is in {where}, "
                     f"and this test has no database access: {fix}.", pytrace=False)
     in_memory = [a for a in aliases if connections[a].vendor == "sqlite"
-                 and connections[a].is_in_memory_db()]
+                 and cast("SQLiteWrapper", connections[a]).is_in_memory_db()]
     if in_memory:
         pytest.fail(f"taskq_worker: the test database {in_memory[0]!r} is SQLite in memory, "
                     "which a second thread shares only with 'database table is locked' errors: "

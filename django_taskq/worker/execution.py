@@ -121,7 +121,8 @@ def _call(job: Job, task: Any) -> Any:
 
 
 def _overrides(task: Any, name: str) -> bool:
-    return _class_overrides(type(task), name)
+    cls: type = type(task)  # type[Any] is not Hashable to mypy
+    return _class_overrides(cls, name)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from .. import signals, states
 from ..brokers import get_broker
@@ -20,7 +20,7 @@ from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
 from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
 from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError, WorkerLostError
-from ..outcome import failure
+from ..outcome import Outcome, failure
 from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
@@ -62,9 +62,9 @@ class Worker:
             soft_time_limit=options.soft_time_limit, max_tasks_per_child=options.max_tasks_per_child,
             max_memory_per_child=options.max_memory_per_child)
         # Solo tasks run on the worker's own thread and so share its database connections.
-        self.keep_connections = tuple(
+        self.keep_connections: tuple[str, ...] = cast("tuple[str, ...]", tuple(
             {getattr(self.broker, "alias", None), getattr(self.backend, "alias", None)} - {None}
-        ) if options.pool == "solo" else ()
+        )) if options.pool == "solo" else ()
         self.settler = Settler(self.broker, self.backend, clock=clock.monotonic)
         self.prefetched: deque[tuple[Delivery, Job]] = deque()
         self.running: dict[int, tuple[Delivery, Job]] = {}
@@ -277,8 +277,9 @@ class Worker:
                 self._revoke(delivery, job, "terminated while running", terminated=True)
                 continue
             self.processed += 1
-            log_outcome(outcome)
-            self.settler.add(delivery, outcome)
+            finished = cast(Outcome, outcome)  # neither LOST nor TERMINATED by now
+            log_outcome(finished)
+            self.settler.add(delivery, finished)
 
     def _lost(self, delivery: Delivery, job: Job) -> None:
         """The child running ``job`` died: retry it, or dead-letter after too many deaths."""
