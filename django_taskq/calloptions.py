@@ -187,13 +187,7 @@ def arguments(task: Any, args: Sequence[Any] | None, kwargs: Mapping[str, Any] |
 
 def check_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Celery's ``typing``: the call's arguments must fit the task function (TypeError)."""
-    if task is None or not task.options.typing:
-        return
-    signature = task.signature_of_run()
-    if signature is None:
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{task.name}{signature}: {exc}") from None
+    mismatch = task.argument_mismatch(args, kwargs) if task is not None else None
+    if mismatch is not None:
+        raise TypeError(mismatch)
 

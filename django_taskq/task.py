@@ -110,10 +110,27 @@ class Task(Generic[P, R]):
 
     def signature_of_run(self) -> inspect.Signature | None:
         """The signature calls must fit (without ``self``), or None when unknown."""
-        try:
-            return inspect.signature(self.run)
+        return self._run_signature[0]
+
+    @functools.cached_property
+    def _run_signature(self) -> tuple[inspect.Signature | None]:
+        try:  # inspect.signature is slow: once per task object
+            return (inspect.signature(self.run),)
         except (TypeError, ValueError):
+            return (None,)
+
+    def argument_mismatch(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        """Why ``args``/``kwargs`` cannot be bound to ``run``, or None when they can (or when
+        the task's ``typing`` option is off: it then runs with what it is given, as in Celery,
+        whose ``__call__`` overrides may reshape the arguments before ``run`` sees them)."""
+        signature = self.signature_of_run() if self.options.typing else None
+        if signature is None:
             return None
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            return f"{self.name}{signature}: {exc}"
+        return None
 
     # -- handlers: called by the worker (and eager runs) with Celery's arguments ----------
 

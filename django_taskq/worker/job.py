@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,32 +32,10 @@ class Job:
 
 
 def check_arguments(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Raise BadMessage when the arguments cannot be bound to the task's ``run``.
-
-    Not for ``typing=False`` tasks: they run with what they are given, as in Celery (a
-    ``__call__`` override may reshape the arguments before ``run`` sees them).
-    """
-    if not task.options.typing:
-        return
-    signature = _signature(task)
-    if signature is None:
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise BadMessage(f"arguments do not match task {task.name}{signature}: {exc}") from exc
-
-
-def _signature(task: Any) -> inspect.Signature | None:
-    cached = _signatures.get(task)
-    if cached is None:
-        cached = _signatures[task] = (task.signature_of_run(),)
-    return cached[0]
-
-
-#: Per task object (a re-registered task is a new object): inspect.signature is slow.
-_signatures: weakref.WeakKeyDictionary[Any, tuple[inspect.Signature | None]] = \
-    weakref.WeakKeyDictionary()
+    """Raise BadMessage when the arguments cannot be bound to the task's ``run``."""
+    mismatch = task.argument_mismatch(args, kwargs)
+    if mismatch is not None:
+        raise BadMessage(f"arguments do not match task {mismatch}")
 
 
 def _delivery_info(envelope: message.Envelope) -> dict[str, Any]:
