@@ -8,9 +8,11 @@ are accepted without effect (``IGNORED``), and an unknown name is a TypeError li
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from django.utils import timezone
 
 from . import options as checks
 from . import routing
-from .conf import get_settings
+from .conf import get_settings, on_reset
 from .context import current_request
 from .exceptions import TaskqError
 from .message import SendOptions
@@ -127,11 +129,39 @@ def resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
         TypeError: an unknown option.
         ValueError: a bad value (priority out of range, both countdown and eta, ...).
     """
+    parent = current_request()
+    if not given and task is not None:  # delay(): nothing per call but the parent
+        plain = _plain(task)
+        if plain is not None:
+            if parent is None:
+                return plain
+            return dataclasses.replace(plain, parent_id=parent.id,
+                                       root_id=parent.root_id or parent.id)
+    return _resolve(name, task, args, kwargs, given, now or timezone.now(), parent)
+
+
+def _plain(task: Any) -> SendOptions | None:
+    """The options of a call that gives none, the same for every such call of ``task`` unless
+    a route (which may look at the arguments) or a relative ``expires`` can change them; kept
+    per task until the settings change. This is ``delay()``'s fast path."""
+    if routing.routers() or task.options.expires is not None:
+        return None
+    cached = _plain_options.get(task)
+    if cached is None:
+        cached = _plain_options[task] = _resolve(task.name, task, (), {}, {}, timezone.now(),
+                                                 None)
+    return cached
+
+
+_plain_options: weakref.WeakKeyDictionary[Any, SendOptions] = weakref.WeakKeyDictionary()
+on_reset(_plain_options.clear)
+
+
+def _resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
+             given: Mapping[str, Any], now: datetime, parent: Any) -> SendOptions:
     check_names(given)
     settings = get_settings()
-    now = now or timezone.now()
     values = merged(name, task, args, kwargs, given)
-    parent = current_request()
     priority = values.get("priority", settings.TASK_DEFAULT_PRIORITY)
     ignore = values.get("ignore_result")
     retry_policy = {**settings.TASK_PUBLISH_RETRY_POLICY, **(values.get("retry_policy") or {})}

@@ -10,7 +10,12 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """Facts about the running execution of a task, with Celery's attribute names."""
+    """Facts about the running execution of a task, with Celery's attribute names.
+
+    The fields are what the worker reads for every run; the rest of Celery's Context fields
+    are properties over the message's headers, properties and embed (built once per task run:
+    a field costs on every message, a property only when read).
+    """
 
     id: str | None = None
     task: str | None = None
@@ -22,30 +27,96 @@ class Request:
     root_id: str | None = None
     parent_id: str | None = None
     group: str | None = None
-    group_index: int | None = None
     hostname: str | None = None
     delivery_info: dict[str, Any] = field(default_factory=dict)
+    #: The custom headers (``apply_async(headers=...)``, middleware), as in Celery.
     headers: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
-    correlation_id: str | None = None
-    reply_to: str | None = None
-    origin: str | None = None
-    shadow: str | None = None
-    timelimit: tuple[float | None, float | None] = (None, None)
     time_limit: float | None = None
     soft_time_limit: float | None = None
-    ignore_result: bool = False
-    argsrepr: str | None = None
-    kwargsrepr: str | None = None
-    callbacks: Any = None
-    errbacks: Any = None
-    chain: Any = None
-    chord: Any = None
-    stamps: Any = None
-    stamped_headers: Any = None
     is_eager: bool = False
     called_directly: bool = False
-    utc: bool = True
+    #: Every header of the message, protocol ones included.
+    message_headers: dict[str, Any] = field(default_factory=dict)
+    #: The body's embedded workflow fields (callbacks, errbacks, chain, chord).
+    embed: dict[str, Any] = field(default_factory=dict)
+
+    utc = True  # Celery's Context field; times are always aware here
+
+    @property
+    def group_index(self) -> int | None:
+        """Position in its group (``apply_async(group_index=...)``)."""
+        return self.message_headers.get("group_index")
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The message's correlation id (the task id unless the sender chose one)."""
+        return self.properties.get("correlation_id")
+
+    @property
+    def reply_to(self) -> str | None:
+        """Where the sender wants replies (``apply_async(reply_to=...)``)."""
+        return self.properties.get("reply_to") or None
+
+    @property
+    def origin(self) -> str | None:
+        """``gen<pid>@<host>`` of the sender."""
+        return self.message_headers.get("origin")
+
+    @property
+    def shadow(self) -> str | None:
+        """The name shown instead of the task's (``apply_async(shadow=...)``)."""
+        return self.message_headers.get("shadow")
+
+    @property
+    def argsrepr(self) -> str | None:
+        """What is shown instead of the positional arguments."""
+        return self.message_headers.get("argsrepr")
+
+    @property
+    def kwargsrepr(self) -> str | None:
+        """What is shown instead of the keyword arguments."""
+        return self.message_headers.get("kwargsrepr")
+
+    @property
+    def ignore_result(self) -> bool:
+        """Whether the sender asked for no result."""
+        return bool(self.message_headers.get("ignore_result"))
+
+    @property
+    def timelimit(self) -> tuple[float | None, float | None]:
+        """``(hard, soft)`` limits in force for this run."""
+        return (self.time_limit, self.soft_time_limit)
+
+    @property
+    def stamps(self) -> Any:
+        """Celery's stamping header, as sent."""
+        return self.message_headers.get("stamps")
+
+    @property
+    def stamped_headers(self) -> Any:
+        """Celery's stamping header, as sent."""
+        return self.message_headers.get("stamped_headers")
+
+    @property
+    def callbacks(self) -> Any:
+        """The body's ``callbacks`` (set by Celery senders; not acted on yet)."""
+        return self.embed.get("callbacks")
+
+    @property
+    def errbacks(self) -> Any:
+        """The body's ``errbacks``."""
+        return self.embed.get("errbacks")
+
+    @property
+    def chain(self) -> Any:
+        """The body's ``chain``."""
+        return self.embed.get("chain")
+
+    @property
+    def chord(self) -> Any:
+        """The body's ``chord``."""
+        return self.embed.get("chord")
 
     def get(self, key: str, default: Any = None) -> Any:
         """An attribute (or custom header) by name, or ``default`` (Celery's ``Context.get``)."""

@@ -106,15 +106,6 @@ def make_request(decoded: message.DecodedMessage, envelope: message.Envelope, ho
         id=decoded.task_id, task=decoded.task_name, args=decoded.args, kwargs=decoded.kwargs,
         retries=decoded.retries, eta=decoded.eta, expires=decoded.expires,
         root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
-        group=headers.get("group"), group_index=headers.get("group_index"),
-        hostname=hostname, delivery_info=_delivery_info(envelope),
-        headers=message.custom_headers(headers),
-        properties=properties, correlation_id=properties.get("correlation_id"),
-        reply_to=properties.get("reply_to") or None, origin=headers.get("origin"),
-        shadow=headers.get("shadow"), timelimit=(hard, soft), time_limit=hard,
-        soft_time_limit=soft, ignore_result=bool(headers.get("ignore_result")),
-        argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr"),
-        callbacks=decoded.embed.get("callbacks"), errbacks=decoded.embed.get("errbacks"),
-        chain=decoded.embed.get("chain"), chord=decoded.embed.get("chord"),
-        stamps=headers.get("stamps"), stamped_headers=headers.get("stamped_headers"),
-        is_eager=eager)
+        group=headers.get("group"), hostname=hostname, delivery_info=_delivery_info(envelope),
+        headers=message.custom_headers(headers), properties=properties, time_limit=hard,
+        soft_time_limit=soft, is_eager=eager, message_headers=headers, embed=decoded.embed)
