@@ -14,7 +14,9 @@ from tests import services
 DB_ALIASES = {"sqlite": "default", "postgres": "postgres", "mariadb": "mariadb"}
 BROKER_KINDS = ["memory", *DB_ALIASES, "redis", "amqp"]
 #: Queues the shared tests use on RabbitMQ; emptied (deleted) around every test.
-AMQP_TEST_QUEUES = ("default", "a", "b", "other", "noise")
+AMQP_TEST_QUEUES = ("default", "a", "b", "other", "noise", "surface", "side", "called", "high",
+                    "billing", "routed", "feeds", "main", "globbed", "from-function", "q",
+                    "proj-q", "bulk")
 
 
 class Clock:
