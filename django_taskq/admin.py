@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils.text import Truncator
 
 from . import deadletters
 from .conf import get_settings
@@ -23,6 +24,8 @@ from .service_url import mask
 
 #: Dead letters shown on the broker page.
 BROKER_PAGE_LIMIT = 200
+#: Characters of a dead letter's reason shown in lists (its own page shows all of it).
+REASON_CHARS = 80
 
 
 if TYPE_CHECKING:  # generic in django-stubs only
@@ -75,15 +78,21 @@ class QueuedMessageAdmin(MessageAdmin):
                     "attempts", "locked_until", "locked_by")
     list_filter = ("state", "queue", "task_name")
     readonly_fields = ("message_id", "task_name", "queue", "state", "priority", "available_at",
-                       "attempts", "locked_until", "locked_by", "created_at", "body_text")
+                       "attempts", "locked_until", "locked_by", "created_at", "body_text",
+                       "content_type", "content_encoding")
 
 
 @admin.register(DeadLetterMessage)
 class DeadLetterAdmin(MessageAdmin):
-    list_display = ("message_id", "task_name", "queue", "reason", "attempts", "dead_at")
+    list_display = ("message_id", "task_name", "queue", "reason_summary", "attempts", "dead_at")
     readonly_fields = ("message_id", "task_name", "queue", "reason", "priority", "attempts",
-                       "created_at", "dead_at", "body_text")
+                       "created_at", "dead_at", "body_text", "content_type", "content_encoding")
     actions = ["requeue_selected"]
+
+    @admin.display(description="reason", ordering="reason")
+    def reason_summary(self, obj: DeadLetterMessage) -> str:
+        """The reason on one line, cut short: a traceback would make the row a page long."""
+        return Truncator(" ".join(obj.reason.split())).chars(REASON_CHARS)
 
     def has_requeue_permission(self, request: HttpRequest) -> bool:
         """Whether the user may send dead letters back to their queues."""

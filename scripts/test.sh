@@ -10,7 +10,8 @@
 # and subprocess (real taskworker processes); those run on the main leg only.
 # Extra arguments go to pytest. TASKQ_TEST_LEGS="main" limits the legs.
 # Tests needing PostgreSQL, MariaDB, Redis or RabbitMQ skip when those are unreachable, unless
-# TASKQ_REQUIRE_SERVICES=1 (CI), where they fail.
+# TASKQ_REQUIRE_SERVICES=1 (CI), where they fail. Before the legs, Debian's chromium and
+# chromium-driver are installed with apt-get when missing (the admin page tests use them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEGS=${TASKQ_TEST_LEGS:-main django6 django42}
@@ -48,6 +49,24 @@ run_leg() {  # run_leg NAME VENV PYTHON DJANGO_SPEC [pytest args]
     "$venv/bin/python" -m pytest "$@"
 }
 
+#: Debian's Chromium and its driver, for the admin page tests in a real browser (tests/browser.py).
+BROWSER_LOG=${TMPDIR:-/tmp}/django-taskq-chromium-install.log
+
+install_browser() {  # a failed install is not fatal: the browser tests skip, or fail in CI
+    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return 0
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+    [ "$(id -u)" = 0 ] || apt=(sudo -n "${apt[@]}")
+    local install=("${apt[@]}" install -y --no-install-recommends chromium chromium-driver)
+    echo "=== browser: installing Debian's chromium and chromium-driver (apt-get; log $BROWSER_LOG)"
+    # apt-get update only when the install fails: package lists are usually fresh enough.
+    if ! { "${install[@]}" || { "${apt[@]}" update && "${install[@]}"; }; } > "$BROWSER_LOG" 2>&1
+    then
+        cat "$BROWSER_LOG"
+        echo "=== browser: install failed; the admin page tests will skip (fail if required)"
+    fi
+}
+
+install_browser
 status=0
 for leg in $LEGS; do
     case $leg in
