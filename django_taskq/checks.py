@@ -7,6 +7,7 @@
 - django_taskq.E005: a serializer name is unknown.
 - django_taskq.E006: CONTROL_URL is set but not usable (bad URL, scheme or database alias).
 - django_taskq.E010: a Celery setting honoured as a TASKQ key has a value that cannot be used.
+- django_taskq.E011: a task's options are not valid once TASK_ANNOTATIONS are applied.
 - django_taskq.W001: TASKQ has an unknown key (a typo?).
 - django_taskq.W002: pickle is accepted: anyone who can write to the broker can run code.
 - django_taskq.W011: a Celery setting has no effect here (the hint: what replaces it, or why).
@@ -120,4 +121,19 @@ def check_control_url(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
         return [checks.Error(str(exc), hint="Fix TASKQ['CONTROL_URL']: use db://<alias>, "
                              "redis://..., rediss://... or memory://, or None to follow the "
                              "broker.", id="django_taskq.E006")]
+    return []
+
+
+@checks.register("django_taskq")
+def check_task_options(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """django_taskq.E011: every registered task's options, with TASK_ANNOTATIONS applied."""
+    from .exceptions import TaskqError
+    from .registry import registry
+
+    try:
+        registry.check_options()
+    except TaskqError as exc:
+        return [checks.Error(str(exc), hint="Fix TASKQ['TASK_ANNOTATIONS'] (or the task's own "
+                             "option): the worker refuses to start with it.",
+                             id="django_taskq.E011")]
     return []

@@ -145,6 +145,17 @@ _current: ContextVar[Request | None] = ContextVar("django_taskq_request", defaul
 _scheduled_retry: ContextVar[Any] = ContextVar("django_taskq_retry", default=None)
 
 
+def push(request: Request) -> Any:
+    """Make ``request`` current until :func:`pop` with the token returned (Celery's
+    ``task.push_request``, for tests of bound tasks)."""
+    return _current.set(request)
+
+
+def pop(token: Any) -> None:
+    """Undo a :func:`push`."""
+    _current.reset(token)
+
+
 def current_request() -> Request | None:
     """The request of the task running in this thread or context, if any."""
     return _current.get()

@@ -17,6 +17,9 @@ from .options import OPTION_NAMES
 from .registry import registry
 from .task import Task
 
+#: Options whose value is a plain function, called without the task.
+PLAIN_FUNCTIONS = frozenset({"rate_limit_key"})
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -60,9 +63,10 @@ def build_task(func: Callable[..., Any], /, *, base: type[Task[Any, Any]] | None
         "run": func if bind else staticmethod(func),
         "bind": bind, "__module__": func.__module__, "__qualname__": func.__qualname__,
         "__doc__": func.__doc__, "__wrapped__": func,
-        # A function given as an option (rate_limit_key=...) must stay a plain function, not
-        # become a method of the class.
-        **{key: staticmethod(value) if isinstance(value, types.FunctionType) else value
+        # As in Celery, a function given as a keyword becomes a method (on_failure=notify gets
+        # the task as self); an option that is a function of the arguments stays plain.
+        **{key: staticmethod(value) if key in PLAIN_FUNCTIONS
+           and isinstance(value, types.FunctionType) else value
            for key, value in options.items()},
     }
     created: Task[Any, Any] = type(func.__name__, (cls,), attributes)()

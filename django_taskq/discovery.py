@@ -65,8 +65,9 @@ def _discover_packages(packages: Any, related_name: str) -> list[str]:
         autodiscover_modules(related_name)
         return []
     found = []
-    for package in (packages() if callable(packages) else packages):
-        module = importlib.import_module(_package_of(package))
+    for entry in (packages() if callable(packages) else packages):
+        package = _package_of(entry)
+        module = importlib.import_module(package)
         if module_has_submodule(module, related_name):
             found.append(_import(f"{package}.{related_name}", "autodiscover_tasks"))
     return found

@@ -31,6 +31,10 @@ class ResultBackendError(ServiceError):
     """The result backend failed to store or read a result."""
 
 
+class ResultBackendConnectionError(ResultBackendError):
+    """The result backend cannot be reached (a retry later may work; a refused value won't)."""
+
+
 class ControlStoreError(ServiceError):
     """The control store (rate limits, revocations) failed."""
 

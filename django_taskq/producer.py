@@ -92,7 +92,7 @@ def _publish(envelopes: Sequence[Envelope], record_results: bool,
             signals.send(signals.after_task_publish, envelope.task_name, body=_body(envelope),
                          exchange=_delivery(envelope).get("exchange", ""),
                          routing_key=_delivery(envelope).get("routing_key", envelope.queue),
-                         headers=envelope.headers)
+                         headers=envelope.headers, queue=envelope.queue)
 
 
 def _delivery(envelope: Envelope) -> dict[str, Any]:

@@ -33,11 +33,11 @@ def validating(task: Any, run: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(run)
     found = {name: _model_of(hint, BaseModel) for name, hint in _annotations(run).items()}
     models = {name: model for name, model in found.items() if model is not None}
-    options = task._own_options
 
     @functools.wraps(run)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
+        options = task.options  # with TASK_ANNOTATIONS applied
         context = {**options.pydantic_context, "celery_task_name": task.name}
         for name, value in bound.arguments.items():
             model = models.get(name)

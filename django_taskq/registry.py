@@ -52,6 +52,21 @@ class TaskRegistry:
 
     __getitem__ = get  # Celery's app.tasks[name]
 
+    def check_options(self) -> None:
+        """Resolve every task's options now (``TASK_ANNOTATIONS`` apply on first use), so a bad
+        one stops a worker as it starts, not when that task's first message arrives.
+
+        Raises:
+            ConfigurationError: naming the task and the option.
+        """
+        from .exceptions import ConfigurationError, TaskqError
+
+        for name in self:
+            try:
+                self._tasks[name].options  # noqa: B018 - resolved for its check
+            except TaskqError as exc:
+                raise ConfigurationError(f"{exc} (from TASKQ['TASK_ANNOTATIONS']?)") from exc
+
     def keys(self) -> list[str]:
         """The registered names, sorted (Celery's ``app.tasks.keys()``)."""
         return list(self)

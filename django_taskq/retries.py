@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from .clock import clock_now
-from .exceptions import MaxRetriesExceededError, Retry
+from .exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 
 if TYPE_CHECKING:
     from .task import Task
@@ -86,7 +86,7 @@ def autoretry(task: Task[Any, Any], run: Callable[[], Any]) -> Any:
     """Call ``run``; on one of the task's ``autoretry_for`` exceptions, retry per its policy."""
     try:
         return run()
-    except Retry:
+    except (Retry, Ignore, Reject):  # control flow, never retried (Celery's autoretry too)
         raise
     except task.options.dont_autoretry_for:
         raise

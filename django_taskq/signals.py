@@ -11,7 +11,7 @@ Senders and arguments (each line: signal, sender, keyword arguments; then who se
                                                declare, retry_policy
         the sending process, before the message goes to the broker (headers and properties
         may be changed)
-    after_task_publish       task name (str)   body, exchange, routing_key, headers
+    after_task_publish       task name (str)   body, exchange, routing_key, headers, queue (ours)
         the sending process, once the broker has the message
     task_received            Worker            request
         worker: a message was accepted (before it waits for a free slot)

@@ -9,6 +9,7 @@ checked, and kept as ``task.options`` (see options.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import warnings
@@ -19,7 +20,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from django.db import transaction
 
-from . import calloptions, producer, serializers, states
+from . import calloptions, context, producer, routing, serializers, states
 from .conf import get_settings, on_reset
 from .context import Request, current_request, schedule_retry
 from .exceptions import Retry
@@ -31,6 +32,7 @@ from .result import AsyncResult, EagerResult
 from .retries import autoretry, make_retry
 
 P = ParamSpec("P")
+_REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 #: Options ``self.retry(**options)`` passes on to the retry's message, as Celery's retry does.
 RETRY_OPTIONS = frozenset({"queue", "priority", "headers"})
 R = TypeVar("R")
@@ -60,14 +62,24 @@ class Task(Generic[P, R]):
                           "not applied yet; its messages are sent uncompressed.", UserWarning,
                           stacklevel=2)
         self._options: TaskOptions | None = None
-        if self._own_options.pydantic:
+        self._pushed: list[Any] = []
+        self._plain_run = self.run
+        self._wrap_run(self._own_options)
+
+    def _wrap_run(self, options: TaskOptions) -> None:
+        """``run`` as the options want it: pydantic validation inside, autoretry around it
+        (Celery's order); again when TASK_ANNOTATIONS change either."""
+        run = self._plain_run
+        self._wrapped_for = (options.pydantic, options.autoretry_for)
+        if options.pydantic:
             from .pydantic_args import validating
 
-            self.run = validating(self, self.run)  # type: ignore[method-assign]
-        if self._own_options.autoretry_for:
-            run = self.run
-            self.run = functools.wraps(run)(  # type: ignore[method-assign]
-                lambda *args, **kwargs: autoretry(self, functools.partial(run, *args, **kwargs)))
+            run = validating(self, run)
+        if options.autoretry_for:
+            inner = run
+            run = functools.wraps(inner)(
+                lambda *args, **kwargs: autoretry(self, functools.partial(inner, *args, **kwargs)))
+        self.run = run  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
@@ -77,8 +89,11 @@ class Task(Generic[P, R]):
         """The task's checked options, with ``TASK_ANNOTATIONS`` applied (read once)."""
         if self._options is None:
             annotations = annotations_for(self, get_settings().TASK_ANNOTATIONS)
-            self._options = resolve(self, self.name, annotations) if annotations \
+            options = resolve(self, self.name, annotations) if annotations \
                 else self._own_options
+            if (options.pydantic, options.autoretry_for) != self._wrapped_for:
+                self._wrap_run(options)  # an annotation switched a wrapper on (or off again)
+            self._options = options
         return self._options
 
     def forget_options(self) -> None:
@@ -99,6 +114,21 @@ class Task(Generic[P, R]):
         if current is not None and current.task == self.name:
             return current
         return Request(task=self.name, called_directly=True)
+
+    def push_request(self, **fields: Any) -> None:
+        """Run as if under a request with these fields (Celery's ``push_request``, used by
+        tests of bound tasks: ``add.push_request(id="x", retries=2)``); unknown names become
+        custom headers. Undo with :meth:`pop_request`."""
+        known = {name: value for name, value in fields.items() if name in _REQUEST_FIELDS}
+        headers = {**known.pop("headers", {}),
+                   **{name: value for name, value in fields.items() if name not in known}}
+        headers.pop("headers", None)
+        request = Request(**{"task": self.name, **known, "headers": headers})
+        self._pushed.append(context.push(request))
+
+    def pop_request(self) -> None:
+        """Undo the last :meth:`push_request`."""
+        context.pop(self._pushed.pop())
 
     def run(self, *args: Any, **kwargs: Any) -> R:
         """The task's body; ``@task`` sets it to the decorated function."""
@@ -279,10 +309,11 @@ class Task(Generic[P, R]):
             return [self.apply_async(args, kwargs, **options) for args, kwargs in pairs]
         envelopes = []
         send_options = None
+        per_call = bool(routing.routers())  # a router may route each call by its arguments
         for given_args, given_kwargs in pairs:
             args, kwargs = calloptions.arguments(self, given_args, given_kwargs)
-            send_options = send_options or calloptions.resolve(self.name, self, args, kwargs,
-                                                               options)
+            if per_call or send_options is None:
+                send_options = calloptions.resolve(self.name, self, args, kwargs, dict(options))
             envelopes.append(producer.envelope_for(self.name, calloptions.new_task_id(), args,
                                                    kwargs, send_options))
         if envelopes and send_options is not None:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from .. import states
 from ..engines import translating
-from ..exceptions import ResultBackendError
+from ..exceptions import ResultBackendConnectionError, ResultBackendError
 from ..outcome import Outcome
 from .base import ResultBackend, as_text, encode_argument, payload_text, plain_arguments
 from .meta import ResultMeta
@@ -20,7 +20,8 @@ _UPDATED = ["task_name", "state", "result", "content_type", "content_encoding", 
             "worker", "retries", "date_started", "date_done", "task_args", "task_kwargs",
             "queue"]
 
-_translated = translating(ResultBackendError)  # Django's database errors become ours here
+# Django's database errors become ours here (a lost connection apart from a refused value).
+_translated = translating(ResultBackendError, ResultBackendConnectionError)
 
 
 class DatabaseResultBackend(ResultBackend):
@@ -66,7 +67,7 @@ class DatabaseResultBackend(ResultBackend):
         return self._model(
             task_id=outcome.task_id, task_name=outcome.task_name, state=outcome.state,
             result=text, content_type=outcome.content_type, content_encoding=encoding,
-            traceback=outcome.traceback, worker=outcome.worker, retries=outcome.retries,
+            traceback=_text(outcome.traceback), worker=outcome.worker, retries=outcome.retries,
             date_started=outcome.date_started, date_done=outcome.date_done,
             date_created=outcome.date_started or timezone.now(), task_args=args,
             task_kwargs=kwargs, queue=outcome.queue or "")
@@ -96,3 +97,9 @@ class DatabaseResultBackend(ResultBackend):
         cutoff = timezone.now() - timedelta(seconds=self.expires)
         deleted, _ = self._rows().filter(date_done__lt=cutoff).delete()
         return int(deleted)
+
+
+def _text(value: str | None) -> str | None:
+    """Text a database text column takes: PostgreSQL refuses NUL characters (a traceback
+    quoting bytes can hold one), so they are written as ``\\x00``."""
+    return value.replace("\x00", "\\x00") if value and "\x00" in value else value

@@ -26,7 +26,7 @@ class SentTask:
     id: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    #: The routing key: the queue's name unless ``routing_key=`` was given explicitly.
+    #: The queue the message went to.
     queue: str
     priority: int
     eta: datetime | None = None
@@ -99,14 +99,14 @@ class SentTasks(Sequence[SentTask]):
                 self._priorities[str(headers.get("id"))] = int(properties.get("priority") or 0)
 
     def _after(self, sender: Any = None, body: Any = None, headers: Any = None,
-               routing_key: str = "", **kwargs: Any) -> None:
+               routing_key: str = "", queue: str | None = None, **kwargs: Any) -> None:
         headers = dict(headers or {})
         args, task_kwargs = (body[0], body[1]) if body else ((), {})
         task_id = str(headers.get("id", ""))
         with self._lock:
             self._sent.append(SentTask(
                 name=str(headers.get("task", sender)), id=task_id, args=tuple(args),
-                kwargs=dict(task_kwargs), queue=routing_key,
+                kwargs=dict(task_kwargs), queue=queue or routing_key,
                 priority=self._priorities.pop(task_id, 0), eta=_time(headers.get("eta")),
                 expires=_time(headers.get("expires")), headers=headers))
 

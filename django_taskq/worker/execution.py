@@ -21,7 +21,7 @@ from .. import middleware, serializers, signals, states
 from ..clock import clock_now
 from ..context import activate
 from ..einfo import ExceptionInfo
-from ..exceptions import Retry
+from ..exceptions import Ignore, Reject, Retry
 from ..outcome import Outcome
 from ..registry import registry
 from ..task import Task
@@ -94,7 +94,8 @@ def _traced(job: Job, task: Any, eager: bool, propagate: bool = False) -> Outcom
     try:
         value = _call(job, task)
     except BaseException as exc:  # noqa: BLE001 - sorted by outcomes.failed (re-raises the rest)
-        if propagate and isinstance(exc, Exception):
+        # Celery's tracer settles Reject and Ignore itself: only failures and retries propagate.
+        if propagate and isinstance(exc, Exception) and not isinstance(exc, (Reject, Ignore)):
             state = states.RETRY if isinstance(exc, Retry) else states.FAILURE
             signals.send(signals.task_postrun, task, task_id=request.id, task=task,
                          args=request.args, kwargs=request.kwargs, retval=exc, state=state)

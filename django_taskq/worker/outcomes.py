@@ -128,20 +128,19 @@ class Run:
 def failure_settlement(options: Any, exc: BaseException, ignore_result: bool,
                        timeout: bool = False) -> dict[str, Any]:
     """What a task's options say about a failed run (raised, or stopped at its time limit):
-    ``store_errors_even_if_ignored`` stores it anyway; ``acks_on_failure_or_timeout=False``
-    (or Celery 5.7's ``acks_on_failure``/``acks_on_timeout``) dead-letters the message
-    instead of acknowledging it, as Celery rejects it."""
+    ``store_errors_even_if_ignored`` stores it anyway. Without acknowledgement
+    (``acks_on_failure_or_timeout=False``, or Celery 5.7's ``acks_on_failure`` /
+    ``acks_on_timeout``) Celery rejects the message: a failure for good (dead-lettered here),
+    a timeout to run again (put back; dead-lettered after ``max_deliveries`` deliveries)."""
     fields: dict[str, Any] = {
         "ignore_result": ignore_result and not options.store_errors_even_if_ignored}
     specific = options.acks_on_timeout if timeout else options.acks_on_failure
-    acks = options.acks_on_failure_or_timeout if specific is None else specific
-    if not acks:
-        fields["disposition"] = "dead_letter"
-        fields["reason"] = (f"failed with acks_on_failure_or_timeout=False: "
-                            f"{type(exc).__name__}: {exc}")
-        if specific is not None:
-            fields["reason"] = fields["reason"].replace(
-                "acks_on_failure_or_timeout", "acks_on_timeout" if timeout else "acks_on_failure")
+    if (options.acks_on_failure_or_timeout if specific is None else specific):
+        return fields
+    option = ("acks_on_timeout" if timeout else "acks_on_failure") if specific is not None \
+        else "acks_on_failure_or_timeout"
+    fields["disposition"] = "requeue" if timeout else "dead_letter"
+    fields["reason"] = f"{option}=False: {type(exc).__name__}: {exc}"
     return fields
 
 

@@ -8,6 +8,7 @@ burst costs two queries.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .. import message
 from ..brokers.base import Broker, Delivery
-from ..exceptions import RejectedError
+from ..exceptions import RejectedError, ResultBackendConnectionError, ResultBackendError
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
 
@@ -64,9 +65,20 @@ class Settler:
 
     def flush(self) -> None:
         """Store the results, send retries, then ack. On an error nothing is dropped: the batch
-        stays (and its retries are not sent twice)."""
+        stays (and its retries are not sent twice). A result the backend refuses for good (not
+        a lost connection) is replaced, so one bad value never stops the worker."""
         if not self._pending:
             return
+        try:
+            self._flush()
+        except ResultBackendConnectionError:
+            raise
+        except ResultBackendError as exc:
+            logger.warning("storing a batch of results failed (%s); storing them one by one", exc)
+            self._isolate_unstorable()
+            self._flush()
+
+    def _flush(self) -> None:
         self._bound_requeues()
         retries = self._retry_envelopes()  # first, as it may turn a RETRY into a FAILURE
         outcomes = [o for _, o in self._pending if o is not None and not o.ignore_result]
@@ -83,16 +95,46 @@ class Settler:
         self._pending = []
         self._retries_sent = 0
 
+    def _isolate_unstorable(self) -> None:
+        """Store each final outcome on its own; one the backend refuses becomes a FAILURE that
+        says so, and if even that is refused, its message is dead-lettered with the reason."""
+        for index, (delivery, outcome) in enumerate(self._pending):
+            if outcome is None or outcome.ignore_result or outcome.retry is not None:
+                continue
+            try:
+                with self.broker.atomic():
+                    self.backend.store(outcome)
+            except ResultBackendConnectionError:
+                raise
+            except ResultBackendError as exc:
+                logger.error("the result of id=%s cannot be stored: %s", outcome.task_id, exc)
+                self._pending[index] = (delivery, self._unstorable(outcome, exc))
+
+    def _unstorable(self, outcome: Outcome, exc: ResultBackendError) -> Outcome:
+        reason = f"the result could not be stored: {exc}"[:1000]
+        replacement = failure(outcome.task_id, outcome.task_name, ResultBackendError(reason),
+                              date_done=outcome.date_done, worker=outcome.worker,
+                              retries=outcome.retries)
+        try:
+            with self.broker.atomic():
+                self.backend.store(replacement)
+            return replacement
+        except ResultBackendConnectionError:
+            raise
+        except ResultBackendError:
+            return dataclasses.replace(replacement, ignore_result=True,
+                                       disposition="dead_letter", reason=reason)
+
     def _bound_requeues(self) -> None:
-        """A message rejected with ``requeue=True`` delivery after delivery is dead-lettered
-        once delivered ``max_deliveries`` times (promise 2: no endless redelivery), with a
-        FAILURE result so that nobody waits for it for ever."""
+        """A message put back delivery after delivery (``Reject(requeue=True)``, a timeout
+        with ``acks_on_timeout=False``) is dead-lettered once delivered ``max_deliveries``
+        times (promise 2: no endless redelivery), with a FAILURE so nobody waits for ever."""
         for index, (delivery, outcome) in enumerate(self._pending):
             if outcome is None or outcome.disposition != "requeue" \
                     or delivery.attempts < self.broker.max_deliveries:
                 continue
-            reason = (f"rejected with requeue on each of its {delivery.attempts} deliveries; "
-                      f"giving up ({outcome.reason})")
+            reason = (f"put back (rejected with requeue) on each of its {delivery.attempts} "
+                      f"deliveries; giving up ({outcome.reason})")
             self._pending[index] = (delivery, failure(
                 outcome.task_id, outcome.task_name, RejectedError(reason),
                 date_done=outcome.date_done, worker=outcome.worker, retries=outcome.retries,

@@ -47,6 +47,7 @@ class Worker:
                  backend: ResultBackend | None = None, clock: Clock = SYSTEM) -> None:
         self.options = options
         self.clock = clock
+        registry.check_options()
         self.broker = broker or get_broker()
         self.backend = backend or get_backend()
         settings = get_settings()
@@ -281,15 +282,17 @@ class Worker:
             log_outcome(finished)
             self.settler.add(delivery, finished)
 
-    def _lost(self, delivery: Delivery, job: Job) -> None:
-        """The child running ``job`` died: retry it, or dead-letter after too many deaths."""
+    def _lost(self, delivery: Delivery, job: Job, *, quiet: bool = False) -> None:
+        """The process running ``job`` died (or the worker stops under it): run it again, or
+        dead-letter it once it has been delivered ``max_deliveries`` times (promise 2)."""
         if delivery.attempts >= self.broker.max_deliveries:
             reason = worker_lost_reason(delivery.attempts)
             self._record_dead([DeadLetter(delivery.envelope, reason, delivery.attempts)])
             self.broker.dead_letter(delivery, reason)
         else:
-            logger.warning("worker process lost while running name=%s id=%s; requeued",
-                           job.task_name, job.request.id)
+            if not quiet:
+                logger.warning("worker process lost while running name=%s id=%s; requeued",
+                               job.task_name, job.request.id)
             self.broker.requeue(delivery)
 
     def _record_dead(self, letters: list[DeadLetter]) -> None:
@@ -361,20 +364,22 @@ class Worker:
         self.heartbeat.stop()
         with self._held_lock:
             unstarted = [d for d, _ in self.prefetched]
-            abandoned = [d for d, _ in self.running.values()]
+            abandoned = list(self.running.values())
             self.prefetched.clear()
         if self.cold:
             self.pool.terminate()
         else:
             self.pool.stop()
             self._collect(0)
-            abandoned = [d for d, _ in self.running.values()]
+            abandoned = list(self.running.values())
         self.running.clear()
         _attempt(self.settler.flush, "settle finished tasks")
         if unstarted:
             _attempt(lambda: self.broker.release(unstarted), "release prefetched messages")
-        for delivery in abandoned:  # started but not finished: back to the queue, attempt kept
-            _attempt(lambda d=delivery: self.broker.requeue(d), "requeue running message")
+        for delivery, job in abandoned:  # started, not finished: back to the queue, attempt
+            # kept; a task whose run ends its worker every time (SystemExit) ends dead-lettered.
+            _attempt(lambda d=delivery, j=job: self._lost(d, j, quiet=True),
+                     "requeue running message")
         # Connections go too: RabbitMQ returns what a consumer still buffers only when its
         # channel closes, and then counts it as a lost delivery unless released cleanly.
         _attempt(self.broker.close, "close the broker's connections")

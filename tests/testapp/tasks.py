@@ -66,5 +66,6 @@ from tests.testapp import (  # noqa: E402,F401  (registers them)
     feature_tasks,
     limit_tasks,
     pydantic_tasks,
+    review_tasks,
     surface_tasks,
 )
