@@ -113,8 +113,10 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
      "result_failure_expires"),
     (NO_EFFECT, "Not needed: django_taskq always acknowledges after the task ran. Remove it.",
      "task_acks_late"),
-    (NO_EFFECT, "Not needed: a task that fails or times out is stored as FAILURE and "
-     "acknowledged; to run it again use autoretry_for or self.retry(). Remove it.",
+    (NO_EFFECT, "Not read as a setting: a failed or timed-out run is stored as FAILURE and "
+     "acknowledged unless the task's own option says otherwise. Set the task option of the "
+     "same name (acks_on_failure_or_timeout=False, ...) on the tasks that need it, or for "
+     "all of them with TASKQ['TASK_ANNOTATIONS'] = {'*': {...}}.",
      "task_acks_on_failure task_acks_on_failure_or_timeout task_acks_on_timeout"),
     (NO_EFFECT, "Not needed: a message whose worker died is delivered again, up to "
      "TASKQ['MAX_DELIVERIES'] times, then dead-lettered. Remove it.",
