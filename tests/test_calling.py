@@ -257,7 +257,8 @@ def test_a_header_added_before_publish_reaches_the_worker(make_worker, publish_r
     assert before[3]["routing_key"] == "rk" and "retry_policy" in before[3]
     [after] = [s for s in publish_receivers if s[0] == "after"]
     assert after[1] == st.request_fields.name
-    assert set(after[2]) == {"body", "exchange", "routing_key", "headers"}
+    # Celery's arguments, and ours: the queue the message went to.
+    assert set(after[2]) == {"body", "exchange", "routing_key", "headers", "queue"}
     assert after[2]["headers"]["x-added"] == "by receiver"
     assert after[2]["headers"]["id"] == result.id
     assert after[2]["body"][0] == [1] and after[2]["routing_key"] == "rk"
