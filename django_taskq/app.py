@@ -182,11 +182,13 @@ class Celery:
             return  # AppConfig.ready() does it
         discovery.request(packages, related_name)
 
-    def add_periodic_task(self, schedule: Any, sig: Any, name: str | None = None,
-                          **kwargs: Any) -> None:
-        """Periodic tasks arrive with beat; until then this is logged, not run."""
-        logger.warning("app.add_periodic_task(%r) is not run: django_taskq has no beat yet",
-                       name or sig)
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = None,
+                          name: str | None = None, **options: Any) -> Any:
+        """Celery's: declare a periodic task in code; beat upserts it when it starts
+        (beat/declared.py). ``sig`` is a task, its name or a signature."""
+        from .beat.declared import add_periodic_task
+
+        return add_periodic_task(schedule, sig, args, kwargs, name, **options)
 
     def set_default(self) -> None:
         """Nothing to do: there is one configuration per process."""

@@ -73,6 +73,13 @@ class TaskqSettings:
     TASK_PUBLISH_RETRY: bool = True
     TASK_PUBLISH_RETRY_POLICY: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_PUBLISH_RETRY_POLICY))
+    BEAT_SCHEDULE: Mapping[str, Any] = field(default_factory=dict)
+    BEAT_DATABASE: str = "default"
+    BEAT_SYNC_INTERVAL: float = 1.0
+    BEAT_MAX_LOOP_INTERVAL: float = 300.0
+    BEAT_CLAIM_TIMEOUT: float = 60.0
+    BEAT_RUN_HISTORY: float = 7 * 86400.0
+    BEAT_BACKEND_CLEANUP: bool = True
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -180,6 +187,16 @@ def _retry_policy(value: Any) -> dict[str, float]:
     return {**DEFAULT_PUBLISH_RETRY_POLICY, **value}
 
 
+def _beat_schedule(value: Any) -> dict[str, Any]:
+    """Celery's ``beat_schedule``: entry name -> dict; each entry is checked when beat starts
+    and by the system checks (beat/declared.py)."""
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()):
+        raise TypeError("a dict of entry name to {'task': ..., 'schedule': ..., 'args': ..., "
+                        "'kwargs': ..., 'options': ...}")
+    return dict(value)
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError("True or False")
@@ -230,10 +247,19 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "RESULT_EXTENDED": _bool,
     "TASK_PUBLISH_RETRY": _bool,
     "TASK_PUBLISH_RETRY_POLICY": _retry_policy,
+    "BEAT_SCHEDULE": _beat_schedule,
+    "BEAT_DATABASE": _text,
+    "BEAT_SYNC_INTERVAL": _seconds,
+    "BEAT_MAX_LOOP_INTERVAL": _seconds,
+    "BEAT_CLAIM_TIMEOUT": _seconds,
+    "BEAT_RUN_HISTORY": _seconds,
+    "BEAT_BACKEND_CLEANUP": _bool,
 }
 
 _POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES", "REVOKE_EXPIRES",
-                     "REVOKE_POLL_INTERVAL", "WORKER_TIME_LIMIT", "WORKER_SOFT_TIME_LIMIT")
+                     "REVOKE_POLL_INTERVAL", "WORKER_TIME_LIMIT", "WORKER_SOFT_TIME_LIMIT",
+                     "BEAT_SYNC_INTERVAL", "BEAT_MAX_LOOP_INTERVAL", "BEAT_CLAIM_TIMEOUT",
+                     "BEAT_RUN_HISTORY")
 
 
 @dataclass(frozen=True, slots=True)

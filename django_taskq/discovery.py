@@ -43,6 +43,7 @@ def discover() -> list[str]:
     """
     names = _setting("TASK_MODULES", ("tasks",))
     autodiscover_modules(*names)
+    importlib.import_module("django_taskq.tasks")  # built-in housekeeping, whatever TASK_MODULES
     imported = [_import(module, "TASKQ['IMPORTS']") for module in _setting("IMPORTS", ())]
     for packages, related_name in list(_requested):
         imported += _discover_packages(packages, related_name)

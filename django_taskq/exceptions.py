@@ -39,6 +39,10 @@ class ControlStoreError(ServiceError):
     """The control store (rate limits, revocations) failed."""
 
 
+class BeatStoreError(ServiceError):
+    """Beat's tables (schedules, claims, liveness) could not be read or written."""
+
+
 class SerializationError(TaskqError):
     """A value could not be encoded, or bytes could not be decoded, by a serializer."""
 

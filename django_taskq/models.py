@@ -137,3 +137,19 @@ class Revocation(models.Model):
 
     def __str__(self) -> str:
         return self.task_id
+
+
+# Beat's tables live in beat/models.py; importing them here registers them with this app.
+from .beat.models import (  # noqa: E402
+    BeatInstance,
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTaskRun,
+    SolarSchedule,
+)
+
+__all__ = ["BeatInstance", "ClockedSchedule", "CrontabSchedule", "DeadLetterMessage",
+           "IntervalSchedule", "PeriodicTask", "PeriodicTaskRun", "QueuedMessage", "RateBucket",
+           "Revocation", "SolarSchedule", "TaskResult"]

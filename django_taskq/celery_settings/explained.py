@@ -10,7 +10,13 @@ from __future__ import annotations
 #: What a check says about a setting; each kind has its own check id (checks.py).
 ERROR, NO_EFFECT, NOT_YET, CONFLICT, UNKNOWN = "error", "no-effect", "not-yet", "conflict", "unknown"
 
-_BEAT = "Periodic tasks arrive with beat (issue 10); until then it does nothing here."
+_BEAT = ("Not needed: schedules live in the database (django-celery-beat's DatabaseScheduler is "
+         "built in) and any number of beats may run; see docs/beat.md. Remove it.")
+_BEAT_DEADLINE = ("Each periodic task has its own catch-up policy (skip missed runs, run the latest "
+                  "once, or all within a window: catch_up and catch_up_window in the admin); "
+                  "see docs/beat.md. Remove it.")
+_BEAT_CONTROL = ("Beat's liveness is stored and shown in the admin; remote control of beat "
+                 "arrives with the monitoring issue.")
 _EVENTS = "Task events arrive with the monitoring issue; until then no events are sent."
 SIGNING_HINT = "Message signing arrives with the signing issue; until then messages are not signed."
 _COMPRESSION = "Compression arrives with the serializers issue; until then nothing is compressed."
@@ -41,9 +47,9 @@ _POOL = "Not needed: each process keeps its own broker connections, no pool to s
 
 #: Celery settings that are not read, as (kind, hint, names): a check reports each one set.
 _NOT_READ: tuple[tuple[str, str, str], ...] = (
-    (NOT_YET, _BEAT, "beat_cron_starting_deadline beat_enable_remote_control beat_max_loop_interval "
-     "beat_remote_control_max_tick_age beat_schedule beat_schedule_filename beat_scheduler "
-     "beat_sync_every"),
+    (NO_EFFECT, _BEAT, "beat_schedule_filename beat_scheduler beat_sync_every"),
+    (NO_EFFECT, _BEAT_DEADLINE, "beat_cron_starting_deadline"),
+    (NOT_YET, _BEAT_CONTROL, "beat_enable_remote_control beat_remote_control_max_tick_age"),
     (NOT_YET, _EVENTS, "event_exchange event_queue_durable event_queue_exclusive "
      "event_queue_expires event_queue_prefix event_queue_ttl event_serializer "
      "task_send_sent_event worker_send_task_events"),
@@ -100,8 +106,8 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
      "control_queue_expires control_queue_ttl worker_enable_remote_control"),
     (NO_EFFECT, "Django's USE_TZ governs: django_taskq sends and stores aware UTC times. "
      "Remove it.", "enable_utc"),
-    (NO_EFFECT, "Django's TIME_ZONE governs (Celery used it for beat schedules, which arrive "
-     "with beat, issue 10). Remove it.", "timezone"),
+    (NO_EFFECT, "Django's TIME_ZONE governs: it is the default zone of crontab schedules, and "
+     "each crontab may name its own (crontab(..., tz='Europe/Berlin')). Remove it.", "timezone"),
     (NO_EFFECT, "TASKQ['ACCEPT_CONTENT'] covers results too. Remove it.", "result_accept_content"),
     (NO_EFFECT, "Not needed: a worker keeps results it could not store and stores them again "
      "before it acknowledges their messages. Remove it.", "result_backend_always_retry "

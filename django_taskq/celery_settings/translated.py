@@ -150,4 +150,6 @@ HONOURED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "include": ("IMPORTS", None),  # folded into imports: Celery imports both lists
     "task_publish_retry": ("TASK_PUBLISH_RETRY", None),
     "task_publish_retry_policy": ("TASK_PUBLISH_RETRY_POLICY", None),
+    "beat_schedule": ("BEAT_SCHEDULE", None),
+    "beat_max_loop_interval": ("BEAT_MAX_LOOP_INTERVAL", None),
 }

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
@@ -321,9 +322,15 @@ class Worker:
         if cold and self._in_task and self.options.pool == "solo":
             raise WorkerTerminate()
 
-    def run(self, *, max_tasks: int | None = None, until_empty: bool = False) -> None:
-        """Loop until stopped (or ``max_tasks`` done, or the queues are empty with ``until_empty``)."""
+    def run(self, *, max_tasks: int | None = None, until_empty: bool = False,
+            on_started: Callable[[], object] | None = None) -> None:
+        """Loop until stopped (or ``max_tasks`` done, or the queues are empty with ``until_empty``).
+
+        ``on_started`` runs once the pool and heartbeat are up (``taskworker --beat`` starts its
+        beat thread there, after prefork children have forked)."""
         self.start()
+        if on_started is not None:
+            on_started()
         backoff = 0.5
         try:
             while not self._done(max_tasks, until_empty):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -15,6 +15,9 @@ from ...exceptions import ConfigurationError
 from ...log import setup_worker_logging
 from ...worker import Worker, WorkerOptions
 from ...worker.banner import banner
+
+if TYPE_CHECKING:
+    from ...beat.service import BeatService
 
 
 class Command(BaseCommand):
@@ -47,6 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("--max-tasks-per-child", type=int, metavar="N",
                             help="replace a prefork child after it has run N tasks "
                                  "(default: WORKER_MAX_TASKS_PER_CHILD)")
+        parser.add_argument("-B", "--beat", action="store_true",
+                            help="also run beat in this worker (any number of workers may: "
+                                 "each periodic tick is still sent once)")
         parser.add_argument("--max-memory-per-child", type=int, metavar="KIB",
                             help="replace a prefork child whose resident memory exceeds KIB "
                                  "kibibytes after a task (default: WORKER_MAX_MEMORY_PER_CHILD)")
@@ -66,7 +72,14 @@ class Command(BaseCommand):
         self.stdout.flush()
         signals.send(signals.celeryd_after_setup, hostname, instance=worker, conf=conf)
         install_signal_handlers(worker)
-        worker.run(max_tasks=options["max_tasks"], until_empty=options["burst"])
+        beat = embedded_beat() if options["beat"] else None
+        try:
+            worker.run(max_tasks=options["max_tasks"], until_empty=options["burst"],
+                       on_started=beat.start_thread if beat else None)
+        finally:
+            if beat is not None:
+                beat.stop()
+                beat.join(timeout=10)
         if worker.cold and worker.options.pool == "threads":
             # Running threads cannot be stopped and Python would wait for them at exit; their
             # messages were requeued, so leave now rather than finish them twice.
@@ -97,6 +110,14 @@ class Command(BaseCommand):
             prefetch_multiplier=options["prefetch_multiplier"], time_limit=hard,
             soft_time_limit=soft, max_tasks_per_child=options["max_tasks_per_child"],
             max_memory_per_child=options["max_memory_per_child"])
+
+
+def embedded_beat() -> BeatService:
+    """Beat in a thread of the worker's supervising process, started once the pool has forked
+    (children fork before any other thread exists)."""
+    from ...beat.service import BeatService
+
+    return BeatService(embedded=True)
 
 
 def install_signal_handlers(worker: Worker) -> None:
