@@ -13,6 +13,7 @@ class TaskqConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
+        from .beat import checks as beat_checks  # noqa: F401 - and those of beat
         from .conf import reset_settings
         from .signals import import_modules, send
 

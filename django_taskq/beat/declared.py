@@ -90,10 +90,13 @@ def add_periodic_task(schedule: Any, sig: Any, args: Sequence[Any] = (),
     arguments, as Celery does.
     """
     task = _task_name(sig if isinstance(sig, str) else getattr(sig, "name", sig))
-    args = tuple(getattr(sig, "args", ()) or ()) + tuple(args)
-    kwargs = {**(getattr(sig, "kwargs", None) or {}), **(kwargs or {})}
-    options = {**(getattr(sig, "options", None) or {}), **options}
-    label = name or f"{task}({', '.join([*map(repr, args), *(f'{k}={v!r}' for k, v in kwargs.items())])})"
+    if isinstance(getattr(sig, "options", None), Mapping):  # a signature: its call comes along
+        args = tuple(sig.args or ()) + tuple(args)
+        kwargs = {**(sig.kwargs or {}), **(kwargs or {})}
+        options = {**sig.options, **options}
+    kwargs = dict(kwargs or {})
+    called = [*map(repr, args), *(f"{key}={value!r}" for key, value in kwargs.items())]
+    label = name or f"{task}({', '.join(called)})"
     entry = make_entry(label, {"task": task, "schedule": schedule, "args": args,
                                "kwargs": kwargs, "options": options})
     _added[label] = entry
@@ -128,18 +131,12 @@ def schedule_row(schedule: schedules.BaseSchedule, alias: str) -> tuple[str, Any
             longitude=round(schedule.lon, 6))[0]
     if isinstance(schedule, schedules.clocked):
         return "clocked", ClockedSchedule.objects.using(alias).get_or_create(
-            clocked_time=schedule.next_after(datetime.min.replace(tzinfo=schedule_utc())))[0]
+            clocked_time=schedule.clocked_time)[0]
     if isinstance(schedule, schedules.schedule):
         every, period = interval_fields(schedule.run_every)
         return "interval", IntervalSchedule.objects.using(alias).get_or_create(
             every=every, period=period)[0]
     raise ConfigurationError(f"beat cannot store a {type(schedule).__name__} schedule")
-
-
-def schedule_utc() -> Any:
-    from datetime import timezone
-
-    return timezone.utc
 
 
 def interval_fields(run_every: timedelta) -> tuple[int, str]:

@@ -56,7 +56,7 @@ class ScheduleRow(models.Model):
         from .timing import reschedule
 
         reschedule(PeriodicTask.objects.using(self._state.db).filter(
-            **{self._meta.model_name.removesuffix("schedule"): self}))
+            **{str(self._meta.model_name).removesuffix("schedule"): self}))
 
 
 class IntervalSchedule(ScheduleRow):
@@ -176,6 +176,12 @@ def _exactly_one_schedule() -> Q:
     return condition
 
 
+def one_schedule_constraint() -> models.CheckConstraint:
+    """The database's guard: a periodic task has exactly one schedule (also in migration 0005)."""
+    keyword: dict[str, Any] = {CHECK_KEYWORD: _exactly_one_schedule()}
+    return models.CheckConstraint(name="taskq_beat_one_schedule", **keyword)
+
+
 class PeriodicTask(models.Model):
     """A task sent on a schedule (django-celery-beat's PeriodicTask, and what beat needs)."""
 
@@ -230,8 +236,7 @@ class PeriodicTask(models.Model):
         verbose_name = "periodic task"
         ordering = ["name"]
         indexes = [models.Index(fields=["enabled", "next_run_at"], name="taskq_beat_due")]
-        constraints = [models.CheckConstraint(name="taskq_beat_one_schedule",
-                                              **{CHECK_KEYWORD: _exactly_one_schedule()})]
+        constraints = [one_schedule_constraint()]
         permissions = [("run_periodictask", "Can run periodic tasks now"),
                        ("enable_periodictask", "Can enable periodic tasks"),
                        ("disable_periodictask", "Can disable periodic tasks")]

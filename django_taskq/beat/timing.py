@@ -28,6 +28,7 @@ MAX_CATCH_UP = 1000
 #: before held none, so no search walks a long list.
 _SPANS = (60.0, 3600.0, 86400.0, 32 * 86400.0, 367 * 86400.0, 4 * 367 * 86400.0)
 _SECOND = timedelta(seconds=1)
+_JUST_BEFORE = timedelta(microseconds=1)  # ticks are whole seconds: this includes ``oldest``
 
 
 def _anchor(task: PeriodicTask) -> datetime:
@@ -78,9 +79,9 @@ def due_ticks(task: PeriodicTask, schedule: BaseSchedule, now: datetime) -> list
     limit = window(task)
     oldest = first if limit is None else max(first, now - timedelta(seconds=limit))
     if task.catch_up == task.ALL:
-        ticks = [first, *schedule.ticks_between(first, now, anchor=_anchor(task),
-                                                limit=10 * MAX_CATCH_UP)]
-        return [tick for tick in ticks if tick >= oldest][-MAX_CATCH_UP:]
+        ticks = schedule.ticks_between(oldest - _JUST_BEFORE, now, anchor=_anchor(task),
+                                       limit=10 * MAX_CATCH_UP)
+        return ticks[-MAX_CATCH_UP:]
     latest = latest_tick(task, schedule, first, now)
     return [latest] if latest >= oldest else []
 

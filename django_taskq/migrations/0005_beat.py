@@ -4,7 +4,6 @@ import django.core.validators
 import django.db.models.deletion
 import django.utils.timezone
 import django_taskq.beat.models
-from django_taskq.beat.models import CHECK_KEYWORD
 from django.db import migrations, models
 
 
@@ -152,6 +151,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='periodictask',
-            constraint=models.CheckConstraint(**{CHECK_KEYWORD: models.Q(models.Q(('clocked__isnull', True), ('crontab__isnull', True), ('interval__isnull', False), ('solar__isnull', True)), models.Q(('clocked__isnull', True), ('crontab__isnull', False), ('interval__isnull', True), ('solar__isnull', True)), models.Q(('clocked__isnull', True), ('crontab__isnull', True), ('interval__isnull', True), ('solar__isnull', False)), models.Q(('clocked__isnull', False), ('crontab__isnull', True), ('interval__isnull', True), ('solar__isnull', True)), _connector='OR')}, name='taskq_beat_one_schedule'),
+            constraint=django_taskq.beat.models.one_schedule_constraint(),
         ),
     ]
