@@ -255,8 +255,7 @@ def test_w013_unknown_celery_setting():
 
 
 @pytest.mark.parametrize("name, value, in_hint", [
-    ("CELERY_BEAT_SCHEDULE", {}, "beat (issue 10)"),
-    ("CELERYBEAT_SCHEDULER", "django_celery_beat.schedulers:DatabaseScheduler", "issue 10"),
+    ("CELERY_BEAT_ENABLE_REMOTE_CONTROL", True, "monitoring issue"),
     ("CELERY_WORKER_SEND_TASK_EVENTS", True, "monitoring issue"),
     ("CELERY_SECURITY_KEY", "/k.pem", "signing issue"),
     ("CELERY_TASK_SERIALIZER", "auth", "signing issue"),
@@ -270,6 +269,26 @@ def test_w014_not_yet_names_the_issue(name, value, in_hint):
     [(id_, message, hint)] = notes(TASKQ={}, **{name: value})
     assert id_ == "django_taskq.W014" and message.startswith(name)
     assert in_hint in hint
+
+
+@pytest.mark.parametrize("name, value, in_hint", [
+    ("CELERYBEAT_SCHEDULER", "django_celery_beat.schedulers:DatabaseScheduler",
+     "DatabaseScheduler is built in"),
+    ("CELERY_BEAT_SCHEDULE_FILENAME", "celerybeat-schedule", "schedules live in the database"),
+    ("CELERY_BEAT_CRON_STARTING_DEADLINE", 60, "catch-up policy"),
+])
+def test_beat_settings_that_are_not_needed_say_what_replaces_them(name, value, in_hint):
+    [(id_, message, hint)] = notes(TASKQ={}, **{name: value})
+    assert id_ == "django_taskq.W011" and message.startswith(name)
+    assert in_hint in hint
+
+
+def test_beat_schedule_and_loop_interval_are_honoured():
+    schedule = {"hourly": {"task": "tests.echo", "schedule": 3600}}
+    with override_settings(TASKQ={}, CELERY_BEAT_SCHEDULE=schedule,
+                           CELERY_BEAT_MAX_LOOP_INTERVAL=5):
+        assert get_settings().BEAT_SCHEDULE == schedule
+        assert get_settings().BEAT_MAX_LOOP_INTERVAL == 5.0
 
 
 def test_not_yet_settings_leave_ours_in_place():

@@ -324,10 +324,8 @@ class Worker:
 
     def run(self, *, max_tasks: int | None = None, until_empty: bool = False,
             on_started: Callable[[], object] | None = None) -> None:
-        """Loop until stopped (or ``max_tasks`` done, or the queues are empty with ``until_empty``).
-
-        ``on_started`` runs once the pool and heartbeat are up (``taskworker --beat`` starts its
-        beat thread there, after prefork children have forked)."""
+        """Loop until stopped (or ``max_tasks`` done, or the queues are empty with ``until_empty``);
+        ``on_started`` runs once the pool has forked (``--beat`` starts its thread there)."""
         self.start()
         if on_started is not None:
             on_started()
