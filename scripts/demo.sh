@@ -14,7 +14,7 @@ if ! .venv/bin/python -m pip install -e . > .venv/install.log 2>&1; then
 fi
 cd example_project
 ../.venv/bin/python manage.py migrate --verbosity 0
-../.venv/bin/python manage.py taskworker --concurrency 2 --queues default,mail --loglevel INFO \
+../.venv/bin/python manage.py taskworker --concurrency 2 --queues default,mail --beat --loglevel INFO \
     > worker.log 2>&1 &
 worker=$!
 trap 'kill -TERM $worker 2>/dev/null || true' EXIT

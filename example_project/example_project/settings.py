@@ -4,7 +4,12 @@ Try another broker or result backend without editing this file:
     TASKQ_BROKER_URL=db://default TASKQ_RESULT_BACKEND=db://default python manage.py taskworker
 """
 
+from datetime import timedelta
 from pathlib import Path
+
+import django
+
+from django_taskq.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "example-only-not-secret"
@@ -46,6 +51,10 @@ DATABASES = {
         "OPTIONS": {"timeout": 20},
     }
 }
+if django.VERSION >= (5, 1):
+    # A transaction that reads before it writes takes the write lock when it begins, so it
+    # waits for the worker's (and beat's) writes instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
@@ -60,4 +69,13 @@ TASKQ = {
     "POLL_INTERVAL": 0.2,
     # Celery's task_routes, as Celery takes them (names, globs, router functions).
     "TASK_ROUTES": {"shop.tasks.welcome": {"queue": "mail"}},
+    # Celery's beat_schedule, as Celery takes it: beat upserts these rows when it starts
+    # (taskbeat, or taskworker --beat); more are added and edited in the admin.
+    "BEAT_SCHEDULE": {
+        "stock-check": {"task": "shop.tasks.stock_check", "schedule": timedelta(seconds=2)},
+        "nightly-report": {"task": "shop.tasks.nightly_report",
+                           "schedule": crontab(minute=0, hour=2, day_of_week="mon-fri",
+                                               tz="Europe/Berlin"),
+                           "kwargs": {"kind": "sales"}, "options": {"expires": 3600}},
+    },
 }

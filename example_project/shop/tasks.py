@@ -56,3 +56,17 @@ def charge(self, order_id):
     if self.request.retries < 2:
         raise PaymentGatewayBusy(f"try {self.request.retries + 1} for order {order_id}")
     return {"order": order_id, "charged": True, "retries": self.request.retries}
+
+
+@task
+def stock_check():
+    """Sent by beat every 2 seconds (TASKQ["BEAT_SCHEDULE"] in settings.py)."""
+    from django.utils import timezone
+
+    return {"checked_at": timezone.now().isoformat(timespec="seconds"), "low_stock": 0}
+
+
+@task
+def nightly_report(kind="sales"):
+    """Sent by beat at 02:00 on weekdays, Berlin time."""
+    return f"{kind} report written"

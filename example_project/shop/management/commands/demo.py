@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from django_taskq import AsyncResult, send_task
+from django_taskq.models import PeriodicTask
 from shop.tasks import add, charge, refund, slow_square, welcome
 
 
@@ -42,4 +43,23 @@ class Command(BaseCommand):
         unknown = AsyncResult("no-such-task-id")
         self.stdout.write(f"  {'AsyncResult(unknown id)':42} {unknown.state:8} "
                           f"known={unknown.known}")
+        self.show_periodic_tasks()
         self.stdout.write(f"done in {time.monotonic() - started:.1f}s")
+
+    def show_periodic_tasks(self, runs=2, timeout=30):
+        """Beat runs inside the worker (taskworker --beat): wait for stock-check to run twice."""
+        self.stdout.write("periodic tasks (beat runs inside the worker: taskworker --beat):")
+        deadline = time.monotonic() + timeout
+        stock = PeriodicTask.objects.filter(name="stock-check")
+        while time.monotonic() < deadline and not stock.filter(total_run_count__gte=runs).exists():
+            time.sleep(0.2)
+        for row in PeriodicTask.objects.exclude(source=PeriodicTask.SETTINGS,
+                                                name__startswith="taskq."):
+            line = f"  {row.name:15} {str(row.schedule_row()):48}"
+            if row.last_task_id:
+                result = AsyncResult(row.last_task_id)
+                value = result.get(timeout=10, propagate=False)
+                line += f" runs {row.total_run_count}, last {result.state} {value!r}"
+            else:
+                line += f" next run {row.next_run_at:%Y-%m-%d %H:%M} UTC"
+            self.stdout.write(line)
