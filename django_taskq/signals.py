@@ -62,8 +62,8 @@ Senders and arguments (each line: signal, sender, keyword arguments; then who se
         taskworker's SIGTERM/SIGINT handler, before the stop begins
     worker_shutdown          Worker            (none)
         worker: after the shutdown sequence
-    beat_init, beat_embedded_init   (beat)     (none)
-        not sent yet: beat arrives with issue 10
+    beat_init, beat_embedded_init   BeatService (none)
+        beat: once its declared schedules are upserted (taskbeat; taskworker --beat)
 
 The *executor* is the process running the task: a prefork child, a thread, or the worker itself
 with the solo pool. Where Celery passes a kombu ``Message`` (``task_rejected``,
@@ -264,7 +264,7 @@ setup_logging = Signal("setup_logging")
 after_setup_logger = Signal("after_setup_logger")
 after_setup_task_logger = Signal("after_setup_task_logger")
 
-# -- Beat (defined for receivers; sent once beat exists, issue 10) ---------------------------
+# -- Beat (sent by beat.service.BeatService.start) ------------------------------------------
 beat_init = Signal("beat_init")
 beat_embedded_init = Signal("beat_embedded_init")
 

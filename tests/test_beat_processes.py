@@ -310,7 +310,7 @@ def resent_after_a_crash(url: str, spawn: Callable[..., Command]
 def test_beat_killed_after_its_claim_on_redis_is_sent_again_with_the_same_id(beat_redis_url,
                                                                              spawn):
     task, claim, beat, output = resent_after_a_crash(beat_redis_url, spawn)
-    assert f"Sending {claim.task_id} for hourly again" in output, output
+    assert f"Sending {claim.task_id} for 'hourly' again" in output, output
     [run] = runs_of(task, "default")
     assert (run.task_id, run.claimed_by) == (claim.task_id, beat.ident())
     assert run.sent_at is not None

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from ..engines import database_errors
 from ..exceptions import BeatStoreError
@@ -129,10 +130,21 @@ class Claimer:
                     claimed_by=self.ident, claimed_at=now)
             if not taken:
                 continue
-            logger.warning("Sending %s for %s again: the beat %s claimed it at %s and never "
+            logger.warning("Sending %s for %r again: the beat %s claimed it at %s and never "
                            "sent it", run.task_id, run.periodic_task.name, run.claimed_by,
                            run.claimed_at.isoformat())
             send_run(run.periodic_task, run.tick, run.task_id)
             self._mark_sent(run.pk, now)
+            self._count_resent(run, now)
             sent += 1
         return sent
+
+    def _count_resent(self, run: PeriodicTaskRun, now: datetime) -> None:
+        """The tick's run counts for its task; it is the last run unless a later tick was sent."""
+        tasks = PeriodicTask.objects.using(self.alias).filter(pk=run.periodic_task_id)
+        later = self._runs().filter(periodic_task_id=run.periodic_task_id, tick__gt=run.tick,
+                                    sent_at__isnull=False).exists()
+        with database_errors(self.alias, "beat claim", BeatStoreError):
+            tasks.update(total_run_count=F("total_run_count") + 1)
+            if not later:
+                tasks.update(last_run_at=now, last_task_id=run.task_id)
