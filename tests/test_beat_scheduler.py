@@ -389,3 +389,21 @@ def test_old_sent_claims_are_pruned(db_broker, now, monkeypatch, settings):
     now.advance(hours=2)
     beat.prune(now.now)
     assert PeriodicTaskRun.objects.count() == 0
+
+
+def test_a_running_beat_follows_edits_without_a_restart(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = interval_task(every=1, period="hours")
+    beat = scheduler(now)
+    assert beat.tick() == pytest.approx(1.0)  # nothing due for an hour: sleeps one sync interval
+    task.interval = IntervalSchedule.objects.create(every=30, period="seconds")
+    task.save()  # as the admin saves it
+    now.advance(seconds=30)
+    beat.tick()
+    assert len(sent_ids()) == 1
+    task = reload(task)
+    task.enabled = False
+    task.save()
+    now.advance(seconds=30)
+    beat.tick()
+    assert len(sent_ids()) == 1
