@@ -149,3 +149,6 @@ class DeadLetterAdmin(MessageAdmin):
         missed = "" if level == messages.SUCCESS else \
             f" ({len(set(ids or ())) - done} were gone: requeued or purged meanwhile)"
         self.message_user(request, f"Requeued {done} dead letter(s){missed}.", level)
+
+
+from .beat import admin as beat_admin  # noqa: E402,F401 - registers beat's admin pages
