@@ -407,3 +407,12 @@ def test_a_running_beat_follows_edits_without_a_restart(db_broker, now, monkeypa
     now.advance(seconds=30)
     beat.tick()
     assert len(sent_ids()) == 1
+
+
+def test_no_run_before_a_start_time_with_a_fraction_of_a_second(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    start = datetime(2026, 6, 1, 12, 30, 0, 500000, tzinfo=UTC)
+    cron = CrontabSchedule.objects.create(minute="*", timezone="UTC")
+    task = PeriodicTask.objects.create(name="later", task="tests.testapp.tasks.add",
+                                       crontab=cron, start_time=start)
+    assert task.next_run_at == datetime(2026, 6, 1, 12, 31, tzinfo=UTC)

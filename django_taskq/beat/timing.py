@@ -28,6 +28,7 @@ MAX_CATCH_UP = 1000
 #: before held none, so no search walks a long list.
 _SPANS = (60.0, 3600.0, 86400.0, 32 * 86400.0, 367 * 86400.0, 4 * 367 * 86400.0)
 _SECOND = timedelta(seconds=1)
+_NONE = timedelta(0)
 _JUST_BEFORE = timedelta(microseconds=1)  # ticks are whole seconds: this includes ``oldest``
 
 
@@ -46,7 +47,10 @@ def first_run(task: PeriodicTask, now: datetime) -> datetime | None:
         return None
     after = now
     if task.start_time is not None and task.start_time - _SECOND >= now:
-        after = task.start_time - _SECOND
+        # Ticks are whole seconds: the first allowed one is the start, rounded up.
+        start = task.start_time
+        rounded_up = start.replace(microsecond=0) + (_SECOND if start.microsecond else _NONE)
+        after = rounded_up - _SECOND
     return _unexpired(task, schedule.next_after(after, anchor=_anchor(task)))
 
 
