@@ -17,6 +17,7 @@ IMPORTS: dict[str, str] = {
     "celery.app.task": "django_taskq",
     "celery.exceptions": "django_taskq.exceptions",
     "celery.result": "django_taskq.result",
+    "celery.schedules": "django_taskq.schedules",
     "celery.signals": "django_taskq.signals",
     "celery.states": "django_taskq.states",
     "celery.utils.log": "django_taskq",

@@ -17,6 +17,7 @@ import difflib
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +98,39 @@ def test_check_passes_with_the_expected_warnings_and_migrate_works(converted, tm
     assert (tmp_path / "check.sqlite3").exists()
     unmade = project.manage("makemigrations", "--check", "--dry-run")
     assert unmade.returncode == 0, unmade.stdout
+
+
+@pytest.mark.subprocess
+def test_the_beat_schedule_moves_over(converted, tmp_path):
+    """CELERY_BEAT_SCHEDULE (crontab from celery.schedules) and add_periodic_task in
+    on_after_configure become periodic task rows when taskbeat starts."""
+    project = Project(converted, "db://default", "django-db")
+    project.env["PROJ_DB"] = str(tmp_path / "beat.sqlite3")
+    assert project.manage("migrate", "-v", "0").returncode == 0
+    beat = subprocess.Popen([sys.executable, "manage.py", "taskbeat"], cwd=converted,
+                            env=project.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        lines = []
+        for line in beat.stdout:
+            lines.append(line)
+            if "declared in code upserted" in line:
+                break
+    finally:
+        beat.terminate()
+        output = "".join(lines) + beat.communicate(timeout=30)[0]
+    assert beat.returncode == 0, output
+    shown = project.manage("shell", "-c", (
+        "from django_taskq.models import PeriodicTask\n"
+        "for t in PeriodicTask.objects.order_by('name'):\n"
+        "    print(t.name, t.task, t.schedule().describe(), t.expire_seconds, sep='|')"))
+    assert shown.returncode == 0, shown.stderr
+    assert [line for line in shown.stdout.splitlines() if "|" in line] == [
+        "ping every 5 minutes|proj.celery.ping|every 5 minutes|None",
+        "ping-every-minute|proj.celery.ping|every minute|30",
+        "purge-abandoned-carts|shop.maintenance.purge_abandoned_carts|"
+        "At 03:30, Monday through Friday, UTC|None",
+        "taskq.backend_cleanup|django_taskq.backend_cleanup|At 04:00, UTC|None"]
 
 
 # -- a real worker ---------------------------------------------------------------------------

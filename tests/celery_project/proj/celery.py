@@ -35,6 +35,11 @@ def ping():
     return "pong"
 
 
+@app.on_after_configure.connect
+def setup_periodic_tasks(sender, **kwargs):
+    sender.add_periodic_task(300.0, ping, name="ping every 5 minutes")
+
+
 @worker_process_init.connect
 def reset_child_state(**kwargs):
     # Each pool process starts with its own connections; note that it did.

@@ -7,6 +7,8 @@ setting, picked up by ``app.config_from_object("django.conf:settings", namespace
 import os
 from pathlib import Path
 
+from celery.schedules import crontab
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = os.environ.get("PROJ_SECRET_KEY", "shop-example-not-secret")
 DEBUG = False
@@ -47,3 +49,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Task modules that are not an app's tasks.py.
 CELERY_IMPORTS = ["shop.maintenance"]
+# Periodic tasks (celery -A proj beat).
+CELERY_BEAT_SCHEDULE = {
+    "purge-abandoned-carts": {"task": "shop.maintenance.purge_abandoned_carts",
+                              "schedule": crontab(minute=30, hour=3, day_of_week="mon-fri")},
+    "ping-every-minute": {"task": "proj.celery.ping", "schedule": 60.0,
+                          "options": {"expires": 30}},
+}
