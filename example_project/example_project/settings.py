@@ -2,8 +2,10 @@
 
 Try another broker or result backend without editing this file:
     TASKQ_BROKER_URL=db://default TASKQ_RESULT_BACKEND=db://default python manage.py taskworker
+EXAMPLE_DB_PATH=<file> puts the SQLite database elsewhere (tests/test_beat_browser.py does).
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,7 +49,7 @@ TEMPLATES = [{
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        "NAME": os.environ.get("EXAMPLE_DB_PATH") or BASE_DIR / "db.sqlite3",
         "OPTIONS": {"timeout": 20},
     }
 }
