@@ -94,7 +94,7 @@ def test_the_claim_and_the_message_roll_back_together(alias, monkeypatch):
     monkeypatch.setattr("django.utils.timezone.now", moment)
     task = crontab_task(alias, "minutely", "UTC", minute="*")
 
-    def broken(task, tick, task_id=None):
+    def broken(task, now, task_id=None):
         claims.send_task("tests.testapp.tasks.add", [1, 2], task_id=task_id)  # the message...
         raise RuntimeError("...and then a failure in the same step (test)")
 

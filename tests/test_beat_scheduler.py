@@ -262,7 +262,7 @@ def test_expiry_stops_runs_and_messages_carry_their_own_expiry(db_broker, now, m
     scheduler(now).tick()
     expires = {m.message_id: m.headers["expires"] for m in QueuedMessage.objects.all()}
     tick = datetime(2026, 6, 1, 12, 1, tzinfo=UTC)
-    assert expires[claims.tick_task_id("short-lived", tick)].startswith("2026-06-01T12:01:20")
+    assert expires[claims.tick_task_id("short-lived", tick)].startswith("2026-06-01T12:01:21")
     assert expires[claims.tick_task_id("every-minute", tick)].startswith("2026-06-01T12:02:30")
     now.set(datetime(2026, 6, 1, 12, 2, 1, tzinfo=UTC))
     scheduler(now).tick()
@@ -416,3 +416,40 @@ def test_no_run_before_a_start_time_with_a_fraction_of_a_second(db_broker, now, 
     task = PeriodicTask.objects.create(name="later", task="tests.testapp.tasks.add",
                                        crontab=cron, start_time=start)
     assert task.next_run_at == datetime(2026, 6, 1, 12, 31, tzinfo=UTC)
+
+
+def test_all_with_a_long_window_sends_the_latest_runs(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = interval_task("dense", every=1, period="seconds", catch_up=PeriodicTask.ALL,
+                         catch_up_window=2 * 86400)
+    now.advance(days=3)
+    scheduler(now).tick()
+    ticks = list(PeriodicTaskRun.objects.filter(periodic_task=task).order_by("tick")
+                 .values_list("tick", flat=True))
+    assert len(ticks) == 1000
+    assert ticks[-1] == now.now and ticks[0] == now.now - timedelta(seconds=999)
+
+
+def test_a_task_enabled_by_a_queryset_update_is_scheduled_again(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = interval_task()
+    task.enabled = False
+    task.save()
+    PeriodicTask.objects.filter(pk=task.pk).update(enabled=True)  # bypasses save()
+    beat = scheduler(now)
+    beat.tick()
+    assert reload(task).next_run_at == datetime(2026, 6, 1, 12, 1, tzinfo=UTC)
+    done = ClockedSchedule.objects.create(clocked_time=now.now - timedelta(hours=1))
+    over = PeriodicTask.objects.create(name="over", task="tests.testapp.tasks.add", one_off=True,
+                                       clocked=done, enabled=False)
+    PeriodicTask.objects.filter(pk=over.pk).update(enabled=True)
+    beat.repair(now.now)
+    assert reload(over).enabled is False  # no run left
+
+
+def test_expire_seconds_count_from_the_send(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    interval_task(expire_seconds=20, catch_up=PeriodicTask.LATEST)
+    now.set(datetime(2026, 6, 1, 12, 5, 30, tzinfo=UTC))  # the 12:05 run goes out 30 s late
+    scheduler(now).tick()
+    assert QueuedMessage.objects.get().headers["expires"].startswith("2026-06-01T12:05:50")

@@ -15,6 +15,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
@@ -67,7 +68,7 @@ class PeriodicTaskActions(ModelAdmin):
     def run_now(self, request: HttpRequest, task: PeriodicTask) -> None:
         """Send one run of ``task`` now and remember its task id (beat's counters are beat's)."""
         try:
-            task_id = send_run(task, None)
+            task_id = send_run(task, timezone.now())
         except TaskqError as exc:
             self.message_user(request, f"{task.name}: {task.task} was not sent: {exc}",
                               messages.ERROR)

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from ..engines import database_errors
-from ..exceptions import BeatStoreError
+from ..exceptions import BeatStoreError, ServiceError
 from ..producer import send_task
 from .models import PeriodicTask, PeriodicTaskRun
 
@@ -37,31 +37,26 @@ def tick_task_id(name: str, tick: datetime) -> str:
     return str(uuid.uuid5(TICK_NAMESPACE, f"{name}\n{tick.isoformat()}"))
 
 
-def send_options(task: PeriodicTask, tick: datetime | None) -> dict[str, Any]:
-    """apply_async options for one run of ``task`` (``tick`` None: a "run now" from the admin)."""
+def send_options(task: PeriodicTask, now: datetime) -> dict[str, Any]:
+    """apply_async options for one run of ``task``, sent at ``now``."""
     options: dict[str, Any] = {"headers": {**(task.headers or {}),
                                            PERIODIC_HEADER: task.name}}
     if task.queue:
         options["queue"] = task.queue
     if task.priority is not None:
         options["priority"] = task.priority
-    if task.expire_seconds is not None:
-        options["expires"] = (tick or _now()) + timedelta(seconds=task.expire_seconds)
+    if task.expire_seconds is not None:  # from the send, as apply_async(expires=seconds)
+        options["expires"] = now + timedelta(seconds=task.expire_seconds)
     elif task.expires is not None:
         options["expires"] = task.expires
     return options
 
 
-def _now() -> datetime:
-    from ..clock import clock_now
-
-    return clock_now()
-
-
-def send_run(task: PeriodicTask, tick: datetime | None, task_id: str | None = None) -> str:
-    """Send one run of ``task``; returns its task id."""
+def send_run(task: PeriodicTask, now: datetime, task_id: str | None = None) -> str:
+    """Send one run of ``task`` at ``now`` (the tick's id, or a new one for "run now");
+    returns its task id."""
     result = send_task(task.task, list(task.args or []), dict(task.kwargs or {}),
-                       task_id=task_id, **send_options(task, tick))
+                       task_id=task_id, **send_options(task, now))
     return str(result.id)
 
 
@@ -87,12 +82,12 @@ class Claimer:
                 run.sent_at = now
                 if not self._insert(run):
                     return None
-                send_run(task, tick, task_id)
+                send_run(task, now, task_id)
             return task_id
         with database_errors(self.alias, "beat claim", BeatStoreError):
             if not self._insert(run):
                 return None
-        send_run(task, tick, task_id)
+        send_run(task, now, task_id)
         self._mark_sent(run.pk, now)
         return task_id
 
@@ -130,14 +125,24 @@ class Claimer:
                     claimed_by=self.ident, claimed_at=now)
             if not taken:
                 continue
-            logger.warning("Sending %s for %r again: the beat %s claimed it at %s and never "
-                           "sent it", run.task_id, run.periodic_task.name, run.claimed_by,
-                           run.claimed_at.isoformat())
-            send_run(run.periodic_task, run.tick, run.task_id)
-            self._mark_sent(run.pk, now)
-            self._count_resent(run, now)
+            try:
+                self._resend(run, now)
+            except ServiceError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad entry must not stop the others
+                logger.exception("Periodic task %r: the run due at %s was not sent",
+                                 run.periodic_task.name, run.tick.isoformat())
+                continue
             sent += 1
         return sent
+
+    def _resend(self, run: PeriodicTaskRun, now: datetime) -> None:
+        logger.warning("Sending %s for %r again: the beat %s claimed it at %s and never "
+                       "sent it", run.task_id, run.periodic_task.name, run.claimed_by,
+                       run.claimed_at.isoformat())
+        send_run(run.periodic_task, now, run.task_id)
+        self._mark_sent(run.pk, now)
+        self._count_resent(run, now)
 
     def _count_resent(self, run: PeriodicTaskRun, now: datetime) -> None:
         """The tick's run counts for its task; it is the last run unless a later tick was sent."""

@@ -69,6 +69,9 @@ def make_entry(name: str, spec: Mapping[str, Any]) -> Entry:
                                  "kwargs a dict.")
     for key in ROUTING_OPTIONS:
         options.pop(key, None)
+    if isinstance(options.get("expires"), timedelta):
+        options["expires"] = options["expires"].total_seconds()
+    _check_option_values(name, options)
     ignored = set(options) - set(STORED_OPTIONS)
     if ignored:
         raise ConfigurationError(f"beat entry {name!r}: options {sorted(ignored)} are not kept "
@@ -78,6 +81,21 @@ def make_entry(name: str, spec: Mapping[str, Any]) -> Entry:
     except ConfigurationError as exc:
         raise ConfigurationError(f"beat entry {name!r}: {exc}") from exc
     return Entry(name, _task_name(spec["task"]), schedule, tuple(args), dict(kwargs), options)
+
+
+def _check_option_values(name: str, options: Mapping[str, Any]) -> None:
+    priority, expires = options.get("priority"), options.get("expires")
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)
+                                 or not 0 <= priority <= 9):
+        raise ConfigurationError(f"beat entry {name!r}: priority must be a whole number from 0 "
+                                 f"to 9, not {priority!r}.")
+    if expires is not None and not isinstance(expires, datetime) and (
+            not isinstance(expires, (int, float)) or isinstance(expires, bool) or expires < 1):
+        raise ConfigurationError(f"beat entry {name!r}: expires must be a number of seconds (at "
+                                 f"least 1), a timedelta or an aware datetime, not {expires!r}.")
+    headers = options.get("headers")
+    if headers is not None and not isinstance(headers, Mapping):
+        raise ConfigurationError(f"beat entry {name!r}: headers must be a dict.")
 
 
 def add_periodic_task(schedule: Any, sig: Any, args: Sequence[Any] = (),
@@ -166,14 +184,39 @@ def _row_values(entry: Entry, alias: str) -> dict[str, Any]:
 
 
 def sync(alias: str) -> list[str]:
-    """Upsert the declared entries as periodic task rows; returns their names."""
+    """Upsert the declared entries as periodic task rows; returns their names.
+
+    Raises:
+        BeatStoreError: the database failed (beat tries again).
+    """
+    from ..engines import database_errors
+    from ..exceptions import BeatStoreError
     from .models import PeriodicTask
 
     entries = declared_entries()
-    tasks = PeriodicTask.objects.using(alias)
-    for entry in entries.values():
+    with database_errors(alias, "beat: upsert the schedules declared in code", BeatStoreError):
+        for entry in entries.values():
+            _upsert(entry, alias)
+        gone = PeriodicTask.objects.using(alias).filter(
+            source=PeriodicTask.SETTINGS, enabled=True).exclude(name__in=entries)
+        for row in gone:
+            logger.warning("Periodic task %r is no longer declared in code: disabled", row.name)
+            row.enabled = False
+            row.save(using=alias)
+    return list(entries)
+
+
+def _upsert(entry: Entry, alias: str) -> None:
+    """One declared entry: created, or its code-owned fields set; a beat starting at the same
+    moment may create it first (then this one updates it)."""
+    from django.core.exceptions import ValidationError
+    from django.db import IntegrityError, transaction
+
+    from .models import PeriodicTask
+
+    for _attempt in range(2):
         values = _row_values(entry, alias)
-        row = tasks.filter(name=entry.name).first()
+        row = PeriodicTask.objects.using(alias).filter(name=entry.name).first()
         if row is None:
             row = PeriodicTask(name=entry.name, source=PeriodicTask.SETTINGS, **values)
         else:
@@ -183,11 +226,14 @@ def sync(alias: str) -> list[str]:
             row.source = PeriodicTask.SETTINGS
             for key, value in values.items():
                 setattr(row, key, value)
-        row.full_clean(exclude=["anchor"], validate_unique=False)
-        row.save(using=alias)
-    gone = tasks.filter(source=PeriodicTask.SETTINGS, enabled=True).exclude(name__in=entries)
-    for row in gone:
-        logger.warning("Periodic task %r is no longer declared in code: disabled", row.name)
-        row.enabled = False
-        row.save(using=alias)
-    return list(entries)
+        try:
+            row.full_clean(exclude=["anchor"], validate_unique=False)
+        except ValidationError as exc:
+            raise ConfigurationError(f"beat entry {entry.name!r}: {exc}") from exc
+        try:
+            with transaction.atomic(using=alias):
+                row.save(using=alias)
+            return
+        except IntegrityError:
+            continue  # another beat created it just now: update that row
+    raise ConfigurationError(f"beat entry {entry.name!r} could not be stored")

@@ -25,7 +25,7 @@ from ..engines import database_errors
 from ..exceptions import BeatStoreError, ServiceError, TaskqError
 from .claims import Claimer
 from .models import BeatInstance, PeriodicTask, PeriodicTaskRun
-from .timing import due_ticks, next_run
+from .timing import due_ticks, first_run, next_run
 
 logger = logging.getLogger("django_taskq.beat")
 
@@ -148,6 +148,7 @@ class Scheduler:
         self._chores_at = now
         self.alive(now)
         self.claimer.resend_stale(now)
+        self.repair(now)
         if self._pruned_at is None or (now - self._pruned_at).total_seconds() >= PRUNE_INTERVAL:
             self._pruned_at = now
             self.prune(now)
@@ -159,6 +160,16 @@ class Scheduler:
                 ident=self.ident, defaults={
                     "host": socket.gethostname(), "pid": os.getpid(), "last_tick_at": now,
                     "started_at": self.started_at, "embedded": self.embedded})
+
+    def repair(self, now: datetime) -> None:
+        """Enabled tasks without a next run (switched on by a queryset ``update()``, which
+        bypasses ``save()``): compute it, or disable a task that has no run left."""
+        with database_errors(self.alias, "beat: repair", BeatStoreError):
+            for task in self._tasks().filter(enabled=True, next_run_at__isnull=True)[:BATCH]:
+                upcoming = first_run(task, now)
+                changes: dict[str, Any] = (
+                    {"next_run_at": upcoming} if upcoming else {"enabled": False})
+                self._tasks().filter(pk=task.pk, next_run_at__isnull=True).update(**changes)
 
     def prune(self, now: datetime) -> None:
         """Forget sent claims older than BEAT_RUN_HISTORY and beats silent for as long."""

@@ -14,7 +14,7 @@ from django.db import close_old_connections
 
 from .. import signals
 from ..clock import SYSTEM, Clock
-from ..exceptions import ServiceError
+from ..exceptions import ConfigurationError, ServiceError
 from .scheduler import Scheduler
 
 logger = logging.getLogger("django_taskq.beat")
@@ -45,13 +45,17 @@ class BeatService:
         signals.send(signal, self)
 
     def run(self) -> None:
-        """Tick until stopped; errors of the services are logged and retried with backoff."""
+        """Tick until stopped; errors of the services are logged and retried with backoff.
+
+        Raises:
+            ConfigurationError: a schedule declared in code cannot be used (beat stops).
+        """
         backoff = BACKOFF_START
         started = False
         while not self._stop.is_set():
             try:
                 if not started:
-                    self.start()
+                    self._start_or_stop()
                     started = True
                 wait = self.scheduler.tick()
                 backoff = BACKOFF_START
@@ -62,6 +66,20 @@ class BeatService:
                 close_old_connections()
             self._stop.wait(wait)
         self._stopped()
+
+    def _start_or_stop(self) -> None:
+        try:
+            self.start()
+        except ConfigurationError as exc:
+            logger.error("beat cannot start: %s", exc)
+            self._stopped()
+            raise
+
+    def _run_in_thread(self) -> None:
+        try:
+            self.run()
+        except ConfigurationError:
+            pass  # logged; the worker goes on without beat
 
     def _stopped(self) -> None:
         try:
@@ -77,7 +95,8 @@ class BeatService:
 
     def start_thread(self) -> threading.Thread:
         """Run in a daemon thread (``taskworker --beat``); ``stop()`` then ``join()`` it."""
-        self._thread = threading.Thread(target=self.run, name="taskq-beat", daemon=True)
+        self._thread = threading.Thread(target=self._run_in_thread, name="taskq-beat",
+                                        daemon=True)
         self._thread.start()
         return self._thread
 

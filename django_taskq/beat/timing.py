@@ -83,11 +83,21 @@ def due_ticks(task: PeriodicTask, schedule: BaseSchedule, now: datetime) -> list
     limit = window(task)
     oldest = first if limit is None else max(first, now - timedelta(seconds=limit))
     if task.catch_up == task.ALL:
-        ticks = schedule.ticks_between(oldest - _JUST_BEFORE, now, anchor=_anchor(task),
-                                       limit=10 * MAX_CATCH_UP)
-        return ticks[-MAX_CATCH_UP:]
+        return latest_ticks(task, schedule, oldest, now)
     latest = latest_tick(task, schedule, first, now)
     return [latest] if latest >= oldest else []
+
+
+def latest_ticks(task: PeriodicTask, schedule: BaseSchedule, oldest: datetime,
+                 now: datetime) -> list[datetime]:
+    """The latest MAX_CATCH_UP ticks from ``oldest`` to ``now``: the search start moves closer
+    to ``now`` while the span holds more ticks than one search returns."""
+    start = oldest - _JUST_BEFORE
+    while True:
+        ticks = schedule.ticks_between(start, now, anchor=_anchor(task), limit=10 * MAX_CATCH_UP)
+        if len(ticks) < 10 * MAX_CATCH_UP:
+            return ticks[-MAX_CATCH_UP:]
+        start = max(start, ticks[-MAX_CATCH_UP] - _JUST_BEFORE, start + (now - start) / 2)
 
 
 def latest_tick(task: PeriodicTask, schedule: BaseSchedule, first: datetime,

@@ -8,10 +8,11 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...beat.service import BeatService
 from ...conf import get_settings
+from ...exceptions import ConfigurationError
 from ...log import setup_worker_logging
 from ...service_url import mask
 
@@ -34,10 +35,11 @@ class Command(BaseCommand):
         setup_worker_logging(options["loglevel"], options["logfile"])
         interval = options["max_interval"]
         if interval is not None and interval <= 0:
-            from django.core.management.base import CommandError
-
             raise CommandError("--max-interval must be a positive number of seconds.")
-        beat = BeatService(max_interval=interval)
+        try:
+            beat = BeatService(max_interval=interval)
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from exc
         conf = get_settings()
         self.stdout.write(
             f"taskbeat {beat.scheduler.ident}\n"
@@ -51,4 +53,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, handle_signal)
         signal.signal(signal.SIGINT, handle_signal)
-        beat.run()
+        try:
+            beat.run()
+        except ConfigurationError as exc:
+            raise CommandError(f"beat cannot start: {exc}") from exc
