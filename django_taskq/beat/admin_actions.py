@@ -142,7 +142,7 @@ class PeriodicTaskActions(ModelAdmin):
         shown = list(super().get_list_display(request))
         if not any(self.has_verb_permission(request, verb) for verb in VERBS):
             return shown
-        return [*shown, self._buttons_column(request)]
+        return [*shown[:1], self._buttons_column(request), *shown[1:]]  # buttons by the name
 
     def _buttons_column(self, request: HttpRequest) -> Callable[[PeriodicTask], str]:
         """A list column bound to this request: the buttons differ by user and by row."""

@@ -7,6 +7,7 @@ itself (a subquery per column, so a page is one query however many rows it shows
 
 from __future__ import annotations
 
+from datetime import timezone
 from typing import Any
 
 from django.contrib import admin
@@ -17,14 +18,15 @@ from django.utils.html import format_html
 
 from ..models import TaskResult
 from .admin_actions import ROW_FORM, PeriodicTaskActions
-from .admin_display import next_run_html, run_table, schedule_words
+from .admin_display import moment_in, next_run_html, run_table, schedule_words
 from .admin_liveness import no_beat_warning
 from .forms import PREVIEW, PREVIEW_NOTE, PeriodicTaskForm
 from .models import SCHEDULE_FIELDS, PeriodicTask
 
-DECLARED_NOTE = ("Declared in code (BEAT_SCHEDULE / add_periodic_task): task, schedule, "
-                 "arguments and options are reset from code when beat starts; 'enabled' is kept "
-                 "as you set it here.")
+DECLARED_NOTE = ("Declared in code (BEAT_SCHEDULE / add_periodic_task): its task, schedule, "
+                 "arguments, queue, priority, headers and expiry are reset from code when beat "
+                 "starts; what you set here for enabled, start time, catch-up and description "
+                 "is kept.")
 #: Said under a preview of an interval task that is not saved yet and has no start time.
 ANCHOR_NOTE = ("Interval runs count from the moment the task is saved (or from its start time): "
                "set a start time to pin them to these.")
@@ -32,8 +34,7 @@ ANCHOR_NOTE = ("Interval runs count from the moment the task is saved (or from i
 
 class PeriodicTaskAdmin(PeriodicTaskActions):
     form = PeriodicTaskForm
-    list_display = ("name", "enabled", "schedule_text", "next_run", "last_run", "last_state",
-                    "runs")
+    list_display = ("name", "enabled", "last_state", "schedule_text", "next_run", "runs")
     list_filter = ("enabled", "one_off", "task", "source", "catch_up")
     search_fields = ("name", "task", "description")
     readonly_fields = ("source", "next_run", "last_run_at", "total_run_count", "last_state",
@@ -66,26 +67,25 @@ class PeriodicTaskAdmin(PeriodicTaskActions):
     def next_run(self, task: PeriodicTask) -> str:
         return next_run_html(task)
 
-    @admin.display(description="last run", ordering="last_run_at")
-    def last_run(self, task: PeriodicTask) -> Any:
-        return task.last_run_at
-
     @admin.display(description="runs", ordering="total_run_count")
     def runs(self, task: PeriodicTask) -> int:
         """Runs beat sent (a "Run now" is not counted)."""
         return task.total_run_count
 
-    @admin.display(description="last task", ordering="last_task_state")
+    @admin.display(description="last run", ordering="last_run_at")
     def last_state(self, task: PeriodicTask) -> str:
-        """The state of the last task sent, linked to its result."""
+        """The state of the last task sent, linked to its result, over when beat sent it."""
+        when = moment_in(task.last_run_at, timezone.utc) if task.last_run_at else ""
         if not task.last_task_id:
             return "-"
         state, pk = getattr(task, "last_task_state", None), getattr(task, "last_task_result", None)
         if pk is None:
-            return format_html('<span title="{}">no result stored</span>', task.last_task_id)
+            return format_html('<span title="{}">no result stored</span><br>{}',
+                               task.last_task_id, when)
         url = reverse(f"{self.admin_site.name}:{TaskResult._meta.app_label}_taskresult_change",
                       args=[pk])
-        return format_html('<a href="{}" title="{}">{}</a>', url, task.last_task_id, state)
+        return format_html('<a href="{}" title="{}">{}</a><br>{}', url, task.last_task_id, state,
+                           when)
 
     def changelist_view(self, request: HttpRequest,
                         extra_context: dict[str, Any] | None = None) -> HttpResponse:

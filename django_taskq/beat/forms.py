@@ -93,7 +93,7 @@ class PeriodicTaskForm(TaskModelForm):
                                   help_text="0 (lowest) to 9 (highest); empty: the task's own")
     expire_seconds = forms.IntegerField(
         required=False, min_value=1,
-        help_text="each message expires this long after its tick (not with expires)")
+        help_text="each message expires this long after it is sent (not with expires)")
     catch_up_window = forms.IntegerField(
         required=False, min_value=1,
         help_text="seconds: a missed run older than this is skipped (empty: any age for "

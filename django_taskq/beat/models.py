@@ -212,7 +212,7 @@ class PeriodicTask(models.Model):
                                    help_text="no run after this moment (and its messages expire)")
     expire_seconds = models.PositiveIntegerField(null=True, blank=True,
                                                  help_text="each message expires this long "
-                                                           "after its tick")
+                                                           "after it is sent")
     start_time = models.DateTimeField(null=True, blank=True, help_text="no run before this")
     enabled = models.BooleanField(default=True)
     one_off = models.BooleanField(default=False, help_text="disable after the first run")

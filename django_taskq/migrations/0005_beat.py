@@ -101,7 +101,7 @@ class Migration(migrations.Migration):
                 ('priority', models.PositiveSmallIntegerField(blank=True, null=True, validators=[django.core.validators.MaxValueValidator(9)])),
                 ('headers', models.JSONField(blank=True, default=dict, help_text='JSON object')),
                 ('expires', models.DateTimeField(blank=True, help_text='no run after this moment (and its messages expire)', null=True)),
-                ('expire_seconds', models.PositiveIntegerField(blank=True, help_text='each message expires this long after its tick', null=True)),
+                ('expire_seconds', models.PositiveIntegerField(blank=True, help_text='each message expires this long after it is sent', null=True)),
                 ('start_time', models.DateTimeField(blank=True, help_text='no run before this', null=True)),
                 ('enabled', models.BooleanField(default=True)),
                 ('one_off', models.BooleanField(default=False, help_text='disable after the first run')),
