@@ -156,3 +156,13 @@ def test_backend_cleanup_task_runs_eagerly(settings):
     result = backend_cleanup.apply()
     assert result.successful()
     assert set(result.get()) == {"results", "control", "beat_runs"}
+
+
+def test_beat_database_must_be_an_alias(settings):
+    from django_taskq.beat.checks import check_beat_database
+
+    assert check_beat_database() == []
+    settings.TASKQ = {**settings.TASKQ, "BEAT_DATABASE": "beats"}
+    [message] = check_beat_database()
+    assert message.id == "django_taskq.E013" and "'beats'" in message.msg
+    assert "default" in message.hint

@@ -2,6 +2,7 @@
 
 - django_taskq.E012: a declared beat entry cannot be used (bad schedule, keys or options).
 - django_taskq.W015: a declared beat entry names a task that is not registered in this process.
+- django_taskq.E013: BEAT_DATABASE names no database in DATABASES.
 
 Rows edited in the admin are checked by its form (the task must be registered); checks never
 read the database (they run before ``migrate``).
@@ -43,3 +44,21 @@ def check_beat_schedule(app_configs: Any = None, **kwargs: Any) -> list[checks.C
                 hint="Check the name (a typo?) or the module that defines it (TASK_MODULES, "
                      "IMPORTS).", id="django_taskq.W015"))
     return messages
+
+
+@checks.register("django_taskq")
+def check_beat_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from django.conf import settings
+
+    from ..conf import get_settings
+
+    try:
+        alias = get_settings().BEAT_DATABASE
+    except ConfigurationError:
+        return []  # an E002 of check_settings
+    if alias in settings.DATABASES:
+        return []
+    return [checks.Error(f"TASKQ['BEAT_DATABASE'] = {alias!r} is not a database alias.",
+                         hint=f"Use one of {', '.join(sorted(settings.DATABASES))} (beat's "
+                              "schedules, claims and liveness live there).",
+                         id="django_taskq.E013")]
