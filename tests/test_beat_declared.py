@@ -166,3 +166,45 @@ def test_beat_database_must_be_an_alias(settings):
     [message] = check_beat_database()
     assert message.id == "django_taskq.E013" and "'beats'" in message.msg
     assert "default" in message.hint
+
+
+def test_entry_options_are_checked_and_expires_may_be_a_timedelta(settings):
+    settings.TASKQ = {**settings.TASKQ, "BEAT_BACKEND_CLEANUP": False, "BEAT_SCHEDULE": {
+        "hourly": {"task": "tests.echo", "schedule": 3600,
+                   "options": {"expires": timedelta(minutes=5)}}}}
+    declared.sync("default")
+    assert rows()["hourly"].expire_seconds == 300
+    settings.TASKQ = {**settings.TASKQ, "BEAT_SCHEDULE": {
+        "loud": {"task": "tests.echo", "schedule": 60, "options": {"priority": 12}}}}
+    [message] = check_beat_schedule()
+    assert message.id == "django_taskq.E012" and "priority must be a whole number from 0 to 9" \
+        in message.msg
+
+
+def test_a_bad_entry_stops_taskbeat_with_its_name(settings):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    settings.TASKQ = {**settings.TASKQ, "BEAT_SCHEDULE": {
+        "broken": {"task": "tests.echo", "schedule": "daily"}}}
+    with pytest.raises(CommandError, match="beat cannot start: beat entry 'broken'"):
+        call_command("taskbeat")
+
+
+def test_an_entry_another_beat_just_created_is_updated(settings, monkeypatch):
+    settings.TASKQ = {**settings.TASKQ, "BEAT_BACKEND_CLEANUP": False,
+                      "BEAT_SCHEDULE": {"hourly": CELERY_STYLE["hourly"]}}
+    declared.sync("default")
+    from django.db.models.query import QuerySet
+
+    real_first = QuerySet.first
+    looks = []
+
+    def unseen_once(queryset):  # the first look misses the row another beat just made
+        looks.append(queryset.model)
+        return None if len(looks) == 1 else real_first(queryset)
+
+    monkeypatch.setattr(QuerySet, "first", unseen_once)
+    declared._upsert(declared.declared_entries()["hourly"], "default")
+    assert len(looks) == 2  # the insert hit the UNIQUE name, and the row was updated instead
+    assert PeriodicTask.objects.count() == 1
