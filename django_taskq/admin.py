@@ -7,7 +7,7 @@ which reads whichever broker BROKER_URL names (Redis and RabbitMQ keep no rows h
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -17,6 +17,7 @@ from django.urls import URLPattern, path
 from django.utils.text import Truncator
 
 from . import deadletters
+from .admin_base import ReadOnlyAdmin
 from .conf import get_settings
 from .exceptions import TaskqError
 from .models import DeadLetterMessage, QueuedMessage, TaskResult
@@ -26,22 +27,6 @@ from .service_url import mask
 BROKER_PAGE_LIMIT = 200
 #: Characters of a dead letter's reason shown in lists (its own page shows all of it).
 REASON_CHARS = 80
-
-
-if TYPE_CHECKING:  # generic in django-stubs only
-    ModelAdmin = admin.ModelAdmin[Any]
-else:
-    ModelAdmin = admin.ModelAdmin
-
-
-class ReadOnlyAdmin(ModelAdmin):
-    """Shows rows; nothing here is added or edited by hand (the queue owns these tables)."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(TaskResult)

@@ -7,11 +7,9 @@ claimed runs and of the beat processes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from ..admin_base import ReadOnlyAdmin
 from .admin_liveness import is_alive
 from .admin_periodic import PeriodicTaskAdmin
 from .admin_schedules import (
@@ -30,23 +28,8 @@ from .models import (
     SolarSchedule,
 )
 
-if TYPE_CHECKING:  # generic in django-stubs only
-    ModelAdmin = admin.ModelAdmin[Any]
-else:
-    ModelAdmin = admin.ModelAdmin
 
-
-class BeatReadOnlyAdmin(ModelAdmin):
-    """Rows beat writes; shown, never added or edited by hand (stale ones may be deleted)."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class PeriodicTaskRunAdmin(BeatReadOnlyAdmin):
+class PeriodicTaskRunAdmin(ReadOnlyAdmin):
     list_display = ("periodic_task", "tick", "task_id", "claimed_by", "claimed_at", "sent_at")
     list_filter = ("periodic_task", "claimed_by")
     list_select_related = ("periodic_task",)
@@ -54,7 +37,7 @@ class PeriodicTaskRunAdmin(BeatReadOnlyAdmin):
     date_hierarchy = "tick"
 
 
-class BeatInstanceAdmin(BeatReadOnlyAdmin):
+class BeatInstanceAdmin(ReadOnlyAdmin):
     list_display = ("ident", "host", "pid", "embedded", "started_at", "last_tick_at", "alive")
     list_filter = ("embedded", "host")
 
