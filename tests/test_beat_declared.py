@@ -13,6 +13,7 @@ from django_taskq.beat import declared
 from django_taskq.beat.checks import check_beat_schedule
 from django_taskq.beat.models import PeriodicTask
 from django_taskq.beat.service import BeatService
+from django_taskq.exceptions import ConfigurationError
 from django_taskq.schedules import clocked, crontab, solar
 from django_taskq.signals import beat_init
 
@@ -33,8 +34,10 @@ CELERY_STYLE = {
 @pytest.fixture(autouse=True)
 def no_added_entries():
     declared._added.clear()
+    declared.refused.clear()
     yield
     declared._added.clear()
+    declared.refused.clear()
 
 
 def rows() -> dict[str, PeriodicTask]:
@@ -208,3 +211,12 @@ def test_an_entry_another_beat_just_created_is_updated(settings, monkeypatch):
     declared._upsert(declared.declared_entries()["hourly"], "default")
     assert len(looks) == 2  # the insert hit the UNIQUE name, and the row was updated instead
     assert PeriodicTask.objects.count() == 1
+
+
+def test_a_refused_add_periodic_task_is_a_check_error(settings):
+    app = Celery("proj")
+    with pytest.raises(ConfigurationError, match="naive"):
+        app.add_periodic_task(60, "tests.echo", name="naive",
+                              expires=datetime(2030, 1, 1))
+    [message] = check_beat_schedule()
+    assert message.id == "django_taskq.E012" and "'naive'" in message.msg

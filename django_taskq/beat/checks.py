@@ -21,6 +21,7 @@ from ..exceptions import ConfigurationError
 def check_beat_schedule(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     from ..conf import get_settings
     from ..registry import registry
+    from . import declared
     from .declared import declared_entries, make_entry
 
     try:
@@ -34,6 +35,9 @@ def check_beat_schedule(app_configs: Any = None, **kwargs: Any) -> list[checks.C
         except ConfigurationError as exc:
             messages.append(checks.Error(str(exc), hint="Fix TASKQ['BEAT_SCHEDULE'] (or "
                                          "CELERY_BEAT_SCHEDULE).", id="django_taskq.E012"))
+    for problem in declared.refused.values():
+        messages.append(checks.Error(problem, hint="Fix the add_periodic_task() call.",
+                                     id="django_taskq.E012"))
     if messages:
         return messages
     for entry in declared_entries().values():

@@ -44,6 +44,8 @@ class Entry:
 
 #: Entries from ``add_periodic_task`` calls in this process, by name.
 _added: dict[str, Entry] = {}
+#: ``add_periodic_task`` calls that were refused, by name: what was wrong (check E012).
+refused: dict[str, str] = {}
 
 
 def _task_name(task: Any) -> str:
@@ -89,6 +91,9 @@ def _check_option_values(name: str, options: Mapping[str, Any]) -> None:
                                  or not 0 <= priority <= 9):
         raise ConfigurationError(f"beat entry {name!r}: priority must be a whole number from 0 "
                                  f"to 9, not {priority!r}.")
+    if isinstance(expires, datetime) and expires.utcoffset() is None:
+        raise ConfigurationError(f"beat entry {name!r}: expires {expires!r} is naive: give an "
+                                 "aware datetime (e.g. with tzinfo=timezone.utc).")
     if expires is not None and not isinstance(expires, datetime) and (
             not isinstance(expires, (int, float)) or isinstance(expires, bool) or expires < 1):
         raise ConfigurationError(f"beat entry {name!r}: expires must be a number of seconds (at "
@@ -115,8 +120,12 @@ def add_periodic_task(schedule: Any, sig: Any, args: Sequence[Any] = (),
     kwargs = dict(kwargs or {})
     called = [*map(repr, args), *(f"{key}={value!r}" for key, value in kwargs.items())]
     label = name or f"{task}({', '.join(called)})"
-    entry = make_entry(label, {"task": task, "schedule": schedule, "args": args,
-                               "kwargs": kwargs, "options": options})
+    try:
+        entry = make_entry(label, {"task": task, "schedule": schedule, "args": args,
+                                   "kwargs": kwargs, "options": options})
+    except ConfigurationError as exc:
+        refused[label] = str(exc)  # a receiver's error is only logged: the checks say it too
+        raise
     _added[label] = entry
     return entry
 
