@@ -453,3 +453,32 @@ def test_expire_seconds_count_from_the_send(db_broker, now, monkeypatch):
     now.set(datetime(2026, 6, 1, 12, 5, 30, tzinfo=UTC))  # the 12:05 run goes out 30 s late
     scheduler(now).tick()
     assert QueuedMessage.objects.get().headers["expires"].startswith("2026-06-01T12:05:50")
+
+
+@pytest.mark.parametrize("url_fixture", ["redis_url", "amqp_url"])
+def test_on_redis_and_rabbitmq_a_tick_lost_between_claim_and_send_is_sent_with_its_id(
+        request, now, monkeypatch, settings, url_fixture):
+    url = request.getfixturevalue(url_fixture)
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "BEAT_CLAIM_TIMEOUT": 30.0,
+                      "BEAT_BACKEND_CLEANUP": False}
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = interval_task(every=1, period="hours")
+    now.advance(hours=1)
+
+    def lost(*args, **kwargs):
+        raise BrokerConnectionError("connection lost between claim and send (test)")
+
+    monkeypatch.setattr(claims, "send_run", lost)
+    with pytest.raises(BrokerConnectionError):
+        scheduler(now).tick()
+    monkeypatch.setattr(claims, "send_run", REAL_SEND_RUN)
+    broker = get_broker()
+    assert broker.size("default") == 0
+    now.advance(seconds=31)
+    scheduler(now).tick()  # another beat: the tick is claimed, so it re-sends the claim
+    tick = datetime(2026, 6, 1, 13, tzinfo=UTC)
+    [delivery] = broker.reserve(["default"], max_messages=10, lease=10, worker="w", timeout=2)
+    assert delivery.envelope.message_id == claims.tick_task_id(task.name, tick)
+    broker.ack(delivery)
+    assert PeriodicTaskRun.objects.get().sent_at is not None
+    assert reload(task).total_run_count == 1
