@@ -104,3 +104,40 @@ def test_the_claim_and_the_message_roll_back_together(alias, monkeypatch):
     assert not PeriodicTaskRun.objects.using(alias).exists()
     assert not QueuedMessage.objects.using(alias).exists()
     assert PeriodicTask.objects.using(alias).get(pk=task.pk).total_run_count == 0
+
+
+def test_on_postgresql_an_edit_wakes_a_sleeping_beat(settings):
+    """With a 60 s sync interval only the NOTIFY sent on commit can wake beat in time."""
+    alias = require_alias("postgres")
+    url = f"db://{alias}"
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url,
+                      "BEAT_DATABASE": alias, "BEAT_BACKEND_CLEANUP": False,
+                      "BEAT_SYNC_INTERVAL": 60.0}
+    import time
+
+    from django.utils import timezone as django_time
+
+    from django_taskq.beat.models import BeatInstance, ClockedSchedule
+    from django_taskq.beat.service import BeatService
+
+    beat = BeatService()
+    beat.start_thread()
+    try:
+        deadline = time.monotonic() + 10
+        while not BeatInstance.objects.using(alias).exists():
+            assert time.monotonic() < deadline, "beat did not start"
+            time.sleep(0.05)
+        time.sleep(0.3)  # beat is asleep now, for up to BEAT_MAX_LOOP_INTERVAL
+        at = django_time.now() + timedelta(seconds=1)
+        clocked = ClockedSchedule.objects.using(alias).create(clocked_time=at)
+        task = PeriodicTask(name="soon", task="tests.testapp.tasks.add", args=[1, 2],
+                            clocked=clocked, one_off=True)
+        task.save(using=alias)
+        deadline = time.monotonic() + 15
+        while not QueuedMessage.objects.using(alias).exists():
+            assert time.monotonic() < deadline, "the edit did not wake beat"
+            time.sleep(0.05)
+    finally:
+        beat.stop()
+        beat.join(timeout=10)
+    assert beat.scheduler.listens

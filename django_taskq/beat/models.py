@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from .. import schedules
 from ..exceptions import ConfigurationError
+from .wakeup import notify_change
 
 #: Django 5.1 renamed CheckConstraint's ``check`` to ``condition`` (6.0 removed ``check``).
 CHECK_KEYWORD = "condition" if django.VERSION >= (5, 1) else "check"
@@ -57,6 +58,7 @@ class ScheduleRow(models.Model):
 
         reschedule(PeriodicTask.objects.using(self._state.db).filter(
             **{str(self._meta.model_name).removesuffix("schedule"): self}))
+        notify_change(self._state.db or "default")
 
 
 class IntervalSchedule(ScheduleRow):
@@ -265,6 +267,7 @@ class PeriodicTask(models.Model):
                 kwargs["update_fields"] = {*kwargs["update_fields"], "next_run_at"}
         super().save(*args, **kwargs)
         self._timing_as_loaded = self.timing_state()
+        notify_change(self._state.db or "default")
 
     def schedule_row(self) -> Any:
         """The interval, crontab, solar or clocked row this task runs on (None if unset)."""

@@ -4,8 +4,9 @@
 past (an indexed query: no schedule is ever filtered out by a time-window heuristic), fires the
 ticks their catch-up policy allows through the :class:`~.claims.Claimer` (each tick exactly
 once, whatever the number of beats), moves ``next_run_at`` on, and returns the seconds until the
-earliest next run, capped by ``BEAT_SYNC_INTERVAL`` so that an edit in the admin (which moves
-``next_run_at`` when it is saved) is seen within that long. Tests drive ``tick()`` on a fake clock.
+earliest next run. An edit in the admin moves ``next_run_at`` when it is saved and wakes a beat
+on PostgreSQL (wakeup.py); elsewhere the sleep is capped by ``BEAT_SYNC_INTERVAL`` so that an
+edit is seen within that long. Tests drive ``tick()`` on a fake clock.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Scheduler:
         self.history = conf.BEAT_RUN_HISTORY
         self.claimer = Claimer(self.alias, self.ident, conf.BEAT_CLAIM_TIMEOUT)
         self.started_at = clock.now()
+        #: Whether edits wake this beat (PostgreSQL; set by the service): then it sleeps until
+        #: the next run (at most BEAT_MAX_LOOP_INTERVAL) instead of looking every sync interval.
+        self.listens = False
         self._chores_at: datetime | None = None
         self._pruned_at: datetime | None = None
 
@@ -79,7 +83,7 @@ class Scheduler:
             if len(due) == BATCH:
                 return 0.0
             earliest = self._earliest()
-        wait = min(self.sync_interval, self.max_interval)
+        wait = self.max_interval if self.listens else min(self.sync_interval, self.max_interval)
         if earliest is not None:
             wait = min(wait, (earliest - self.clock.now()).total_seconds())
         return max(wait, 0.0)

@@ -16,6 +16,7 @@ from .. import signals
 from ..clock import SYSTEM, Clock
 from ..exceptions import ConfigurationError, ServiceError
 from .scheduler import Scheduler
+from .wakeup import Waiter
 
 logger = logging.getLogger("django_taskq.beat")
 
@@ -32,12 +33,14 @@ class BeatService:
             self.scheduler.max_interval = max_interval
         self.embedded = embedded
         self._stop = threading.Event()
+        self._waiter = Waiter(self.scheduler.alias, self._stop)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Declared entries upserted, ``beat_init`` (or ``beat_embedded_init``) sent."""
         from .declared import sync
 
+        self._waiter.listen()
         names = sync(self.scheduler.alias)
         logger.info("beat %s: %d schedule(s) declared in code upserted", self.scheduler.ident,
                     len(names))
@@ -57,6 +60,7 @@ class BeatService:
                 if not started:
                     self._start_or_stop()
                     started = True
+                self.scheduler.listens = self._waiter.listening
                 wait = self.scheduler.tick()
                 backoff = BACKOFF_START
             except ServiceError as exc:
@@ -64,7 +68,7 @@ class BeatService:
                 wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
             finally:
                 close_old_connections()
-            self._stop.wait(wait)
+            self._waiter.wait(wait)
         self._stopped()
 
     def _start_or_stop(self) -> None:
@@ -82,6 +86,7 @@ class BeatService:
             pass  # logged; the worker goes on without beat
 
     def _stopped(self) -> None:
+        self._waiter.close()
         try:
             self.scheduler.stop()
         except ServiceError as exc:
