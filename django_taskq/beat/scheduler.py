@@ -60,7 +60,7 @@ class Scheduler:
         self.claimer = Claimer(self.alias, self.ident, conf.BEAT_CLAIM_TIMEOUT)
         self.started_at = clock.now()
         #: Whether edits wake this beat (PostgreSQL; set by the service): then it sleeps until
-        #: the next run (at most BEAT_MAX_LOOP_INTERVAL) instead of looking every sync interval.
+        #: the next run or its next liveness write instead of looking every sync interval.
         self.listens = False
         self._chores_at: datetime | None = None
         self._pruned_at: datetime | None = None
@@ -83,7 +83,8 @@ class Scheduler:
             if len(due) == BATCH:
                 return 0.0
             earliest = self._earliest()
-        wait = self.max_interval if self.listens else min(self.sync_interval, self.max_interval)
+        # Listening for edits (PostgreSQL), beat wakes only to write its liveness.
+        wait = min(LIVENESS_INTERVAL if self.listens else self.sync_interval, self.max_interval)
         if earliest is not None:
             wait = min(wait, (earliest - self.clock.now()).total_seconds())
         return max(wait, 0.0)

@@ -4,8 +4,8 @@ A saved or deleted periodic task or schedule sends ``NOTIFY taskq_beat`` when it
 commits (a rolled-back edit wakes no one). On PostgreSQL a sleeping beat listens on a connection
 of its own and wakes at once, so it sleeps until the next run or a change, however far off.
 On SQLite and MariaDB beat looks at the earliest next run every BEAT_SYNC_INTERVAL instead (one
-indexed MIN query). A lost notification only delays: that look still happens at least every
-BEAT_MAX_LOOP_INTERVAL on PostgreSQL.
+indexed MIN query). A lost notification only delays: on PostgreSQL beat still looks at each
+liveness write (every 10 s).
 """
 
 from __future__ import annotations
