@@ -214,6 +214,12 @@ def errors_of(**changes) -> dict:
     return {field: " ".join(messages) for field, messages in form.errors.items()}
 
 
+def test_arguments_that_do_not_fit_the_task_are_refused():
+    errors = errors_of(args="[1]")
+    assert "These arguments do not fit the task" in errors["args"]
+    assert "missing a required argument: 'y'" in errors["args"]
+
+
 def test_a_valid_form_saves():
     form = PeriodicTaskForm(data=form_data(catch_up="all", catch_up_window="600"))
     assert form.is_valid(), form.errors
@@ -261,7 +267,7 @@ def test_field_rules(field, value, message):
 
 
 def test_empty_json_fields_mean_no_arguments():
-    form = PeriodicTaskForm(data=form_data(args="", kwargs="", headers=""))
+    form = PeriodicTaskForm(data=form_data(task="tests.echo", args="", kwargs="", headers=""))
     assert form.is_valid(), form.errors
     assert (form.cleaned_data["args"], form.cleaned_data["kwargs"]) == ([], {})
 
@@ -577,6 +583,8 @@ def test_row_buttons_and_preview_in_a_browser(browser, taskq_memory):
     Select(browser.find("#id_task")).select_by_value(ADD)
     Select(browser.find("#id_interval")).select_by_index(0)
     Select(browser.find("#id_crontab")).select_by_index(1)
+    browser.find("#id_args").clear()
+    browser.find("#id_args").send_keys("[1, 2]")
     press(browser, "input[name=_preview]")
     assert "Preview only: nothing was saved." in browser.text("#preview-runs")
     assert len(browser.find_all("#preview-runs tbody tr")) == 5

@@ -441,10 +441,10 @@ def test_a_task_enabled_by_a_queryset_update_is_scheduled_again(db_broker, now, 
     assert reload(task).next_run_at == datetime(2026, 6, 1, 12, 1, tzinfo=UTC)
     done = ClockedSchedule.objects.create(clocked_time=now.now - timedelta(hours=1))
     over = PeriodicTask.objects.create(name="over", task="tests.testapp.tasks.add", one_off=True,
-                                       clocked=done, enabled=False)
+                                       clocked=done, enabled=False, last_run_at=done.clocked_time)
     PeriodicTask.objects.filter(pk=over.pk).update(enabled=True)
     beat.repair(now.now)
-    assert reload(over).enabled is False  # no run left
+    assert reload(over).enabled is False  # it ran at its moment: no run left
 
 
 def test_expire_seconds_count_from_the_send(db_broker, now, monkeypatch):
@@ -482,3 +482,74 @@ def test_on_redis_and_rabbitmq_a_tick_lost_between_claim_and_send_is_sent_with_i
     broker.ack(delivery)
     assert PeriodicTaskRun.objects.get().sent_at is not None
     assert reload(task).total_run_count == 1
+
+
+def test_a_one_off_task_sends_one_run_whatever_its_policy(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = interval_task(one_off=True, catch_up=PeriodicTask.ALL)
+    now.advance(minutes=10)
+    scheduler(now).tick()
+    assert len(sent_ids()) == 1 and reload(task).enabled is False
+
+
+@pytest.mark.parametrize("policy", [PeriodicTask.LATEST, PeriodicTask.ALL])
+def test_catch_up_sends_nothing_after_the_expiry(db_broker, now, monkeypatch, policy):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    interval_task(catch_up=policy, expires=datetime(2026, 6, 1, 12, 5, 30, tzinfo=UTC))
+    now.advance(minutes=10)
+    scheduler(now).tick()
+    ticks = [run.tick.strftime("%H:%M") for run in PeriodicTaskRun.objects.order_by("tick")]
+    assert ticks == (["12:05"] if policy == PeriodicTask.LATEST
+                     else ["12:01", "12:02", "12:03", "12:04", "12:05"])
+
+
+def test_an_edit_during_a_step_is_not_undone(db_broker, now, monkeypatch):
+    """The admin saves (same next run, new schedule) after beat read the row: beat's move of
+    the next run must not apply to the edited row."""
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = interval_task(every=1, period="hours")
+    now.set(task.next_run_at + timedelta(seconds=1))
+    seen_by_beat = reload(task)
+    edited = reload(task)
+    edited.interval = IntervalSchedule.objects.create(every=30, period="minutes")
+    edited.next_run_at = None  # recomputed by save(); the same value is possible
+    edited.save()
+    PeriodicTask.objects.filter(pk=task.pk).update(next_run_at=seen_by_beat.next_run_at)
+    scheduler(now)._run_due(seen_by_beat, now.now)
+    assert reload(task).next_run_at == seen_by_beat.next_run_at  # the edit stands
+
+
+def test_saving_an_unchanged_schedule_keeps_pending_runs(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = crontab_task("nightly", "UTC", minute="0", hour="2")
+    pending = datetime(2026, 6, 1, 2, tzinfo=UTC)
+    PeriodicTask.objects.filter(pk=task.pk).update(next_run_at=pending)
+    cron = CrontabSchedule.objects.get(pk=task.crontab_id)
+    cron.save()
+    assert reload(task).next_run_at == pending
+    cron.hour = "3"
+    cron.save()
+    assert reload(task).next_run_at == datetime(2026, 6, 2, 3, tzinfo=UTC)
+
+
+def test_a_clocked_time_saved_a_moment_late_still_runs(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    at = now.now - timedelta(seconds=5)
+    task = PeriodicTask.objects.create(name="late", task="tests.testapp.tasks.add", args=[1, 2],
+                                       one_off=True,
+                                       clocked=ClockedSchedule.objects.create(clocked_time=at))
+    assert task.next_run_at == at
+    scheduler(now).tick()
+    assert sent_ids() == [claims.tick_task_id("late", at)]
+
+
+def test_a_stored_next_run_that_is_no_tick_is_not_sent(db_broker, now, monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", now)
+    task = crontab_task("nightly", "UTC", minute="0", hour="2", catch_up=PeriodicTask.LATEST)
+    CrontabSchedule.objects.filter(pk=task.crontab_id).update(hour="3")  # bypasses save()
+    PeriodicTask.objects.filter(pk=task.pk).update(
+        next_run_at=datetime(2026, 6, 2, 2, tzinfo=UTC))
+    now.set(datetime(2026, 6, 2, 2, 30, tzinfo=UTC))
+    scheduler(now).tick()
+    assert sent_ids() == []
+    assert reload(task).next_run_at == datetime(2026, 6, 2, 3, tzinfo=UTC)

@@ -321,6 +321,12 @@ def test_crontab_hourly_runs_25_times_on_fall_back_day_and_23_on_spring_forward_
     assert hourly.next_after(utc(2026, 10, 25, 0, 30)) == utc(2026, 10, 25, 1)
 
 
+@pytest.mark.parametrize("every_hour", ["*", "0-23", "*/1", "0-23/1", list(range(24))])
+def test_every_hour_however_spelled_runs_in_both_copies_of_the_repeated_hour(every_hour):
+    hourly = crontab(minute=0, hour=every_hour, tz="Europe/Berlin")
+    assert len(hourly.ticks_between(*local_day(dt.date(2026, 10, 25), BERLIN))) == 25
+
+
 def test_crontab_every_fifteen_minutes_through_the_gap_and_the_repeated_hour():
     quarter = crontab(minute="*/15", tz="Europe/Berlin")
     spring = quarter.ticks_between(utc(2026, 3, 28, 23), utc(2026, 3, 29, 4))

@@ -69,7 +69,7 @@ class PeriodicTaskActions(ModelAdmin):
         """Send one run of ``task`` now and remember its task id (beat's counters are beat's)."""
         try:
             task_id = send_run(task, timezone.now())
-        except TaskqError as exc:
+        except (TaskqError, TypeError, ValueError) as exc:  # broker down, arguments that misfit
             self.message_user(request, f"{task.name}: {task.task} was not sent: {exc}",
                               messages.ERROR)
             return

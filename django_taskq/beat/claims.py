@@ -116,7 +116,7 @@ class Claimer:
         cutoff = now - timedelta(seconds=self.claim_timeout)
         with database_errors(self.alias, "beat claim", BeatStoreError):
             stale = list(self._runs().filter(sent_at__isnull=True, claimed_at__lt=cutoff)
-                         .select_related("periodic_task")[:100])
+                         .select_related("periodic_task").order_by("claimed_at")[:100])
         sent = 0
         for run in stale:
             with database_errors(self.alias, "beat claim", BeatStoreError):

@@ -148,22 +148,39 @@ def schedule_row(schedule: schedules.BaseSchedule, alias: str) -> tuple[str, Any
     from .models import ClockedSchedule, CrontabSchedule, IntervalSchedule, SolarSchedule
 
     if isinstance(schedule, schedules.crontab):
-        return "crontab", CrontabSchedule.objects.using(alias).get_or_create(
-            minute=schedule.minute, hour=schedule.hour, day_of_week=schedule.day_of_week,
-            day_of_month=schedule.day_of_month, month_of_year=schedule.month_of_year,
-            timezone=schedule.tz.key)[0]
+        return "crontab", _find_or_create(CrontabSchedule, alias, minute=schedule.minute,
+                                          hour=schedule.hour, day_of_week=schedule.day_of_week,
+                                          day_of_month=schedule.day_of_month,
+                                          month_of_year=schedule.month_of_year,
+                                          timezone=schedule.tz.key)
     if isinstance(schedule, schedules.solar):
-        return "solar", SolarSchedule.objects.using(alias).get_or_create(
-            event=schedule.event, latitude=round(schedule.lat, 6),
-            longitude=round(schedule.lon, 6))[0]
+        return "solar", _find_or_create(SolarSchedule, alias, event=schedule.event,
+                                        latitude=round(schedule.lat, 6),
+                                        longitude=round(schedule.lon, 6))
     if isinstance(schedule, schedules.clocked):
-        return "clocked", ClockedSchedule.objects.using(alias).get_or_create(
-            clocked_time=schedule.clocked_time)[0]
+        return "clocked", _find_or_create(ClockedSchedule, alias,
+                                          clocked_time=schedule.clocked_time)
     if isinstance(schedule, schedules.schedule):
         every, period = interval_fields(schedule.run_every)
-        return "interval", IntervalSchedule.objects.using(alias).get_or_create(
-            every=every, period=period)[0]
+        return "interval", _find_or_create(IntervalSchedule, alias, every=every, period=period)
     raise ConfigurationError(f"beat cannot store a {type(schedule).__name__} schedule")
+
+
+def _find_or_create(model: Any, alias: str, **fields: Any) -> Any:
+    """The oldest row with these fields, or a new one: crontab and clocked rows have no UNIQUE
+    constraint (the admin may hold equal ones, and beats starting together may each make one),
+    so ``get_or_create`` could meet two."""
+    from django.db import IntegrityError, transaction
+
+    rows = model.objects.using(alias).filter(**fields).order_by("pk")
+    found = rows.first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic(using=alias):
+            return model.objects.using(alias).create(**fields)
+    except IntegrityError:  # interval and solar rows are UNIQUE: another beat made it first
+        return rows.first()
 
 
 def interval_fields(run_every: timedelta) -> tuple[int, str]:
@@ -198,6 +215,8 @@ def sync(alias: str) -> list[str]:
     Raises:
         BeatStoreError: the database failed (beat tries again).
     """
+    from django.utils import timezone
+
     from ..engines import database_errors
     from ..exceptions import BeatStoreError
     from .models import PeriodicTask
@@ -211,6 +230,7 @@ def sync(alias: str) -> list[str]:
         for row in gone:
             logger.warning("Periodic task %r is no longer declared in code: disabled", row.name)
             row.enabled = False
+            row.removed_from_code_at = timezone.now()
             row.save(using=alias)
     return list(entries)
 
@@ -235,6 +255,8 @@ def _upsert(entry: Entry, alias: str) -> None:
             row.source = PeriodicTask.SETTINGS
             for key, value in values.items():
                 setattr(row, key, value)
+            if row.removed_from_code_at is not None:  # disabled by a beat without it: back on
+                row.enabled, row.removed_from_code_at = True, None
         try:
             row.full_clean(exclude=["anchor"], validate_unique=False)
         except ValidationError as exc:

@@ -17,6 +17,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import construct_instance
 
+from ..calloptions import check_arguments
 from ..registry import registry
 from ..schedules.base import ScheduleError
 from ..schedules.cronfield import FIELDS as CRON_FIELDS
@@ -137,6 +138,7 @@ class PeriodicTaskForm(TaskModelForm):
 
     def clean(self) -> dict[str, Any] | None:
         data = super().clean() or self.cleaned_data
+        self._check_arguments(data)
         self._check_schedule(data)
         self._check_expiry(data)
         if data.get("clocked") is not None and not data.get("one_off"):
@@ -147,6 +149,17 @@ class PeriodicTaskForm(TaskModelForm):
             self.preview = run_table(candidate)
             self.add_error(None, PREVIEW_NOTE)
         return data
+
+    def _check_arguments(self, data: dict[str, Any]) -> None:
+        """The arguments must fit the task's function, as a call of ``delay()`` would check."""
+        name, args, kwargs = data.get("task"), data.get("args"), data.get("kwargs")
+        if not isinstance(name, str) or name not in registry or not isinstance(args, list) \
+                or not isinstance(kwargs, dict):
+            return  # reported on its own field
+        try:
+            check_arguments(registry.get(name), args, kwargs)
+        except TypeError as exc:
+            self.add_error("args", f"These arguments do not fit the task: {exc}")
 
     def _check_schedule(self, data: dict[str, Any]) -> None:
         chosen = [name for name in SCHEDULE_FIELDS if data.get(name) is not None]

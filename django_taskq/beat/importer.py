@@ -166,8 +166,11 @@ def _save(planned: Plan, existing: Any, alias: str) -> Any:
     values = dict(planned.values)
     if existing is None:
         task = PeriodicTask(name=planned.name, source=PeriodicTask.ADMIN)
-        if values["last_run_at"] is not None:
-            task.anchor = values["last_run_at"]
+        last, start = values["last_run_at"], values.get("start_time")
+        if last is not None:
+            task.anchor = last  # an interval keeps its phase: django-celery-beat counts from here
+            if start is not None and start <= last:
+                values["start_time"] = None  # passed already; it would outrank the anchor
     else:
         task = existing
         values["enabled"] = existing.enabled and planned.registered

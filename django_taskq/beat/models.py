@@ -47,13 +47,28 @@ def _as_validation_error(exc: ConfigurationError) -> ValidationError:
 
 
 class ScheduleRow(models.Model):
-    """A schedule: saving it moves the next run of every periodic task that uses it."""
+    """A schedule: saving a change moves the next run of every periodic task that uses it (an
+    unchanged save keeps their pending runs)."""
 
     class Meta:
         abstract = True
 
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Any:
+        instance = super().from_db(db, field_names, values)
+        instance._as_loaded = instance.fields_state()
+        return instance
+
+    def fields_state(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, field.attname) for field in self._meta.concrete_fields
+                     if not field.primary_key)
+
     def save(self, *args: Any, **kwargs: Any) -> None:
+        changed = getattr(self, "_as_loaded", None) != self.fields_state()
         super().save(*args, **kwargs)
+        self._as_loaded = self.fields_state()
+        if not changed:
+            return
         from .timing import reschedule
 
         reschedule(PeriodicTask.objects.using(self._state.db).filter(
@@ -225,6 +240,10 @@ class PeriodicTask(models.Model):
         null=True, blank=True, help_text="seconds: a missed run older than this is skipped "
                                          "(empty: any age for 'latest', one hour for 'all')")
     source = models.CharField(max_length=10, choices=SOURCES, default=ADMIN, editable=False)
+    removed_from_code_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="when beat disabled this declared task because code no longer declares it "
+                  "(it is enabled again if the declaration comes back)")
     anchor = models.DateTimeField(default=timezone.now, editable=False,
                                   help_text="interval ticks count from here (or start time)")
     next_run_at = models.DateTimeField(null=True, blank=True, editable=False)

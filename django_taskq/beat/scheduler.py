@@ -141,9 +141,12 @@ class Scheduler:
         self._move(task, changes)
 
     def _move(self, task: PeriodicTask, changes: dict[str, Any]) -> None:
-        """Apply ``changes`` unless someone moved the task meanwhile (another beat, an edit)."""
+        """Apply ``changes`` unless someone moved the task meanwhile: another beat (its next run
+        changed) or an edit (every save stamps ``date_changed``, even one that computed the same
+        next run)."""
         with database_errors(self.alias, "beat: move the next run", BeatStoreError):
-            self._tasks().filter(pk=task.pk, next_run_at=task.next_run_at).update(**changes)
+            self._tasks().filter(pk=task.pk, next_run_at=task.next_run_at,
+                                 date_changed=task.date_changed).update(**changes)
 
     def _chores(self, now: datetime) -> None:
         """Liveness and takeover of unsent claims every LIVENESS_INTERVAL; prunes hourly."""
@@ -177,11 +180,20 @@ class Scheduler:
                 self._tasks().filter(pk=task.pk, next_run_at__isnull=True).update(**changes)
 
     def prune(self, now: datetime) -> None:
-        """Forget sent claims older than BEAT_RUN_HISTORY and beats silent for as long."""
+        """Forget claims older than BEAT_RUN_HISTORY (sent, or given up) and beats silent for
+        as long."""
         cutoff = now - timedelta(seconds=self.history)
         with database_errors(self.alias, "beat: prune", BeatStoreError):
             PeriodicTaskRun.objects.using(self.alias).filter(
                 sent_at__isnull=False, tick__lt=cutoff).delete()
+            # Claims that could never be sent (their errors are logged at every attempt).
+            given_up = PeriodicTaskRun.objects.using(self.alias).filter(
+                sent_at__isnull=True, tick__lt=cutoff)
+            for run in given_up.select_related("periodic_task")[:BATCH]:
+                logger.error("Periodic task %r: giving up on the run due at %s (task id %s): "
+                             "it could not be sent for BEAT_RUN_HISTORY", run.periodic_task.name,
+                             run.tick.isoformat(), run.task_id)
+            given_up.delete()
             BeatInstance.objects.using(self.alias).filter(last_tick_at__lt=cutoff).delete()
 
     def stop(self) -> None:

@@ -48,17 +48,23 @@ class BeatService:
         signals.send(signal, self)
 
     def run(self) -> None:
-        """Tick until stopped; errors of the services are logged and retried with backoff.
+        """Tick until stopped; a failing step is logged and tried again with backoff.
 
         Raises:
             ConfigurationError: a schedule declared in code cannot be used (beat stops).
         """
+        try:
+            self._loop()
+        finally:
+            self._stopped()
+
+    def _loop(self) -> None:
         backoff = BACKOFF_START
         started = False
         while not self._stop.is_set():
             try:
                 if not started:
-                    self._start_or_stop()
+                    self.start()
                     started = True
                 self.scheduler.listens = self._waiter.listening
                 wait = self.scheduler.tick()
@@ -66,18 +72,15 @@ class BeatService:
             except ServiceError as exc:
                 logger.error("beat: %s; trying again in %.1fs", exc, backoff)
                 wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
+            except ConfigurationError as exc:
+                logger.error("beat cannot start: %s", exc)
+                raise
+            except Exception:  # noqa: BLE001 - a bug must not end beat quietly (--beat)
+                logger.exception("beat: step failed; trying again in %.1fs", backoff)
+                wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
             finally:
                 close_old_connections()
             self._waiter.wait(wait)
-        self._stopped()
-
-    def _start_or_stop(self) -> None:
-        try:
-            self.start()
-        except ConfigurationError as exc:
-            logger.error("beat cannot start: %s", exc)
-            self._stopped()
-            raise
 
     def _run_in_thread(self) -> None:
         try:

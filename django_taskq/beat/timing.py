@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
-from ..schedules import BaseSchedule
+from ..schedules import BaseSchedule, clocked
 
 if TYPE_CHECKING:
     from .models import PeriodicTask
@@ -24,9 +24,6 @@ ON_TIME = 60.0
 ALL_WINDOW = 3600.0
 #: The most ticks one due task fires in one go (``all``): a clock jump never floods the queue.
 MAX_CATCH_UP = 1000
-#: Spans (seconds) searched backwards for the latest tick: each holds few ticks when the one
-#: before held none, so no search walks a long list.
-_SPANS = (60.0, 3600.0, 86400.0, 32 * 86400.0, 367 * 86400.0, 4 * 367 * 86400.0)
 _SECOND = timedelta(seconds=1)
 _NONE = timedelta(0)
 _JUST_BEFORE = timedelta(microseconds=1)  # ticks are whole seconds: this includes ``oldest``
@@ -45,6 +42,11 @@ def first_run(task: PeriodicTask, now: datetime) -> datetime | None:
         schedule = task.schedule()
     except ConfigurationError:
         return None
+    if isinstance(schedule, clocked) and task.last_run_at is None and \
+            schedule.clocked_time <= now:
+        # Saved a moment late (or imported still pending): due now, as the catch-up policy
+        # allows, rather than never.
+        return _unexpired(task, schedule.clocked_time)
     after = now
     if task.start_time is not None and task.start_time - _SECOND >= now:
         # Ticks are whole seconds: the first allowed one is the start, rounded up.
@@ -75,43 +77,33 @@ def window(task: PeriodicTask) -> float | None:
 
 
 def due_ticks(task: PeriodicTask, schedule: BaseSchedule, now: datetime) -> list[datetime]:
-    """The ticks to fire now, oldest first: from the stored next run up to ``now``, as the
-    catch-up policy allows (``skip`` and ``latest``: the latest only; ``all``: every one)."""
+    """The ticks to fire now, oldest first: the schedule's ticks from the stored next run up to
+    ``now`` (never after the task's expiry), as the catch-up policy allows (``skip``, ``latest``
+    and any one-off task: the latest only; ``all``: every one, at most MAX_CATCH_UP)."""
     first = task.next_run_at
     if first is None or first > now:
         return []
+    end = now if task.expires is None else min(now, task.expires)
     limit = window(task)
     oldest = first if limit is None else max(first, now - timedelta(seconds=limit))
-    if task.catch_up == task.ALL:
-        return latest_ticks(task, schedule, oldest, now)
-    latest = latest_tick(task, schedule, first, now)
-    return [latest] if latest >= oldest else []
+    if end < oldest:
+        return []
+    # Only real ticks: a stored next run that the schedule no longer has (its row was changed
+    # by a queryset update) is not fired.
+    ticks = latest_ticks(task, schedule, oldest, end)
+    return ticks if task.catch_up == task.ALL and not task.one_off else ticks[-1:]
 
 
 def latest_ticks(task: PeriodicTask, schedule: BaseSchedule, oldest: datetime,
-                 now: datetime) -> list[datetime]:
-    """The latest MAX_CATCH_UP ticks from ``oldest`` to ``now``: the search start moves closer
-    to ``now`` while the span holds more ticks than one search returns."""
+                 end: datetime) -> list[datetime]:
+    """The latest MAX_CATCH_UP ticks from ``oldest`` to ``end``, both included: the search start
+    moves closer to ``end`` while the span holds more ticks than one search returns."""
     start = oldest - _JUST_BEFORE
     while True:
-        ticks = schedule.ticks_between(start, now, anchor=_anchor(task), limit=10 * MAX_CATCH_UP)
+        ticks = schedule.ticks_between(start, end, anchor=_anchor(task), limit=10 * MAX_CATCH_UP)
         if len(ticks) < 10 * MAX_CATCH_UP:
             return ticks[-MAX_CATCH_UP:]
-        start = max(start, ticks[-MAX_CATCH_UP] - _JUST_BEFORE, start + (now - start) / 2)
-
-
-def latest_tick(task: PeriodicTask, schedule: BaseSchedule, first: datetime,
-                now: datetime) -> datetime:
-    """The last tick at or before ``now`` (``first`` is one), searched backwards in spans."""
-    for span in _SPANS:
-        start = now - timedelta(seconds=span)
-        if start <= first:
-            break
-        ticks = schedule.ticks_between(start, now, anchor=_anchor(task), limit=10 * MAX_CATCH_UP)
-        if ticks:
-            return ticks[-1]
-    ticks = schedule.ticks_between(first, now, anchor=_anchor(task), limit=10 * MAX_CATCH_UP)
-    return ticks[-1] if ticks else first
+        start = max(ticks[-MAX_CATCH_UP] - _JUST_BEFORE, start + (end - start) / 2)
 
 
 def upcoming(task: PeriodicTask, now: datetime, count: int = 5) -> list[datetime]:
@@ -136,6 +128,6 @@ def reschedule(tasks: Iterable[PeriodicTask], now: datetime | None = None) -> in
     for task in tasks:
         task.next_run_at = first_run(task, now or timezone.now())
         type(task).objects.using(task._state.db).filter(pk=task.pk).update(
-            next_run_at=task.next_run_at)
+            next_run_at=task.next_run_at, date_changed=timezone.now())
         moved += 1
     return moved

@@ -61,8 +61,9 @@ class Waiter:
         if self._listener is not None or not self.can_listen:
             return
         try:
-            wrapper = connections[self.alias]
-            listener = wrapper.get_new_connection(wrapper.get_connection_params())
+            # A connection of its own, never one of Django's pool (it is held while asleep).
+            wrapper: Any = connections[self.alias]
+            listener = wrapper.Database.connect(**wrapper.get_connection_params())
             listener.autocommit = True
             listener.execute(f"LISTEN {CHANNEL}")
         except Exception as exc:  # noqa: BLE001 - the database is down: beat's steps say so

@@ -109,6 +109,7 @@ class Migration(migrations.Migration):
                 ('catch_up', models.CharField(choices=[('skip', 'skip missed runs'), ('latest', 'run the latest missed once'), ('all', 'run every missed run')], default='latest', help_text='what beat does with runs missed while it was down', max_length=8)),
                 ('catch_up_window', models.PositiveIntegerField(blank=True, help_text="seconds: a missed run older than this is skipped (empty: any age for 'latest', one hour for 'all')", null=True)),
                 ('source', models.CharField(choices=[('admin', 'admin'), ('settings', 'settings or code')], default='admin', editable=False, max_length=10)),
+                ('removed_from_code_at', models.DateTimeField(blank=True, editable=False, help_text='when beat disabled this declared task because code no longer declares it (it is enabled again if the declaration comes back)', null=True)),
                 ('anchor', models.DateTimeField(default=django.utils.timezone.now, editable=False, help_text='interval ticks count from here (or start time)')),
                 ('next_run_at', models.DateTimeField(blank=True, editable=False, null=True)),
                 ('last_run_at', models.DateTimeField(blank=True, editable=False, null=True)),

@@ -15,8 +15,6 @@ from django_taskq.schedules.wallclock import search_start, utc_ticks
 from django_taskq.schedules.words import cron_words
 from django_taskq.schedules.zone import default_zone, explicit_zone_name, zone_named
 
-#: Hour fields that mean "every hour": such a schedule also runs in the hour a fall-back repeats.
-_EVERY_HOUR = frozenset({"*", "*/1", "0-23"})
 FieldValue = str | int | Iterable[int]  # as Celery takes
 
 
@@ -75,7 +73,13 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
     def _ticks_after(self, moment: datetime, anchor: datetime | None) -> Iterator[datetime]:
         zone = self.tz
         walls = self._walls(search_start(moment, zone))
-        return utc_ticks(walls, zone, moment, both_folds=self.hour in _EVERY_HOUR)
+        return utc_ticks(walls, zone, moment, both_folds=self._every_hour())
+
+    def _every_hour(self) -> bool:
+        """Whether the hour field means every hour, however it is spelled (``*``, ``0-23``,
+        ``*/1``, ``0-23/1``, a list of all 24)."""
+        hours = croniter(self.expression, day_or=False).expanded[1]
+        return hours == ["*"] or set(hours) == set(range(24))
 
     def _walls(self, start: datetime) -> Iterator[datetime]:
         """Matching naive wall times after the naive ``start``, until croniter finds no more."""
