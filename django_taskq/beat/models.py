@@ -54,8 +54,9 @@ class ScheduleRow(models.Model):
         abstract = True
 
     @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Any:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db: str | None, field_names: Any, values: Any, *args: Any,
+                **kwargs: Any) -> Any:  # Django 6.1 adds fetch_mode
+        instance = super().from_db(db, field_names, values, *args, **kwargs)
         instance._as_loaded = instance.fields_state()
         return instance
 
@@ -266,8 +267,9 @@ class PeriodicTask(models.Model):
         return self.name
 
     @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> PeriodicTask:
-        instance: PeriodicTask = super().from_db(db, field_names, values)
+    def from_db(cls, db: str | None, field_names: Any, values: Any, *args: Any,
+                **kwargs: Any) -> PeriodicTask:  # Django 6.1 adds fetch_mode
+        instance: PeriodicTask = super().from_db(db, field_names, values, *args, **kwargs)
         instance._timing_as_loaded = instance.timing_state()
         return instance
 
