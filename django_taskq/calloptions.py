@@ -23,7 +23,6 @@ from . import options as checks
 from . import routing
 from .conf import get_settings, on_reset
 from .context import current_request
-from .exceptions import TaskqError
 from .message import SendOptions
 
 if TYPE_CHECKING:
@@ -43,7 +42,8 @@ IGNORED = frozenset({
     "exchange_type", "declare", "timeout", "confirm_timeout", "producer", "connection",
     "publisher", "add_to_parent", "mandatory", "immediate", "delivery_mode", "compression",
 })
-#: Workflow options: they need signatures (canvas).
+#: Workflow options: signatures to send after the task (link, link_error), and the rest of a
+#: chain or a chord's body (set by canvas).
 CANVAS = frozenset({"link", "link_error", "chain", "chord"})
 ACCEPTED = HONOURED | IGNORED | CANVAS
 
@@ -59,11 +59,6 @@ def check_names(given: Mapping[str, Any]) -> None:
     if unknown:
         raise TypeError(f"apply_async() got unknown option(s) {', '.join(unknown)}; accepted: "
                         f"{', '.join(sorted(ACCEPTED))}.")
-    canvas = sorted(name for name in CANVAS if given.get(name))
-    if canvas:
-        raise TaskqError(f"{', '.join(canvas)}= need workflow signatures (canvas), which "
-                         "django_taskq does not have yet; send the follow-up task from the "
-                         "task itself for now.")
     if given.get("compression"):
         logger.warning("compression=%r is not applied yet: the message is sent uncompressed",
                        given["compression"])
@@ -183,7 +178,44 @@ def _resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any
         routing_key=values.get("routing_key"), reply_to=values.get("reply_to") or "",
         correlation_id=values.get("correlation_id"),
         retry=values.get("retry", settings.TASK_PUBLISH_RETRY), retry_policy=retry_policy,
+        callbacks=signature_dicts(values.get("link"), "link"),
+        errbacks=signature_dicts(values.get("link_error"), "link_error"),
+        chain=signature_dicts(values.get("chain"), "chain"), chord=_chord(values.get("chord")),
     )
+
+
+def signature_dicts(value: Any, option: str) -> list[dict[str, Any]] | None:
+    """``link=``/``link_error=``/``chain=``: a signature or a list of them, as the plain dicts
+    the message carries (Celery's ``{task, args, kwargs, options, subtask_type, immutable}``)."""
+    if not value:
+        return None
+    given = value if isinstance(value, (list, tuple)) else [value]
+    dicts = []
+    for sig in given:
+        if not isinstance(sig, Mapping) or not isinstance(sig.get("task"), str):
+            raise TypeError(f"{option}= takes a signature (task.s(...)) or a list of them, "
+                            f"not {sig!r}.")
+        dicts.append(plain_signature(sig))
+    return dicts
+
+
+def plain_signature(sig: Mapping[str, Any]) -> dict[str, Any]:
+    """A signature as a plain dict (nested signatures in its options too), JSON-ready."""
+    plain = {"task": sig["task"], "args": list(sig.get("args") or ()),
+             "kwargs": dict(sig.get("kwargs") or {}), "options": dict(sig.get("options") or {}),
+             "subtask_type": sig.get("subtask_type"), "immutable": bool(sig.get("immutable"))}
+    for key, value in sig.items():
+        if key not in plain:
+            plain[key] = value  # e.g. chord_size
+    return plain
+
+
+def _chord(value: Any) -> dict[str, Any] | None:
+    if not value:
+        return None
+    if not isinstance(value, Mapping) or not isinstance(value.get("task"), str):
+        raise TypeError(f"chord= takes a signature, not {value!r}.")
+    return plain_signature(value)
 
 
 def _headers(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -127,6 +127,12 @@ class SendOptions:
     correlation_id: str | None = None
     retry: bool = True
     retry_policy: Mapping[str, float] = field(default_factory=dict)
+    #: The body's workflow fields, as Celery writes them: lists of signature dicts
+    #: (``callbacks`` = link, ``errbacks`` = link_error, ``chain`` reversed), ``chord`` a dict.
+    callbacks: list[dict[str, Any]] | None = None
+    errbacks: list[dict[str, Any]] | None = None
+    chain: list[dict[str, Any]] | None = None
+    chord: dict[str, Any] | None = None
 
 
 def build_envelope(task_name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
@@ -136,7 +142,8 @@ def build_envelope(task_name: str, args: tuple[Any, ...] | list[Any], kwargs: di
     Raises:
         SerializationError: the arguments cannot be encoded with ``options.serializer``.
     """
-    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    embed = {"callbacks": options.callbacks, "errbacks": options.errbacks,
+             "chain": options.chain, "chord": options.chord}
     body, content_type, content_encoding = serializers.dumps([list(args), kwargs, embed],
                                                              options.serializer)
     headers: dict[str, Any] = dict(options.headers)

@@ -3,6 +3,7 @@ publish signals and the publish retry policy."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -11,7 +12,7 @@ import pytest
 from django_taskq import AsyncResult, calloptions, producer, signals, states
 from django_taskq.brokers import get_broker
 from django_taskq.brokers.memory import MemoryBroker
-from django_taskq.exceptions import BrokerConnectionError, TaskqError
+from django_taskq.exceptions import BrokerConnectionError
 from django_taskq.registry import registry
 from django_taskq.result import EagerResult
 from tests.helpers import dead_letters
@@ -65,10 +66,21 @@ def test_an_unknown_option_is_a_type_error_naming_it_and_the_accepted_ones(confi
 
 @memory_only
 @pytest.mark.parametrize("name", ["link", "link_error", "chain", "chord"])
-def test_workflow_options_with_a_value_are_a_clear_error(configured, name):
-    with pytest.raises(TaskqError, match="canvas"):
+def test_workflow_options_that_are_not_signatures_are_a_clear_error(configured, name):
+    with pytest.raises(TypeError, match="signature"):
         tasks.add.apply_async((1, 2), **{name: tasks.echo})
     assert get_broker().size("default") == 0
+
+
+@memory_only
+def test_link_and_link_error_travel_in_the_body_as_celery_writes_them(configured):
+    echo = {"task": "tests.echo", "args": [1], "kwargs": {}, "options": {},
+            "subtask_type": None, "immutable": False}
+    tasks.add.apply_async((1, 2), link=echo, link_error=[{**echo, "immutable": True}])
+    [delivery] = get_broker().reserve(["default"], max_messages=1, lease=10, worker="w")
+    _, _, embed = json.loads(delivery.envelope.body)
+    assert embed == {"callbacks": [echo], "errbacks": [{**echo, "immutable": True}],
+                     "chain": None, "chord": None}
 
 
 @memory_only
