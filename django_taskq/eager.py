@@ -49,7 +49,22 @@ def run(envelope: message.Envelope, task: Any, *, through_middleware: bool,
         from .results import get_backend
 
         get_backend().store(outcome)
+    _send_on(outcome, settings.TASK_ALWAYS_EAGER)
     return EagerResult(outcome.task_id, _meta(outcome))
+
+
+def _send_on(outcome: Outcome, always_eager: bool) -> None:
+    """An eager run's callbacks, chain steps and errbacks: run here too under TASK_ALWAYS_EAGER
+    (as Celery's ``apply_async`` would), sent to the broker otherwise (``task.apply()``)."""
+    from .producer import send
+    from .registry import registry
+
+    for follow_up in outcome.follow_ups:
+        name = follow_up.task_name
+        if always_eager and name in registry:
+            run(follow_up, registry.get(name), through_middleware=True)
+        else:
+            send([follow_up], record_results=not follow_up.headers.get("ignore_result"))
 
 
 def _execute_until_done(envelope: message.Envelope, task: Any, propagate: bool) -> Outcome:

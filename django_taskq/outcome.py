@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import serializers, states
+
+if TYPE_CHECKING:
+    from .message import Envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class Outcome:
     reason: str | None = None
     #: A failure the task declared with ``throws``: logged without its traceback.
     expected: bool = False
+    #: Messages the run sends on when it is settled: callbacks, the next chain step, errbacks
+    #: sent as tasks (worker/followups.py).
+    follow_ups: tuple[Envelope, ...] = ()
     #: The live exception of an eager run (never set in a worker: it may not pickle).
     exception: BaseException | None = field(default=None, compare=False)
 

@@ -9,6 +9,7 @@ the matching signal → ``after_return`` → ``task_postrun``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -25,7 +26,7 @@ from ..exceptions import Ignore, Reject, Retry
 from ..outcome import Outcome
 from ..registry import registry
 from ..task import Task
-from . import outcomes
+from . import followups, outcomes
 from .job import Job
 
 logger = logging.getLogger(__name__)
@@ -103,11 +104,38 @@ def _traced(job: Job, task: Any, eager: bool, propagate: bool = False) -> Outcom
         run.failed(exc)
     else:
         run.succeeded(value)
+    _follow_up(run)
     _report(run)
     signals.send(signals.task_postrun, task, task_id=request.id, task=task,
                  args=request.args, kwargs=request.kwargs, retval=run.retval,
                  state=run.outcome.state)
     return run.outcome
+
+
+def _follow_up(run: outcomes.Run) -> None:
+    """Callbacks and the chain's next step after a success, errbacks after a failure (built
+    here, sent when the run is settled). A next step that cannot be built fails the task, as
+    Celery's tracer fails it: nobody waits for a chain that stopped."""
+    request, state = run.job.request, run.outcome.state
+    if state == states.SUCCESS and (request.callbacks or request.chain):
+        try:
+            sends = followups.after_success(request, run.retval)
+        except Exception as exc:  # noqa: BLE001 - bad input fails one task, not the worker
+            logger.error("%s[%s]: its callbacks or next chain step cannot be sent: %s",
+                         request.task, request.id, exc)
+            run.failed(exc)
+            state = run.outcome.state
+        else:
+            run.outcome = dataclasses.replace(run.outcome, follow_ups=sends)
+            return
+    if state == states.FAILURE and request.errbacks and not run.rejected \
+            and run.error is not None:
+        try:
+            sends = followups.after_failure(request, run.error, run.einfo and run.einfo.tb)
+        except Exception:  # noqa: BLE001 - the failure stands; the errbacks are logged
+            logger.exception("%s[%s]: its errbacks cannot be sent", request.task, request.id)
+            return
+        run.outcome = dataclasses.replace(run.outcome, follow_ups=sends)
 
 
 def _call(job: Job, task: Any) -> Any:

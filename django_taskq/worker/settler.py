@@ -153,11 +153,14 @@ class Settler:
                 self.broker.dead_letter(delivery, outcome.reason or outcome.state)
 
     def _retry_envelopes(self) -> list[message.Envelope]:
-        """The next deliveries of RETRY outcomes not sent yet. One that cannot be built (its
-        new arguments do not encode) fails its task instead of stopping the worker."""
-        envelopes = []
+        """The next deliveries of RETRY outcomes, and the follow-ups of finished runs, not sent
+        yet. A retry that cannot be built (its new arguments do not encode) fails its task
+        instead of stopping the worker."""
+        envelopes: list[message.Envelope] = []
         for index in range(self._retries_sent, len(self._pending)):
             delivery, outcome = self._pending[index]
+            if outcome is not None:
+                envelopes.extend(outcome.follow_ups)  # callbacks, chain steps, errbacks
             if outcome is None or outcome.retry is None:
                 continue
             try:

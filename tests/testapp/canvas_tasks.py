@@ -1,0 +1,41 @@
+"""Tasks the canvas tests chain, link and fail (imported by those tests)."""
+
+from __future__ import annotations
+
+from django_taskq import task
+
+#: What inline errbacks saw: (failed task id, exception text), in this process.
+ERRBACKS_SEEN: list[tuple[str, str]] = []
+
+
+@task(name="canvas.add")
+def add(x, y):
+    return x + y
+
+
+@task(name="canvas.mul")
+def mul(x, y):
+    return x * y
+
+
+@task(name="canvas.boom")
+def boom(*args):
+    raise ValueError(f"boom with {args!r}")
+
+
+@task(name="canvas.on_error")
+def on_error(request, exc, traceback):
+    """A new-style errback: called inline by the worker with the failed request."""
+    ERRBACKS_SEEN.append((request.id, str(exc)))
+
+
+@task(name="canvas.failed_id")
+def failed_id(task_id):
+    """An old-style errback: sent as a task with the failed task's id."""
+    return f"failed: {task_id}"
+
+
+@task(name="canvas.ids", bind=True)
+def ids(self, *args):
+    """Who sent this task: its parent and root ids."""
+    return {"parent": self.request.parent_id, "root": self.request.root_id}
