@@ -64,6 +64,23 @@ def test_celery_client_task_runs_on_taskq_and_celery_reads_the_result(make_worke
     assert AsyncResult(ok.id).name == "tests.testapp.tasks.add"
 
 
+def test_a_celery_chain_and_link_complete_on_taskq(make_worker, celery_client):
+    """A chain and a link built by Celery's canvas: our worker sends each next step, and
+    Celery's results (with their parents) read the outcome."""
+    add = celery_client.tasks["tests.testapp.tasks.add"]
+    chained = (add.s(1, 2) | add.s(10) | add.s(100)).apply_async()
+    callback = add.s(5)
+    callback.freeze()
+    linked = add.apply_async((2, 2), link=callback)
+    worker = make_worker()
+    run_until(worker, lambda: AsyncResult(chained.id).ready()
+              and AsyncResult(callback.id).ready())
+    assert chained.get(timeout=10) == 113
+    assert chained.parent.get(timeout=10) == 13 and chained.parent.parent.get(timeout=10) == 3
+    assert linked.get(timeout=10) == 4
+    assert celery_client.AsyncResult(callback.id).get(timeout=10) == 9
+
+
 def test_celery_priorities_mean_the_same_to_us(make_worker, celery_client):
     low = celery_client.send_task("tests.testapp.tasks.add", args=(0, 0), priority=0)
     high = celery_client.send_task("tests.testapp.tasks.add", args=(9, 9), priority=9)
