@@ -5,6 +5,7 @@ or opens a connection; brokers and result backends are built on first use.
 """
 
 from .app import Celery, current_app
+from .canvas import Signature, chain, maybe_signature, signature
 from .exceptions import (
     Ignore,
     MaxRetriesExceededError,
@@ -21,6 +22,7 @@ from .result import AsyncResult, revoke
 from .task import Task, shared_task, task
 
 __all__ = ["AsyncResult", "Celery", "Ignore", "MaxRetriesExceededError", "Middleware", "Reject",
-           "Retry", "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "current_app",
-           "current_task", "get_task_logger", "revoke", "send_task", "shared_task", "task"]
+           "Retry", "Signature", "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "chain",
+           "current_app", "current_task", "get_task_logger", "maybe_signature", "revoke",
+           "send_task", "shared_task", "signature", "task"]
 __version__ = "0.1.0"

@@ -65,8 +65,9 @@ class AsyncResult:
         self.id = id
         self.task_id = id
         self.task_name = task_name
-        #: The result of the task this one was chained after (None until canvas is built).
-        self.parent = parent
+        #: The result of the task this one was chained after: a chain's result leads back to
+        #: its first task (``res.parent.parent``); None for a task sent on its own.
+        self.parent: AsyncResult | None = parent
         self._backend = backend
         self._cache: ResultMeta | None = None
 
@@ -225,7 +226,8 @@ class AsyncResult:
             interval: the longest pause between polls for backends that poll (polls start at
                 0.05 s and back off to it); Redis is woken by PUBLISH and does not poll.
             no_ack: accepted for Celery compatibility; no effect (no AMQP result backend).
-            follow_parents: accepted; no effect until chains give results a parent.
+            follow_parents: with ``propagate``, raise a failed parent's error (a chain
+                whose earlier task failed) instead of waiting for a task that will not run.
             callback: called as ``callback(task_id, value)`` with the value (or, with
                 ``propagate=False``, the exception) once the task is ready.
             on_message: called with Celery's meta mapping of each state the wait observes
@@ -242,6 +244,8 @@ class AsyncResult:
         """
         if disable_sync_subtasks:
             self._refuse_inside_task()
+        if follow_parents and propagate and self.parent is not None:
+            on_interval = self._watching_parents(on_interval)
         meta = self._cache
         if meta is None:
             meta = self.backend.wait(self.id, timeout=timeout, interval=interval,
@@ -255,6 +259,24 @@ class AsyncResult:
 
     def _refuse_inside_task(self) -> None:
         assert_will_not_block()
+
+    def _watching_parents(self, on_interval: Callable[[], Any] | None) -> Callable[[], Any]:
+        """Raise a failed parent's error now and after each wait (Celery's follow_parents)."""
+        def check() -> None:
+            self._reraise_parent_error()
+            if on_interval is not None:
+                on_interval()
+
+        self._reraise_parent_error()
+        return check
+
+    def _reraise_parent_error(self) -> None:
+        node, parents = self.parent, []
+        while node is not None:
+            parents.append(node)
+            node = node.parent
+        for parent in reversed(parents):  # the first task's error first
+            parent.maybe_throw()
 
     def _settle(self, meta: ResultMeta, propagate: bool,
                 callback: Callable[[str, Any], Any] | None,
