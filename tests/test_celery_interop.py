@@ -1,4 +1,5 @@
-"""Wire compatibility with the real ``celery`` package, both ways, on Redis and on RabbitMQ.
+"""Wire compatibility with the real ``celery`` package, both ways, on Redis and on RabbitMQ
+(tasks, and chains and links built by either side's canvas).
 
 Celery client → ``taskworker``: Celery's ``send_task`` reaches our worker and Celery's
 ``AsyncResult.get()`` reads what we store. Our ``delay()`` → a real ``celery worker``: it runs the
@@ -132,3 +133,11 @@ def test_taskq_delay_runs_on_a_real_celery_worker(celery_worker):
         failed.get(timeout=30)
     assert AsyncResult(ok.id).state == states.SUCCESS
     assert celery_worker.poll() is None  # the Celery worker did not choke on our messages
+    # A chain and a link built by our canvas: the Celery worker sends each next step.
+    chained = (tasks.add.s(1, 2) | tasks.add.s(10) | tasks.add.s(100)).delay()
+    callback = tasks.add.s(5)
+    callback.freeze()
+    linked = tasks.add.apply_async((2, 2), link=callback)
+    assert chained.get(timeout=60) == 113
+    assert chained.parent.get(timeout=30) == 13 and chained.parent.parent.get(timeout=30) == 3
+    assert linked.get(timeout=30) == 4 and AsyncResult(callback.id).get(timeout=30) == 9
