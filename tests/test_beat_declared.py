@@ -102,10 +102,13 @@ def test_add_periodic_task_on_the_celery_app(settings):
 
     app.add_periodic_task(10.0, add, args=(1, 2), name="add every 10")
     app.add_periodic_task(crontab(minute="*/15"), "tests.echo", kwargs={"x": 1})
+    app.add_periodic_task(30.0, add.s(3, 4).set(queue="q"), name="signature")  # Celery's form
     declared.sync("default")
     found = rows()
     assert found["add every 10"].args == [1, 2]
     assert found["tests.echo(x=1)"].crontab.minute == "*/15"
+    assert (found["signature"].task, found["signature"].args, found["signature"].queue) == (
+        "tests.testapp.tasks.add", [3, 4], "q")
 
 
 def test_a_clocked_entry_is_one_off(settings):
