@@ -15,6 +15,7 @@ import re
 IMPORTS: dict[str, str] = {
     "celery": "django_taskq",
     "celery.app.task": "django_taskq",
+    "celery.canvas": "django_taskq.canvas",
     "celery.exceptions": "django_taskq.exceptions",
     "celery.result": "django_taskq.result",
     "celery.schedules": "django_taskq.schedules",
