@@ -6,6 +6,7 @@ or opens a connection; brokers and result backends are built on first use.
 
 from .app import Celery, current_app
 from .canvas import Signature, chain, maybe_signature, signature
+from .canvas.group import group
 from .exceptions import (
     Ignore,
     MaxRetriesExceededError,
@@ -19,10 +20,11 @@ from .middleware import Middleware
 from .producer import send_task
 from .registry import current_task
 from .result import AsyncResult, revoke
+from .result_group import GroupResult
 from .task import Task, shared_task, task
 
-__all__ = ["AsyncResult", "Celery", "Ignore", "MaxRetriesExceededError", "Middleware", "Reject",
-           "Retry", "Signature", "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "chain",
-           "current_app", "current_task", "get_task_logger", "maybe_signature", "revoke",
-           "send_task", "shared_task", "signature", "task"]
+__all__ = ["AsyncResult", "Celery", "GroupResult", "Ignore", "MaxRetriesExceededError",
+           "Middleware", "Reject", "Retry", "Signature", "SoftTimeLimitExceeded", "Task",
+           "TimeLimitExceeded", "chain", "current_app", "current_task", "get_task_logger", "group",
+           "maybe_signature", "revoke", "send_task", "shared_task", "signature", "task"]
 __version__ = "0.1.0"

@@ -105,6 +105,21 @@ class TaskResult(models.Model):
         return f"{self.task_name or 'task'}[{self.task_id}] {self.state}"
 
 
+class GroupResultRecord(models.Model):
+    """The member task ids of a saved GroupResult (``GroupResult.save()``, database backend)."""
+
+    group_id = models.CharField(max_length=255, unique=True)
+    task_ids = models.JSONField(default=list, help_text="member task ids, in member order")
+    date_created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "taskq_groupresult"
+        verbose_name = "group result"
+
+    def __str__(self) -> str:
+        return f"group[{self.group_id}] ({len(self.task_ids)} tasks)"
+
+
 class RateBucket(models.Model):
     """One global rate limit bucket of the database control store (see docs/control-store.md).
 
@@ -151,5 +166,5 @@ from .beat.models import (  # noqa: E402
 )
 
 __all__ = ["BeatInstance", "ClockedSchedule", "CrontabSchedule", "DeadLetterMessage",
-           "IntervalSchedule", "PeriodicTask", "PeriodicTaskRun", "QueuedMessage", "RateBucket",
-           "Revocation", "SolarSchedule", "TaskResult"]
+           "GroupResultRecord", "IntervalSchedule", "PeriodicTask", "PeriodicTaskRun",
+           "QueuedMessage", "RateBucket", "Revocation", "SolarSchedule", "TaskResult"]

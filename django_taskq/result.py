@@ -337,6 +337,15 @@ class AsyncResult:
         revoke([self.id], terminate=terminate)
 
 
+def __getattr__(name: str) -> Any:
+    """``from django_taskq.result import GroupResult`` as in Celery (lazy: a circular import)."""
+    if name in ("GroupResult", "ResultSet"):
+        from . import result_group
+
+        return getattr(result_group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def revoke(task_ids: str | list[str], *, terminate: bool = False) -> None:
     """Revoke tasks by id: durable, so it holds for tasks still queued, for workers that start
     later, and across restarts (until REVOKE_EXPIRES). A revoked task never runs and ends in

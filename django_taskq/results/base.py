@@ -67,6 +67,20 @@ class ResultBackend(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    # Saved groups (GroupResult.save/restore/delete): optional, every backend here has them.
+
+    def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:
+        """Store the ids of a group's tasks, in member order, replacing any saved before."""
+        raise NotImplementedError(f"{type(self).__name__} does not store group results.")
+
+    def restore_group(self, group_id: str) -> list[str] | None:
+        """The task ids saved for ``group_id``, in member order; None if none are."""
+        raise NotImplementedError(f"{type(self).__name__} does not store group results.")
+
+    def delete_group(self, group_id: str) -> None:
+        """Forget the saved group (its tasks' results stay)."""
+        raise NotImplementedError(f"{type(self).__name__} does not store group results.")
+
     def decode(self, payload: bytes | str | None, content_type: str,
                content_encoding: str) -> Any:
         """Decode a stored payload with the accepted serializers."""

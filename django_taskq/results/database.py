@@ -92,6 +92,27 @@ class DatabaseResultBackend(ResultBackend):
     def forget(self, task_id: str) -> None:
         self._rows().filter(task_id=task_id).delete()
 
+    # -- saved groups: one ``taskq_groupresult`` row per group id --------------------------
+
+    def _groups(self) -> Any:
+        from ..models import GroupResultRecord
+
+        return GroupResultRecord.objects.using(self.alias)
+
+    @_translated
+    def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:
+        self._groups().update_or_create(group_id=group_id, defaults={
+            "task_ids": list(task_ids), "date_created": timezone.now()})
+
+    @_translated
+    def restore_group(self, group_id: str) -> list[str] | None:
+        row = self._groups().filter(group_id=group_id).first()
+        return None if row is None else [str(task_id) for task_id in row.task_ids]
+
+    @_translated
+    def delete_group(self, group_id: str) -> None:
+        self._groups().filter(group_id=group_id).delete()
+
     @_translated
     def cleanup(self) -> int:
         cutoff = timezone.now() - timedelta(seconds=self.expires)

@@ -21,6 +21,7 @@ class MemoryResultBackend(ResultBackend):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._results: dict[str, ResultMeta] = {}
         self._changed = threading.Lock()
+        self._groups: dict[str, list[str]] = {}
 
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
         now = timezone.now()
@@ -64,3 +65,16 @@ class MemoryResultBackend(ResultBackend):
             for key in old:
                 del self._results[key]
             return len(old)
+
+    def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:
+        with self._changed:
+            self._groups[group_id] = list(task_ids)
+
+    def restore_group(self, group_id: str) -> list[str] | None:
+        with self._changed:
+            saved = self._groups.get(group_id)
+            return None if saved is None else list(saved)
+
+    def delete_group(self, group_id: str) -> None:
+        with self._changed:
+            self._groups.pop(group_id, None)

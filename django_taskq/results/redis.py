@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeGuard
 
 from .. import serializers, states
-from ..exceptions import SerializationError, TimeoutError
+from ..exceptions import ResultBackendError, SerializationError, TimeoutError
 from ..outcome import Outcome
 from ..redisconn import client_from_url, reconnecting
 from ..service_url import ParsedUrl
@@ -27,6 +27,8 @@ from .base import OnInterval, OnMessage, ResultBackend, plain_arguments
 from .meta import ResultMeta
 
 KEY_PREFIX = "celery-task-meta-"
+#: Celery's key of a saved GroupResult (``celery-taskset-meta-<group id>``; CELERY.md §2.3).
+GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -214,6 +216,46 @@ class RedisResultBackend(ResultBackend):
     @reconnecting
     def forget(self, task_id: str) -> None:
         self.client.delete(self.key(task_id))
+
+    # -- saved groups: Celery's ``{"result": [[gid, null], [[[tid, null], null], ...]]}`` ----
+
+    @reconnecting
+    def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:
+        """Write the group as Celery's ``GroupResult.save`` does (its ``as_tuple()`` under
+        ``result``, with the results' TTL), so a Celery client restores it too."""
+        meta = {"result": [[group_id, None], [[[task_id, None], None] for task_id in task_ids]]}
+        self.client.set(f"{GROUP_KEY_PREFIX}{group_id}",
+                        serializers.dumps(meta, self.serializer)[0], ex=self._ttl())
+
+    @reconnecting
+    def restore_group(self, group_id: str) -> list[str] | None:
+        """The member ids of a group saved by us or by Celery; a member that is itself a group
+        (Celery can nest them) gives its own members, in order."""
+        meta = self.decode_meta(group_id, self.client.get(f"{GROUP_KEY_PREFIX}{group_id}"))
+        if meta is None:
+            return None
+        try:
+            _, members = meta["result"]
+            return [task_id for member in members for task_id in self._member_ids(member)]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultBackendError(
+                f"{GROUP_KEY_PREFIX}{group_id} does not hold a saved group: {meta!r:.200}") from exc
+
+    @classmethod
+    def _member_ids(cls, member: Any) -> list[str]:
+        """The ids in one of Celery's result tuples: ``[[id, parent], nodes]`` (nodes for a
+        group) or, from old Celery versions, ``[id, nodes]``."""
+        node, nested = member
+        if nested is not None:
+            return [task_id for child in nested for task_id in cls._member_ids(child)]
+        task_id = node[0] if isinstance(node, (list, tuple)) else node
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError(f"not a task id: {task_id!r}")
+        return [task_id]
+
+    @reconnecting
+    def delete_group(self, group_id: str) -> None:
+        self.client.delete(f"{GROUP_KEY_PREFIX}{group_id}")
 
     def cleanup(self) -> int:
         """Nothing to do: Redis expires results by their TTL."""

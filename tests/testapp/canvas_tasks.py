@@ -39,3 +39,9 @@ def failed_id(task_id):
 def ids(self, *args):
     """Who sent this task: its parent and root ids."""
     return {"parent": self.request.parent_id, "root": self.request.root_id}
+
+
+@task(name="canvas.in_group", bind=True)
+def in_group(self, *args):
+    """Where this task sits: its group id and index (the headers ``group``/``group_index``)."""
+    return {"group": self.request.group, "index": self.request.group_index}
