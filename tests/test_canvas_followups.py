@@ -80,3 +80,26 @@ def test_always_eager_runs_the_follow_ups_here(make_worker, settings):
     assert result.get() == 5
     assert AsyncResult("eager-cb").get(timeout=1) == 50
     assert AsyncResult("eager-step").get(timeout=1) == 6
+
+
+def group_sig(*members, group_id):
+    return {"task": "celery.group", "args": [], "kwargs": {"tasks": list(members)},
+            "options": {"task_id": group_id}, "subtask_type": "group", "immutable": False}
+
+
+def test_a_group_callback_sends_its_members_with_the_result(make_worker):
+    first = ct.add.apply_async((2, 3), link=group_sig(
+        sig("canvas.mul", 2, task_id="g-0"), sig("canvas.mul", 3, task_id="g-1"),
+        group_id="g"))
+    members = [AsyncResult("g-0"), AsyncResult("g-1")]
+    drain(make_worker(), first, *members)
+    assert [member.get(timeout=5) for member in members] == [10, 15]
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"])
+def test_a_group_followed_by_a_step_fails_the_task_clearly(make_worker):
+    first = ct.add.apply_async((1, 2), chain=[sig("canvas.add", 1),
+                                              group_sig(sig("canvas.mul", 2), group_id="g")])
+    drain(make_worker(), first)
+    with pytest.raises(Exception, match="chords are not built yet"):
+        first.get(timeout=5)

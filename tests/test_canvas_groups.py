@@ -227,8 +227,8 @@ def test_a_chord_in_celerys_sense_raises_a_clear_error():
     sig = group(ct.add.s(1, 1), ct.add.s(2, 2))
     with pytest.raises(TaskqError, match="chords are not built yet"):
         sig | ct.mul.s(2)
-    with pytest.raises(TaskqError, match="chords are not built yet"):
-        ct.mul.s(2) | sig
+    ended = ct.mul.s(2) | sig  # not a chord: a chain that ends in the group (as in Celery)
+    assert isinstance(ended, chain) and ended.tasks[-1] == sig
     with pytest.raises(TaskqError, match="chords are not built yet"):
         chain(sig, ct.mul.s(2)).apply_async()
     assert (sig | group()) is sig
@@ -238,3 +238,20 @@ def test_exports():
     from django_taskq.result import GroupResult as FromResult
 
     assert django_taskq.group is group and FromResult is GroupResult
+
+
+def test_a_group_inside_a_chain_is_a_clear_error():
+    from django_taskq.exceptions import TaskqError
+
+    with pytest.raises(TaskqError, match="chords are not built yet"):
+        chain(ct.add.s(1, 2), group(ct.add.s(1), ct.add.s(2)), ct.add.s(3))
+
+
+def test_a_group_may_end_a_chain(make_worker):
+    result = (ct.add.s(1, 2) | group(ct.mul.s(2), ct.mul.s(3))).delay()
+    worker = make_worker()
+    deadline = time.monotonic() + 15
+    while not (isinstance(result, GroupResult) and result.ready()) and time.monotonic() < deadline:
+        worker.step()
+    assert isinstance(result, GroupResult)
+    assert result.get(timeout=5) == [6, 9]

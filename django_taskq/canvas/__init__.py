@@ -1,11 +1,14 @@
 """Canvas: signatures and the workflows built from them (Celery's ``celery.canvas``).
 
 ``add.s(2, 3)`` is a :class:`Signature`, a task call to make later; ``add.s(2) | mul.s(4)`` or
-``chain(...)`` runs tasks one after another. This is the sending side; what a worker does with
-a finished task's callbacks, errbacks and next chain step lives with the worker.
+``chain(...)`` runs tasks one after another; ``group(...)`` runs them side by side. This is the
+sending side; what a worker does with a finished task's callbacks, errbacks and next chain step
+lives with the worker.
 """
 
 from .chain import chain
+from .group import group
 from .signature import Signature, maybe_signature, maybe_subtask, signature, subtask
 
-__all__ = ["Signature", "chain", "maybe_signature", "maybe_subtask", "signature", "subtask"]
+__all__ = ["Signature", "chain", "group", "maybe_signature", "maybe_subtask", "signature",
+           "subtask"]

@@ -18,6 +18,7 @@ from typing import Any, cast
 from .. import states
 from ..conf import get_settings
 from ..context import current_request
+from ..exceptions import TaskqError
 from ..result import AsyncResult, EagerResult, allow_join_result
 from .fields import as_list, plain
 from .signature import Signature, maybe_signature
@@ -47,6 +48,11 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def __init__(self, *tasks: Any, **options: Any) -> None:
         given: Iterable[Any] = tasks[0] if len(tasks) == 1 and _is_list(tasks[0]) else tasks
         steps = [step for task in given for step in _steps_of(task)]
+        if any(step.subtask_type in ("group", "chord") for step in steps[:-1]):
+            # A step after a group waits for all its members: that is a chord.
+            raise TaskqError("A group followed by more steps makes a chord: chords are not "
+                             "built yet (they arrive with the rest of canvas). A group may "
+                             "end a chain: each member then gets the result before it.")
         super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain")
 
     @classmethod

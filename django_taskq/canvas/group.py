@@ -224,10 +224,13 @@ class group(Signature):  # noqa: N801 - Celery's name
     __ior__ = __or__
 
     def __ror__(self, other: Any) -> Signature:  # type: ignore[override]
-        """``task | group``: a group in a chain, a chord in Celery; not built yet: raises."""
+        """``task | group``: a chain that ends in this group (each member is given the task's
+        result), as in Celery."""
         if not is_signature_dict(other):
             return NotImplemented
-        raise TaskqError(CHORD_NOT_BUILT.format(what="A chain that ends in a group"))
+        from .chain import chain
+
+        return chain(other, self)
 
     # -- views ------------------------------------------------------------------------------
 

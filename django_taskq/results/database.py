@@ -117,7 +117,8 @@ class DatabaseResultBackend(ResultBackend):
     def cleanup(self) -> int:
         cutoff = timezone.now() - timedelta(seconds=self.expires)
         deleted, _ = self._rows().filter(date_done__lt=cutoff).delete()
-        return int(deleted)
+        groups, _ = self._groups().filter(date_created__lt=cutoff).delete()  # saved groups too
+        return int(deleted) + int(groups)
 
 
 def _text(value: str | None) -> str | None:

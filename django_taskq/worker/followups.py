@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..calloptions import ACCEPTED, arguments, resolve
+from ..exceptions import TaskqError
 from ..message import Envelope
 from ..producer import envelope_for, new_task_id
 from ..registry import registry
@@ -29,12 +30,33 @@ logger = logging.getLogger(__name__)
 def after_success(request: Any, value: Any) -> tuple[Envelope, ...]:
     """The callbacks (each given ``value``), then the next chain step (given ``value``, and
     the rest of the chain)."""
-    sent = [_envelope(sig, (value,), request) for sig in request.callbacks or ()]
+    sent = [envelope for sig in request.callbacks or ()
+            for envelope in _envelopes(sig, (value,), request)]
     chain = list(request.chain or ())
     if chain:
         step = chain.pop()  # stored reversed: the next step is the last
-        sent.append(_envelope(step, (value,), request, chain=chain or None))
+        sent.extend(_envelopes(step, (value,), request, chain=chain or None))
     return tuple(sent)
+
+
+def _envelopes(sig: Mapping[str, Any], given: Sequence[Any], request: Any,
+               chain: list[dict[str, Any]] | None = None) -> list[Envelope]:
+    """One message, or one per member of a group (each given ``given``, in its group)."""
+    kind = sig.get("subtask_type")
+    if kind == "group" and not chain:
+        options = sig.get("options") or {}
+        group_id = options.get("group_id") or options.get("task_id") or new_task_id()
+        members = (sig.get("kwargs") or {}).get("tasks") or ()
+        if any(member.get("subtask_type") for member in members):
+            raise TaskqError("a group after a task may hold plain task signatures only (nested "
+                             "workflows there arrive with the rest of canvas)")
+        return [_envelope({**member, "options": {**(member.get("options") or {}),
+                                                  "group_id": group_id, "group_index": index}},
+                          given, request) for index, member in enumerate(members)]
+    if kind in ("group", "chord"):
+        raise TaskqError(f"a {kind} followed by more steps makes a chord: chords are not built "
+                         "yet (they arrive with the rest of canvas)")
+    return [_envelope(sig, given, request, chain=chain)]
 
 
 def after_failure(request: Any, exc: BaseException, traceback: Any) -> tuple[Envelope, ...]:
