@@ -20,6 +20,7 @@ from ..conf import get_settings
 from ..context import current_request
 from ..exceptions import TaskqError
 from ..result import AsyncResult, EagerResult, allow_join_result
+from .composite import Composite
 from .fields import as_list, plain
 from .signature import Signature, maybe_signature
 
@@ -35,7 +36,7 @@ FIRST_STEP_ONLY = frozenset({"countdown", "eta", "shadow", "argsrepr", "kwargsre
 
 
 @Signature.register_type(name="chain")
-class chain(Signature):  # noqa: N801 - Celery's name
+class chain(Composite):  # noqa: N801 - Celery's name
     """Tasks run one after another, each given the previous one's return value as its first
     argument (unless it is immutable): ``chain(add.s(2, 2), add.s(4), add.s(8))``.
 
@@ -54,20 +55,6 @@ class chain(Signature):  # noqa: N801 - Celery's name
                              "built yet (they arrive with the rest of canvas). A group may "
                              "end a chain: each member then gets the result before it.")
         super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], app: Any = None) -> chain:
-        """The chain a ``{"task": "celery.chain", "kwargs": {"tasks": [...]}, ...}`` describes."""
-        tasks = (d.get("kwargs") or {}).get("tasks") or ()
-        made = cls([maybe_signature(task) for task in tasks], **(d.get("options") or {}))
-        made["args"] = tuple(d.get("args") or ())
-        made.immutable = bool(d.get("immutable"))
-        return made
-
-    @property
-    def tasks(self) -> list[Signature]:
-        """The steps, in running order."""
-        return cast("list[Signature]", self.kwargs["tasks"])
 
     def clone(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **opts: Any) -> chain:

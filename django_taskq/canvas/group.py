@@ -28,6 +28,7 @@ from ..message import Envelope, SendOptions
 from ..result import AsyncResult, allow_join_result
 from ..result_group import GroupResult
 from .chain import _without_repeated_module, chain
+from .composite import Composite
 from .fields import as_list, is_signature_dict, plain
 from .signature import Signature, maybe_signature
 
@@ -45,7 +46,7 @@ TIMING = frozenset({"countdown", "eta"})
 
 
 @Signature.register_type(name="group")
-class group(Signature):  # noqa: N801 - Celery's name
+class group(Composite):  # noqa: N801 - Celery's name
     """Tasks sent together to run in parallel: ``group(add.s(2, 2), add.s(4, 4))``.
 
     ``group([a, b])`` and generators work too. Sending it returns a GroupResult whose
@@ -65,20 +66,6 @@ class group(Signature):  # noqa: N801 - Celery's name
                 given = only
         members = [maybe_signature(task) for task in given]
         super().__init__("celery.group", (), {"tasks": members}, options, subtask_type="group")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], app: Any = None) -> group:
-        """The group a ``{"task": "celery.group", "kwargs": {"tasks": [...]}, ...}`` describes."""
-        tasks = (d.get("kwargs") or {}).get("tasks") or ()
-        made = cls([maybe_signature(task) for task in tasks], **(d.get("options") or {}))
-        made["args"] = tuple(d.get("args") or ())
-        made.immutable = bool(d.get("immutable"))
-        return made
-
-    @property
-    def tasks(self) -> list[Signature]:
-        """The members, as given (nested groups are flattened when it is frozen or sent)."""
-        return cast("list[Signature]", self.kwargs["tasks"])
 
     def clone(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **opts: Any) -> group:
@@ -221,7 +208,7 @@ class group(Signature):  # noqa: N801 - Celery's name
             return self
         raise TaskqError(CHORD_NOT_BUILT.format(what="group(...) | signature"))
 
-    __ior__ = __or__
+    __ior__ = __or__  # type: ignore[assignment]
 
     def __ror__(self, other: Any) -> Signature:  # type: ignore[override]
         """``task | group``: a chain that ends in this group (each member is given the task's
