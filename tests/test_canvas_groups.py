@@ -255,3 +255,10 @@ def test_a_group_may_end_a_chain(make_worker):
         worker.step()
     assert isinstance(result, GroupResult)
     assert result.get(timeout=5) == [6, 9]
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"])
+def test_a_chain_that_ends_in_a_group_runs_eagerly(configured):
+    result = (ct.add.s(1, 2) | group(ct.mul.s(2), ct.mul.s(3))).apply()
+    assert isinstance(result, GroupResult)
+    assert result.get() == [6, 9] and result.parent.get() == 3

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from .. import states
 from ..conf import get_settings
 from ..context import current_request
 from ..exceptions import TaskqError
@@ -112,7 +111,7 @@ class chain(Composite):  # noqa: N801 - Celery's name
             result = step.apply((last.get(),) if last is not None else None)
             result.parent = last
             last = result
-            if result.state != states.SUCCESS:
+            if not result.successful():  # a group's result (the last step) has no one state
                 break
         assert last is not None  # _prepared refuses an empty chain
         return last

@@ -9,9 +9,8 @@ to the group. Like Celery's ``group``, but:
 - options given to the group reach every member that does not set its own (Celery's override
   the members'); ``link_error`` is added to every member; ``link=`` (a callback after the whole
   group) is a chord, and ``group | task`` too: chords are not built yet, so both raise;
-- a group inside a chain is a chord in Celery as well: ``a | group(...)`` and a chain that
-  starts with a group raise; ``chain(a, group(...))`` written out is not caught here yet (the
-  check belongs in chain.py, with chords);
+- a group may end a chain (``a | group(...)``: each member is given ``a``'s result, as in
+  Celery); a group followed by more steps is a chord, and chain.py refuses it for now;
 - iterating a group yields its tasks (a Celery group, a dict, yields its keys).
 """
 
