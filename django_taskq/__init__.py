@@ -7,6 +7,7 @@ or opens a connection; brokers and result backends are built on first use.
 from .app import Celery, current_app
 from .canvas import Signature, chain, maybe_signature, signature
 from .canvas.group import group
+from .canvas.maps import chunks, xmap, xstarmap
 from .exceptions import (
     Ignore,
     MaxRetriesExceededError,
@@ -25,6 +26,7 @@ from .task import Task, shared_task, task
 
 __all__ = ["AsyncResult", "Celery", "GroupResult", "Ignore", "MaxRetriesExceededError",
            "Middleware", "Reject", "Retry", "Signature", "SoftTimeLimitExceeded", "Task",
-           "TimeLimitExceeded", "chain", "current_app", "current_task", "get_task_logger", "group",
-           "maybe_signature", "revoke", "send_task", "shared_task", "signature", "task"]
+           "TimeLimitExceeded", "chain", "chunks", "current_app", "current_task", "get_task_logger",
+           "group", "maybe_signature", "revoke", "send_task", "shared_task", "signature", "task",
+           "xmap", "xstarmap"]
 __version__ = "0.1.0"

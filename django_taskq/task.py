@@ -21,7 +21,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from django.db import transaction
 
 from . import calloptions, context, producer, routing, serializers, states
-from .canvas import Signature, signature
+from .canvas.methods import CanvasMethods
 from .conf import get_settings, on_reset
 from .context import Request, current_request, schedule_retry
 from .exceptions import Retry
@@ -39,7 +39,7 @@ RETRY_OPTIONS = frozenset({"queue", "priority", "headers"})
 R = TypeVar("R")
 
 
-class Task(Generic[P, R]):
+class Task(CanvasMethods, Generic[P, R]):
     """A function that can run here (call it) or in a worker (``delay``/``apply_async``).
 
     Class attributes are Celery's task options with Celery's defaults; set them on a subclass
@@ -353,19 +353,6 @@ class Task(Generic[P, R]):
                   kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
         """Send another task by name (Celery's ``self.app.send_task`` inside a task)."""
         return producer.send_task(name, args, kwargs, **options)
-
-    def signature(self, args: Sequence[Any] | None = None, *starargs: Any, **options: Any) -> Signature:
-        """A signature of this task: ``(args, kwargs, **options)``, as ``Signature`` takes."""
-        return signature(self, args, *starargs, **options)
-    subtask = signature  # Celery's old name
-
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """``add.s(2)``: a signature; arguments given when it is called are prepended."""
-        return self.signature(args, kwargs)
-
-    def si(self, *args: Any, **kwargs: Any) -> Signature:
-        """An immutable signature: a chain does not pass it the previous task's value."""
-        return self.signature(args, kwargs, immutable=True)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         """The result handle for ``task_id`` (Celery's name)."""

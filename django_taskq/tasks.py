@@ -1,4 +1,6 @@
-"""django_taskq's own tasks: housekeeping that beat can schedule (discovered like any app's)."""
+"""django_taskq's own tasks: housekeeping that beat can schedule, and Celery's built-in canvas
+tasks (``celery.map``, ``celery.starmap``, ``celery.chunks``: a Celery client's maps run here
+too). Imported by discovery whatever TASK_MODULES says."""
 
 from __future__ import annotations
 
@@ -25,3 +27,32 @@ def backend_cleanup() -> dict[str, Any]:
         sent_at__isnull=False, tick__lt=cutoff).delete()
     return {"results": get_backend().cleanup(), "control": get_control_store().prune(),
             "beat_runs": runs}
+
+
+def _task_of(sig: Any) -> Any:
+    from .registry import registry
+
+    name = sig["task"] if isinstance(sig, dict) else getattr(sig, "name", sig)
+    return registry.get(name)
+
+
+@task(name="celery.map", shared=False)
+def xmap(task: Any, it: list[Any]) -> list[Any]:
+    """``[task(x) for x in it]``, here, in order (``task.map(it)``)."""
+    run = _task_of(task)
+    return [run(item) for item in it]
+
+
+@task(name="celery.starmap", shared=False)
+def xstarmap(task: Any, it: list[Any]) -> list[Any]:
+    """``[task(*x) for x in it]``, here, in order (``task.starmap(it)``)."""
+    run = _task_of(task)
+    return [run(*item) for item in it]
+
+
+@task(name="celery.chunks", shared=False)
+def chunks(task: Any, it: list[Any], n: int) -> Any:
+    """A ``chunks`` signature that arrived as a message: sends its parts as a group."""
+    from .canvas.maps import chunks as chunks_signature
+
+    return chunks_signature(task, it, n).apply_async().id

@@ -262,3 +262,20 @@ def test_a_chain_that_ends_in_a_group_runs_eagerly(configured):
     result = (ct.add.s(1, 2) | group(ct.mul.s(2), ct.mul.s(3))).apply()
     assert isinstance(result, GroupResult)
     assert result.get() == [6, 9] and result.parent.get() == 3
+
+
+def test_map_starmap_and_chunks(make_worker):
+    mapped = ct.ids.map([1, 2])
+    starred = ct.add.starmap([(1, 2), (3, 4)])
+    parts = ct.add.chunks([(1, 1), (2, 2), (3, 3)], 2)
+    sent = [mapped.delay(), starred.delay()]
+    group_result = parts.apply_async()
+    worker = make_worker()
+    deadline = time.monotonic() + 15
+    while not (all(r.ready() for r in sent) and group_result.ready()) \
+            and time.monotonic() < deadline:
+        worker.step()
+    assert len(sent[0].get(timeout=5)) == 2
+    assert sent[1].get(timeout=5) == [3, 7]
+    assert group_result.get(timeout=5) == [[2, 4], [6]]
+    assert repr(starred).startswith("[canvas.add(*x) for x in")

@@ -8,7 +8,8 @@ lives with the worker.
 
 from .chain import chain
 from .group import group
+from .maps import chunks, xmap, xstarmap
 from .signature import Signature, maybe_signature, maybe_subtask, signature, subtask
 
-__all__ = ["Signature", "chain", "group", "maybe_signature", "maybe_subtask", "signature",
-           "subtask"]
+__all__ = ["Signature", "chain", "chunks", "group", "maybe_signature", "maybe_subtask",
+           "signature", "subtask", "xmap", "xstarmap"]
