@@ -80,6 +80,9 @@ def test_a_celery_chain_and_link_complete_on_taskq(make_worker, celery_client):
     assert chained.parent.get(timeout=10) == 13 and chained.parent.parent.get(timeout=10) == 3
     assert linked.get(timeout=10) == 4
     assert celery_client.AsyncResult(callback.id).get(timeout=10) == 9
+    starred = add.starmap([(1, 2), (3, 4)]).apply_async()  # Celery's celery.starmap message
+    run_until(worker, lambda: AsyncResult(starred.id).ready())
+    assert starred.get(timeout=10) == [3, 7]
 
 
 def test_celery_priorities_mean_the_same_to_us(make_worker, celery_client):
