@@ -6,7 +6,7 @@ pages."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -590,3 +590,32 @@ def test_row_buttons_and_preview_in_a_browser(browser, taskq_memory):
     assert len(browser.find_all("#preview-runs tbody tr")) == 5
     browser.shot("beat-04-preview")
     assert not PeriodicTask.objects.filter(name="preview me").exists()
+
+
+def test_every_beat_page_opens_in_a_browser(browser, taskq_memory):
+    """The schedule pages (each with its inline of the tasks using it), beat instances and
+    claimed runs, as a superuser sees them."""
+    from django_taskq.beat.models import BeatInstance, ClockedSchedule, PeriodicTaskRun
+
+    cron = nightly_berlin()
+    task = periodic("nightly", crontab=cron)
+    periodic("every15")
+    periodic("sunrise", solar=sunrise_berlin())
+    at = datetime(2030, 1, 1, 8, tzinfo=BERLIN)
+    periodic("once", clocked=ClockedSchedule.objects.create(clocked_time=at), one_off=True)
+    now = timezone.now()
+    BeatInstance.objects.create(ident="beat1@host#abc", host="host", pid=1, started_at=now,
+                                last_tick_at=now)
+    PeriodicTaskRun.objects.create(periodic_task=task, tick=now, task_id="t-1",
+                                   claimed_by="beat1@host#abc", claimed_at=now, sent_at=now)
+    pages = {"intervalschedule": "every 15 minutes",
+             "crontabschedule": "At 02:00, Monday through Friday, Europe/Berlin",
+             "solarschedule": "sunrise", "clockedschedule": "2030",
+             "beatinstance": "beat1@host#abc", "periodictaskrun": "t-1"}
+    for model, shown in pages.items():
+        browser.open(f"/admin/django_taskq/{model}/")
+        assert shown in browser.text("#result_list"), model
+        browser.shot(f"beat-page-{model}")
+    browser.open(f"/admin/django_taskq/crontabschedule/{cron.pk}/change/")
+    assert "nightly" in browser.text("body")  # the inline of the tasks using it
+    browser.shot("beat-page-crontab-change")

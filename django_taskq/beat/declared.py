@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from .. import schedules
@@ -148,39 +149,21 @@ def schedule_row(schedule: schedules.BaseSchedule, alias: str) -> tuple[str, Any
     from .models import ClockedSchedule, CrontabSchedule, IntervalSchedule, SolarSchedule
 
     if isinstance(schedule, schedules.crontab):
-        return "crontab", _find_or_create(CrontabSchedule, alias, minute=schedule.minute,
+        return "crontab", CrontabSchedule.find_or_create(alias, minute=schedule.minute,
                                           hour=schedule.hour, day_of_week=schedule.day_of_week,
                                           day_of_month=schedule.day_of_month,
                                           month_of_year=schedule.month_of_year,
                                           timezone=schedule.tz.key)
     if isinstance(schedule, schedules.solar):
-        return "solar", _find_or_create(SolarSchedule, alias, event=schedule.event,
-                                        latitude=round(schedule.lat, 6),
-                                        longitude=round(schedule.lon, 6))
+        return "solar", SolarSchedule.find_or_create(alias, event=schedule.event,
+                                        latitude=Decimal(str(round(schedule.lat, 6))),
+                                        longitude=Decimal(str(round(schedule.lon, 6))))
     if isinstance(schedule, schedules.clocked):
-        return "clocked", _find_or_create(ClockedSchedule, alias,
-                                          clocked_time=schedule.clocked_time)
+        return "clocked", ClockedSchedule.find_or_create(alias, clocked_time=schedule.clocked_time)
     if isinstance(schedule, schedules.schedule):
         every, period = interval_fields(schedule.run_every)
-        return "interval", _find_or_create(IntervalSchedule, alias, every=every, period=period)
+        return "interval", IntervalSchedule.find_or_create(alias, every=every, period=period)
     raise ConfigurationError(f"beat cannot store a {type(schedule).__name__} schedule")
-
-
-def _find_or_create(model: Any, alias: str, **fields: Any) -> Any:
-    """The oldest row with these fields, or a new one: crontab and clocked rows have no UNIQUE
-    constraint (the admin may hold equal ones, and beats starting together may each make one),
-    so ``get_or_create`` could meet two."""
-    from django.db import IntegrityError, transaction
-
-    rows = model.objects.using(alias).filter(**fields).order_by("pk")
-    found = rows.first()
-    if found is not None:
-        return found
-    try:
-        with transaction.atomic(using=alias):
-            return model.objects.using(alias).create(**fields)
-    except IntegrityError:  # interval and solar rows are UNIQUE: another beat made it first
-        return rows.first()
 
 
 def interval_fields(run_every: timedelta) -> tuple[int, str]:

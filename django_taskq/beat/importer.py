@@ -194,10 +194,4 @@ def _schedule_row(planned: Plan, alias: str) -> Any:
 
     model: Any = {"interval": IntervalSchedule, "crontab": CrontabSchedule,
                   "solar": SolarSchedule, "clocked": ClockedSchedule}[planned.kind]
-    found = model.objects.using(alias).filter(**planned.schedule_fields).order_by("pk").first()
-    if found is None:
-        found = model(**planned.schedule_fields)
-        # Uniqueness was just looked up, in ``alias`` (full_clean would ask the default one).
-        found.full_clean(validate_unique=False, validate_constraints=False)
-        found.save(using=alias)
-    return found
+    return model.find_or_create(alias, **planned.schedule_fields)

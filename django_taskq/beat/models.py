@@ -60,6 +60,27 @@ class ScheduleRow(models.Model):
         instance._as_loaded = instance.fields_state()
         return instance
 
+    @classmethod
+    def find_or_create(cls, alias: str, **fields: Any) -> Any:
+        """The oldest row with these fields, or a new one (checked first). Crontab and clocked
+        rows have no UNIQUE constraint (the admin may hold equal ones, and beats starting
+        together may each make one), so ``get_or_create`` could meet two."""
+        from django.db import IntegrityError, transaction
+
+        rows = cls.objects.using(alias).filter(**fields).order_by("pk")  # type: ignore[attr-defined]
+        found = rows.first()
+        if found is not None:
+            return found
+        made = cls(**fields)
+        # Uniqueness was just looked up in ``alias`` (full_clean would ask the default one).
+        made.full_clean(validate_unique=False, validate_constraints=False)
+        try:
+            with transaction.atomic(using=alias):
+                made.save(using=alias)
+        except IntegrityError:  # interval and solar rows are UNIQUE: another beat made it first
+            return rows.first()
+        return made
+
     def fields_state(self) -> tuple[Any, ...]:
         return tuple(getattr(self, field.attname) for field in self._meta.concrete_fields
                      if not field.primary_key)
