@@ -5,10 +5,11 @@ or opens a connection; brokers and result backends are built on first use.
 """
 
 from .app import Celery, current_app
-from .canvas import Signature, chain, maybe_signature, signature
+from .canvas import Signature, chain, chord, maybe_signature, signature
 from .canvas.group import group
 from .canvas.maps import chunks, xmap, xstarmap
 from .exceptions import (
+    ChordError,
     Ignore,
     MaxRetriesExceededError,
     Reject,
@@ -24,9 +25,9 @@ from .result import AsyncResult, revoke
 from .result_group import GroupResult
 from .task import Task, shared_task, task
 
-__all__ = ["AsyncResult", "Celery", "GroupResult", "Ignore", "MaxRetriesExceededError",
+__all__ = ["AsyncResult", "Celery", "ChordError", "GroupResult", "Ignore", "MaxRetriesExceededError",
            "Middleware", "Reject", "Retry", "Signature", "SoftTimeLimitExceeded", "Task",
-           "TimeLimitExceeded", "chain", "chunks", "current_app", "current_task", "get_task_logger",
+           "TimeLimitExceeded", "chain", "chord", "chunks", "current_app", "current_task", "get_task_logger",
            "group", "maybe_signature", "revoke", "send_task", "shared_task", "signature", "task",
            "xmap", "xstarmap"]
 __version__ = "0.1.0"

@@ -161,3 +161,8 @@ class RejectedError(TaskqError):
 
 class Ignore(TaskqError):
     """Raise inside a task to end it without storing a state (Celery's ``Ignore``)."""
+
+
+class ChordError(TaskqError):
+    """A chord's body was not run: a header task failed (the message names it), or the body
+    could not be started (Celery's ``ChordError``)."""

@@ -120,6 +120,42 @@ class GroupResultRecord(models.Model):
         return f"group[{self.group_id}] ({len(self.task_ids)} tasks)"
 
 
+class ChordRecord(models.Model):
+    """A chord waiting for its header tasks (database result backend): how many it waits for,
+    and which header task completed it (the claim that starts the body once)."""
+
+    group_id = models.CharField(max_length=255, unique=True)
+    size = models.PositiveIntegerField()
+    completed_by = models.CharField(max_length=255, null=True, blank=True)
+    sent = models.BooleanField(default=False)
+    date_created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "taskq_chord"
+        verbose_name = "chord"
+
+    def __str__(self) -> str:
+        return f"chord[{self.group_id}] ({self.size} header tasks)"
+
+
+class ChordPartRecord(models.Model):
+    """One finished header task of a chord, with its encoded result (counted once per task)."""
+
+    group_id = models.CharField(max_length=255)
+    task_id = models.CharField(max_length=255)
+    index = models.IntegerField(default=-1)
+    state = models.CharField(max_length=50)
+    result = models.TextField(null=True)
+    content_type = models.CharField(max_length=128, default="application/json")
+    content_encoding = models.CharField(max_length=64, default="utf-8")
+
+    class Meta:
+        db_table = "taskq_chordpart"
+        verbose_name = "chord part"
+        constraints = [models.UniqueConstraint(fields=["group_id", "task_id"],
+                                               name="taskq_chordpart_once")]
+
+
 class RateBucket(models.Model):
     """One global rate limit bucket of the database control store (see docs/control-store.md).
 

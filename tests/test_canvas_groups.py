@@ -1,7 +1,7 @@
 """Canvas groups and GroupResult: one bulk send of every member (group headers, partial args,
 options, skew), results in member order on every broker with real in-process workers, the
 GroupResult API, revoking a group, saved groups on every result backend (Celery's Redis layout
-both ways), and the clear error where Celery would build a chord."""
+both ways), and a group followed by a step made a chord (test_canvas_chords.py runs them)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import django_taskq
 from django_taskq import AsyncResult, GroupResult, chain, group, maybe_signature, states
 from django_taskq import producer as producer_module
 from django_taskq.brokers import get_broker
-from django_taskq.exceptions import TaskqError
 from django_taskq.results import get_backend
 from tests.celery_peer import make_app
 from tests.testapp import canvas_tasks as ct
@@ -223,14 +222,16 @@ def test_link_and_link_error_follow_celery():
         sig.apply_async(link=ct.mul.s(2))
 
 
-def test_a_chord_in_celerys_sense_raises_a_clear_error():
+def test_a_group_followed_by_a_step_is_a_chord():
+    from django_taskq import chord
+
     sig = group(ct.add.s(1, 1), ct.add.s(2, 2))
-    with pytest.raises(TaskqError, match="chords are not built yet"):
-        sig | ct.mul.s(2)
+    made = sig | ct.mul.s(2)
+    assert isinstance(made, chord) and made.body == ct.mul.s(2) and made.tasks == sig.tasks
     ended = ct.mul.s(2) | sig  # not a chord: a chain that ends in the group (as in Celery)
     assert isinstance(ended, chain) and ended.tasks[-1] == sig
-    with pytest.raises(TaskqError, match="chords are not built yet"):
-        chain(sig, ct.mul.s(2)).apply_async()
+    in_chain = chain(ct.add.s(1, 2), sig, ct.add.s(3))
+    assert [type(step).__name__ for step in in_chain.tasks] == ["Signature", "chord"]
     assert (sig | group()) is sig
 
 
@@ -238,13 +239,6 @@ def test_exports():
     from django_taskq.result import GroupResult as FromResult
 
     assert django_taskq.group is group and FromResult is GroupResult
-
-
-def test_a_group_inside_a_chain_is_a_clear_error():
-    from django_taskq.exceptions import TaskqError
-
-    with pytest.raises(TaskqError, match="chords are not built yet"):
-        chain(ct.add.s(1, 2), group(ct.add.s(1), ct.add.s(2)), ct.add.s(3))
 
 
 def test_a_group_may_end_a_chain(make_worker):

@@ -17,7 +17,6 @@ from typing import Any, cast
 
 from ..conf import get_settings
 from ..context import current_request
-from ..exceptions import TaskqError
 from ..result import AsyncResult, EagerResult, allow_join_result
 from .composite import Composite
 from .fields import as_list, plain
@@ -47,12 +46,7 @@ class chain(Composite):  # noqa: N801 - Celery's name
 
     def __init__(self, *tasks: Any, **options: Any) -> None:
         given: Iterable[Any] = tasks[0] if len(tasks) == 1 and _is_list(tasks[0]) else tasks
-        steps = [step for task in given for step in _steps_of(task)]
-        if any(step.subtask_type in ("group", "chord") for step in steps[:-1]):
-            # A step after a group waits for all its members: that is a chord.
-            raise TaskqError("A group followed by more steps makes a chord: chords are not "
-                             "built yet (they arrive with the rest of canvas). A group may "
-                             "end a chain: each member then gets the result before it.")
+        steps = _chords_made([step for task in given for step in _steps_of(task)])
         super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain")
 
     def clone(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
@@ -196,6 +190,22 @@ def _inherit(step: Signature, options: Mapping[str, Any], first: bool) -> None:
         if key in NOT_INHERITED or (key in FIRST_STEP_ONLY and not first):
             continue
         step.options.setdefault(key, value)
+
+
+def _chords_made(steps: list[Signature]) -> list[Signature]:
+    """A group followed by a step becomes a chord with that step as its body (the step waits
+    for every member and gets the list of their results; a group step's members each get
+    it), as Celery upgrades it."""
+    from .chord import chord
+    from .group import group
+
+    made: list[Signature] = []
+    for step in steps:
+        if made and isinstance(made[-1], group):
+            made[-1] = chord(made[-1], step)
+        else:
+            made.append(step)
+    return made
 
 
 def _steps_of(task: Any) -> list[Signature]:

@@ -8,9 +8,9 @@ to the group. Like Celery's ``group``, but:
 
 - options given to the group reach every member that does not set its own (Celery's override
   the members'); ``link_error`` is added to every member; ``link=`` (a callback after the whole
-  group) is a chord, and ``group | task`` too: chords are not built yet, so both raise;
+  group) is refused with a pointer to ``chord``, which ``group | task`` makes (chord.py);
 - a group may end a chain (``a | group(...)``: each member is given ``a``'s result, as in
-  Celery); a group followed by more steps is a chord, and chain.py refuses it for now;
+  Celery); a group followed by more steps is a chord whose body is the next step;
 - iterating a group yields its tasks (a Celery group, a dict, yields its keys).
 """
 
@@ -22,7 +22,6 @@ from typing import Any, cast
 from .. import producer
 from ..calloptions import arguments, new_task_id, resolve
 from ..conf import get_settings
-from ..exceptions import TaskqError
 from ..message import Envelope, SendOptions
 from ..result import AsyncResult, allow_join_result
 from ..result_group import GroupResult
@@ -31,12 +30,8 @@ from .composite import Composite
 from .fields import as_list, is_signature_dict, plain
 from .signature import Signature, maybe_signature
 
-__all__ = ["CHORD_NOT_BUILT", "group"]
+__all__ = ["group"]
 
-CHORD_NOT_BUILT = (
-    "{what} is a chord in Celery (the callback gets the list of the group's results), and chords "
-    "are not built yet in django_taskq (issue 11). For now send the group alone and use its "
-    "GroupResult.get(), or link callbacks to its members.")
 #: Options of a group that its members do not inherit: their identity and place in the group
 #: are set by the group; callbacks are added to each member, not set over theirs.
 NOT_INHERITED = frozenset({"task_id", "group_id", "group_index", "chain", "chord", "link",
@@ -116,6 +111,15 @@ class group(Composite):  # noqa: N801 - Celery's name
             with allow_join_result():
                 return self.apply(args, kwargs, **options)
         merged = {**self.options, **options}
+        if merged.get("chain"):  # the first step of a chain: the next step waits for all (chord)
+            from .chord import chord
+
+            rest = list(merged.pop("chain"))
+            body = maybe_signature(rest.pop())
+            merged.pop("task_id", None)
+            header = self.clone(None, kwargs) if kwargs else self
+            made = chord(header, body.set(chain=rest) if rest else body)
+            return cast(GroupResult, made.apply_async(args, None, **merged).parent)
         group_id = _group_id(merged)
         members = self._prepared(args, kwargs, merged, group_id)
         if not members:
@@ -165,9 +169,7 @@ class group(Composite):  # noqa: N801 - Celery's name
         added, each with the group id and its index; with their results."""
         if options.get("link"):
             raise TypeError("A group takes no link= callback: a task called after the whole "
-                            "group is a chord. " + CHORD_NOT_BUILT.format(what="It"))
-        if options.get("chain"):
-            raise TaskqError(CHORD_NOT_BUILT.format(what="A group followed by a chain step"))
+                            "group is a chord: chord(group, callback) or group | callback.")
         partial = () if self.immutable else (*(args or ()), *self.args)
         prepared = []
         for index, member in enumerate(_flattened(self.tasks)):
@@ -199,13 +201,15 @@ class group(Composite):  # noqa: N801 - Celery's name
         return tuple(task.link_error(sig.clone()) for task in self.tasks)
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
-        """``group | task`` is a chord in Celery: not built yet, so it raises (a group ``|``
-        an empty group is the group itself)."""
+        """``group | task`` is a chord (the task gets the list of the members' results; each
+        member of a group after it does), as in Celery; ``group | group()`` is the group."""
         if not is_signature_dict(other):
             return NotImplemented
         if isinstance(other, group) and not other.tasks:
             return self
-        raise TaskqError(CHORD_NOT_BUILT.format(what="group(...) | signature"))
+        from .chord import chord
+
+        return chord(self, other)
 
     __ior__ = __or__  # type: ignore[assignment]
 

@@ -11,7 +11,7 @@ from typing import Any
 from .. import exceptions, serializers, states
 from ..exceptions import SerializationError
 from ..outcome import Outcome
-from .meta import ResultMeta
+from .meta import PartResult, ResultMeta
 
 #: The first pause of a polling wait; it backs off (x1.5) up to ``get(interval=)``.
 FIRST_POLL = 0.05
@@ -80,6 +80,26 @@ class ResultBackend(ABC):
     def delete_group(self, group_id: str) -> None:
         """Forget the saved group (its tasks' results stay)."""
         raise NotImplementedError(f"{type(self).__name__} does not store group results.")
+
+    # Chords (canvas): counting the finished header tasks, atomically in the store.
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        """Record that the chord of ``group_id`` waits for ``size`` header tasks (before any
+        of them is sent; Celery's ``set_chord_size``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count chords.")
+
+    def add_chord_part(self, group_id: str, index: int | None,
+                       outcome: Outcome) -> list[PartResult] | None:
+        """Record header task ``outcome`` (counted once, however often it is redelivered).
+        When every header task is recorded and this call completes the chord, return their
+        results in header order: the caller then starts the body and calls ``chord_sent``. A
+        call for the same task again before ``chord_sent`` (its worker died in between)
+        completes it again; any other returns None."""
+        raise NotImplementedError(f"{type(self).__name__} does not count chords.")
+
+    def chord_sent(self, group_id: str) -> None:
+        """The chord's body was started: it is never completed again; its counts may go."""
+        raise NotImplementedError(f"{type(self).__name__} does not count chords.")
 
     def decode(self, payload: bytes | str | None, content_type: str,
                content_encoding: str) -> Any:

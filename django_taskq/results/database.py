@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from .. import states
@@ -14,7 +14,7 @@ from ..engines import translating
 from ..exceptions import ResultBackendConnectionError, ResultBackendError
 from ..outcome import Outcome
 from .base import ResultBackend, as_text, encode_argument, payload_text, plain_arguments
-from .meta import ResultMeta
+from .meta import PartResult, ResultMeta
 
 _UPDATED = ["task_name", "state", "result", "content_type", "content_encoding", "traceback",
             "worker", "retries", "date_started", "date_done", "task_args", "task_kwargs",
@@ -113,11 +113,60 @@ class DatabaseResultBackend(ResultBackend):
     def delete_group(self, group_id: str) -> None:
         self._groups().filter(group_id=group_id).delete()
 
+    # -- chords: a ``taskq_chord`` row, locked while a header task is counted ----------------
+
+    def _chord_models(self) -> tuple[Any, Any]:
+        from ..models import ChordPartRecord, ChordRecord
+
+        return (ChordRecord.objects.using(self.alias), ChordPartRecord.objects.using(self.alias))
+
+    @_translated
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        chords, _ = self._chord_models()
+        chords.update_or_create(group_id=group_id, defaults={"size": size})
+
+    @_translated
+    def add_chord_part(self, group_id: str, index: int | None,
+                       outcome: Outcome) -> list[PartResult] | None:
+        chords, parts = self._chord_models()
+        text, encoding = payload_text(outcome)
+        with transaction.atomic(using=self.alias):
+            # The row lock orders the header tasks finishing at once: the last one counts all.
+            chord = chords.select_for_update().filter(group_id=group_id).first()
+            if chord is None:
+                return None
+            try:
+                with transaction.atomic(using=self.alias):  # a redelivered task: counted once
+                    parts.create(group_id=group_id, task_id=outcome.task_id,
+                                 index=-1 if index is None else index, state=outcome.state,
+                                 result=text, content_type=outcome.content_type,
+                                 content_encoding=encoding)
+            except IntegrityError:
+                pass
+            if chord.sent or chord.completed_by not in (None, outcome.task_id) \
+                    or parts.filter(group_id=group_id).count() < chord.size:
+                return None
+            chords.filter(pk=chord.pk).update(completed_by=outcome.task_id)
+            rows = parts.filter(group_id=group_id).order_by("index", "id")
+            return [PartResult(row.task_id, row.state,
+                               self.decode(row.result, row.content_type, row.content_encoding))
+                    for row in rows]
+
+    @_translated
+    def chord_sent(self, group_id: str) -> None:
+        chords, parts = self._chord_models()
+        chords.filter(group_id=group_id).update(sent=True)
+        parts.filter(group_id=group_id).delete()
+
     @_translated
     def cleanup(self) -> int:
         cutoff = timezone.now() - timedelta(seconds=self.expires)
         deleted, _ = self._rows().filter(date_done__lt=cutoff).delete()
         groups, _ = self._groups().filter(date_created__lt=cutoff).delete()  # saved groups too
+        chords, parts = self._chord_models()
+        old_chords = chords.filter(date_created__lt=cutoff)
+        parts.filter(group_id__in=old_chords.values("group_id")).delete()
+        old_chords.delete()
         return int(deleted) + int(groups)
 
 

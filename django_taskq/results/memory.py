@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
@@ -11,7 +12,7 @@ from django.utils import timezone
 from .. import states
 from ..outcome import Outcome
 from .base import ResultBackend, encode_argument, plain_arguments
-from .meta import ResultMeta
+from .meta import PartResult, ResultMeta
 
 
 class MemoryResultBackend(ResultBackend):
@@ -22,6 +23,7 @@ class MemoryResultBackend(ResultBackend):
         self._results: dict[str, ResultMeta] = {}
         self._changed = threading.Lock()
         self._groups: dict[str, list[str]] = {}
+        self._chords: dict[str, _Chord] = {}
 
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
         now = timezone.now()
@@ -78,3 +80,35 @@ class MemoryResultBackend(ResultBackend):
     def delete_group(self, group_id: str) -> None:
         with self._changed:
             self._groups.pop(group_id, None)
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        with self._changed:
+            self._chords.setdefault(group_id, _Chord(size)).size = size
+
+    def add_chord_part(self, group_id: str, index: int | None,
+                       outcome: Outcome) -> list[PartResult] | None:
+        value = self.decode(outcome.payload, outcome.content_type, outcome.content_encoding)
+        with self._changed:
+            chord = self._chords.get(group_id)
+            if chord is None:
+                return None
+            chord.parts.setdefault(outcome.task_id, (
+                -1 if index is None else index, PartResult(outcome.task_id, outcome.state, value)))
+            if len(chord.parts) < chord.size or chord.sent \
+                    or chord.completed_by not in (None, outcome.task_id):
+                return None
+            chord.completed_by = outcome.task_id
+            return [part for _, part in sorted(chord.parts.values(), key=lambda p: p[0])]
+
+    def chord_sent(self, group_id: str) -> None:
+        with self._changed:
+            if group_id in self._chords:
+                self._chords[group_id].sent = True
+
+
+@dataclass
+class _Chord:
+    size: int
+    parts: dict[str, tuple[int, PartResult]] = field(default_factory=dict)
+    completed_by: str | None = None
+    sent: bool = False

@@ -43,6 +43,20 @@ class ResultMeta:
         return {**meta, **{k: v for k, v in extended.items() if v is not None}}
 
 
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    """A chord header task's result as the chord's body gets it: its value, or (for a failure)
+    the stored exception mapping."""
+
+    task_id: str
+    state: str
+    value: Any = None
+
+    def failed(self) -> bool:
+        """Whether this part fails the chord (FAILURE or REVOKED)."""
+        return self.state in PROPAGATE_STATES
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

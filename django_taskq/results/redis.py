@@ -25,6 +25,7 @@ from ..redisconn import client_from_url, reconnecting
 from ..service_url import ParsedUrl
 from .base import OnInterval, OnMessage, ResultBackend, plain_arguments
 from .meta import ResultMeta
+from .redis_chords import RedisChords
 
 KEY_PREFIX = "celery-task-meta-"
 #: Celery's key of a saved GroupResult (``celery-taskset-meta-<group id>``; CELERY.md §2.3).
@@ -48,7 +49,7 @@ def _when(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-class RedisResultBackend(ResultBackend):
+class RedisResultBackend(RedisChords, ResultBackend):
     """Results as ``celery-task-meta-<id>`` keys with a TTL, announced by PUBLISH."""
 
     def __init__(self, url: ParsedUrl, **kwargs: Any) -> None:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from ..calloptions import ACCEPTED, arguments, resolve
-from ..exceptions import TaskqError
+from ..canvas.dispatch import envelopes_for
 from ..message import Envelope
-from ..producer import envelope_for, new_task_id
 from ..registry import registry
 
 logger = logging.getLogger(__name__)
@@ -31,32 +29,12 @@ def after_success(request: Any, value: Any) -> tuple[Envelope, ...]:
     """The callbacks (each given ``value``), then the next chain step (given ``value``, and
     the rest of the chain)."""
     sent = [envelope for sig in request.callbacks or ()
-            for envelope in _envelopes(sig, (value,), request)]
+            for envelope in envelopes_for(sig, (value,), request)]
     chain = list(request.chain or ())
     if chain:
         step = chain.pop()  # stored reversed: the next step is the last
-        sent.extend(_envelopes(step, (value,), request, chain=chain or None))
+        sent.extend(envelopes_for(step, (value,), request, chain=chain or None))
     return tuple(sent)
-
-
-def _envelopes(sig: Mapping[str, Any], given: Sequence[Any], request: Any,
-               chain: list[dict[str, Any]] | None = None) -> list[Envelope]:
-    """One message, or one per member of a group (each given ``given``, in its group)."""
-    kind = sig.get("subtask_type")
-    if kind == "group" and not chain:
-        options = sig.get("options") or {}
-        group_id = options.get("group_id") or options.get("task_id") or new_task_id()
-        members = (sig.get("kwargs") or {}).get("tasks") or ()
-        if any(member.get("subtask_type") for member in members):
-            raise TaskqError("a group after a task may hold plain task signatures only (nested "
-                             "workflows there arrive with the rest of canvas)")
-        return [_envelope({**member, "options": {**(member.get("options") or {}),
-                                                  "group_id": group_id, "group_index": index}},
-                          given, request) for index, member in enumerate(members)]
-    if kind in ("group", "chord"):
-        raise TaskqError(f"a {kind} followed by more steps makes a chord: chords are not built "
-                         "yet (they arrive with the rest of canvas)")
-    return [_envelope(sig, given, request, chain=chain)]
 
 
 def after_failure(request: Any, exc: BaseException, traceback: Any) -> tuple[Envelope, ...]:
@@ -67,32 +45,8 @@ def after_failure(request: Any, exc: BaseException, traceback: Any) -> tuple[Env
         if task is not None and _takes_request(task):
             _call_inline(task, sig, request, exc, traceback)
         else:
-            sent.append(_envelope(sig, (request.id,), request))
+            sent.extend(envelopes_for(sig, (request.id,), request))
     return tuple(sent)
-
-
-def _envelope(sig: Mapping[str, Any], given: Sequence[Any], request: Any,
-              chain: list[dict[str, Any]] | None = None) -> Envelope:
-    """The message for signature dict ``sig``: ``given`` prepended to its arguments unless it
-    is immutable, its options (its frozen task id among them), the parent's ids."""
-    name = sig["task"]
-    args = list(sig.get("args") or ())
-    if not sig.get("immutable"):
-        args = [*given, *args]
-    kwargs = dict(sig.get("kwargs") or {})
-    options = dict(sig.get("options") or {})
-    task_id = options.pop("task_id", None) or new_task_id()
-    options.setdefault("parent_id", request.id)
-    options.setdefault("root_id", request.root_id or request.id)
-    if chain:
-        options["chain"] = chain
-    task = registry.get(name) if name in registry else None
-    # A Celery client may keep other things in a signature's options: only apply_async's go on.
-    options = {key: value for key, value in options.items() if key in ACCEPTED}
-    checked, kwargs = arguments(task, args, kwargs)  # they must fit, as delay() checks
-    send_options = resolve(name, task, checked, kwargs, options)
-    args = list(checked)
-    return envelope_for(name, task_id, args, kwargs, send_options)
 
 
 def _takes_request(task: Any) -> bool:

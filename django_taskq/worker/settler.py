@@ -19,6 +19,7 @@ from ..brokers.base import Broker, Delivery
 from ..exceptions import RejectedError, ResultBackendConnectionError, ResultBackendError
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
+from . import chords
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +87,14 @@ class Settler:
         with self.broker.atomic():
             if outcomes:
                 self.backend.store_many(outcomes)
-            if retries:
-                self.broker.enqueue_many(retries)
+            bodies, chords_done = chords.follow_ups(
+                self.backend, ((d.envelope, o) for d, o in self._pending[self._retries_sent:]))
+            if retries or bodies:
+                self.broker.enqueue_many([*retries, *bodies])
                 if not self.broker.transactional:  # sent for good, even if the ack fails
                     self._retries_sent = len(self._pending)
+            for group_id in chords_done:
+                self.backend.chord_sent(group_id)
             self.broker.ack_many([d for d, o in self._pending if o is None or o.disposition == "ack"])
             self._settle_otherwise()
         self._pending = []

@@ -20,12 +20,12 @@ from ..brokers import get_broker
 from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
 from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
-from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError, WorkerLostError
+from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError
 from ..outcome import Outcome, failure
 from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
-from . import ratelimits
+from . import chords, ratelimits
 from .heartbeat import Heartbeat
 from .job import Job, prepare
 from .options import WorkerOptions
@@ -297,15 +297,8 @@ class Worker:
             self.broker.requeue(delivery)
 
     def _record_dead(self, letters: list[DeadLetter]) -> None:
-        outcomes = [failure(letter.envelope.message_id, letter.envelope.task_name,
-                            WorkerLostError(f"worker lost {letter.attempts} times; dead-lettered"),
-                            date_done=self.clock.now(), worker=self.options.hostname)
-                    for letter in letters if letter.envelope.message_id]
-        for letter in letters:
-            logger.error("message dead-lettered id=%s task=%s: worker lost %d times",
-                         letter.envelope.message_id, letter.envelope.task_name, letter.attempts)
-        if outcomes:
-            self.backend.store_many(outcomes)
+        chords.record_dead(self.backend, self.broker, letters, self.options.hostname,
+                           self.clock.now())
 
     # -- running and stopping -------------------------------------------------------------
 

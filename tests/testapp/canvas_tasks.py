@@ -45,3 +45,24 @@ def ids(self, *args):
 def in_group(self, *args):
     """Where this task sits: its group id and index (the headers ``group``/``group_index``)."""
     return {"group": self.request.group, "index": self.request.group_index}
+
+
+@task(name="canvas.tsum")
+def tsum(values):
+    """A chord body: the sum of the header's results."""
+    return sum(values)
+
+
+@task(name="canvas.listed")
+def listed(values, *more):
+    """A chord body that shows what it was given (the header's results, in header order)."""
+    return [values, *more]
+
+
+@task(name="canvas.slow_index", bind=True)
+def slow_index(self, index, delay=0.0):
+    """A header task that finishes after ``delay`` seconds and returns its index."""
+    import time
+
+    time.sleep(delay)
+    return index

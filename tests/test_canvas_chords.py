@@ -1,0 +1,149 @@
+"""Chords on every broker with real in-process workers: the body gets the header's results in
+header order, once; ``group | task`` and a group followed by steps in a chain make chords;
+nesting (a chord in a chain, a chain as the body, a group in the header, a chain of groups); a
+failing header task fails the body with a ChordError naming it and calls its errbacks; an empty
+header; the database broker's transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from django.db import transaction
+
+from django_taskq import ChordError, GroupResult, chord, group, states
+from django_taskq import producer as producer_module
+from django_taskq.brokers import get_broker
+from django_taskq.outcome import Outcome
+from django_taskq.results import get_backend
+from tests.testapp import canvas_tasks as ct
+
+database_brokers = pytest.mark.parametrize("broker_kind", ["sqlite", "postgres", "mariadb"])
+
+
+def drain(worker, result, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not result.ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {result!r}"
+        worker.step()
+    return result
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    calls = []
+    original = producer_module.send
+
+    def spy(envelopes, record_results, options=None):
+        calls.append(list(envelopes))
+        return original(envelopes, record_results, options)
+
+    monkeypatch.setattr(producer_module, "send", spy)
+    return calls
+
+
+def test_the_body_gets_the_header_results_in_header_order(make_worker, sends):
+    header = [ct.slow_index.s(i, delay=0.01 * (3 - i)) for i in range(4)]
+    result = chord(header)(ct.listed.s("end"))
+    [envelopes] = sends  # the header in one send; the body is sent by the worker
+    group_id = envelopes[0].headers["group"]
+    assert [e.headers["group_index"] for e in envelopes] == [0, 1, 2, 3]
+    assert {e.headers["group"] for e in envelopes} == {group_id}
+    assert isinstance(result.parent, GroupResult) and result.parent.id == group_id
+    assert [r.id for r in result.parent.results] == [e.message_id for e in envelopes]
+    drain(make_worker(), result)
+    assert result.get(timeout=5) == [[0, 1, 2, 3], "end"]
+    assert result.parent.get(timeout=5) == [0, 1, 2, 3]
+
+
+def test_group_pipe_task_is_a_chord_and_options_reach_every_task(make_worker, sends):
+    sig = group(ct.add.s(i, i) for i in range(5)) | ct.tsum.s()
+    assert isinstance(sig, chord)
+    result = sig.apply_async(priority=3)
+    assert {e.priority for e in sends[0]} == {3}
+    drain(make_worker(), result)
+    assert result.get(timeout=5) == 20
+    assert result.parent.completed_count() == 5
+
+
+def test_chord_header_body_forms_and_partial_args(make_worker):
+    first = chord([ct.add.s(1), ct.add.s(2)], ct.tsum.s()).delay(10)  # args go to the header
+    second = chord((ct.mul.s(i, 2) for i in range(3)), ct.tsum.s())()
+    worker = make_worker()
+    drain(worker, first)
+    drain(worker, second)
+    assert (first.get(timeout=5), second.get(timeout=5)) == (23, 6)
+
+
+def test_nested_chord_in_chain_body_chain_and_group_in_header(make_worker):
+    in_chain = (ct.add.s(1, 1) | group(ct.mul.s(2), ct.mul.s(3)) | ct.tsum.s() | ct.mul.s(10))
+    body_chain = chord([ct.add.s(1, 1), ct.add.s(2, 2)], ct.tsum.s() | ct.mul.s(100))
+    grouped = chord([group(ct.add.s(1, 1), ct.add.s(2, 2)), ct.add.s(3, 3)], ct.listed.s())
+    worker = make_worker()
+    results = [in_chain.delay(), body_chain.delay(), grouped.delay()]
+    for result in results:
+        drain(worker, result)
+    assert [r.get(timeout=5) for r in results] == [100, 600, [[2, 4, 6]]]
+
+
+def test_a_chain_of_groups_gives_each_member_the_list(make_worker):
+    result = (group(ct.add.s(1, 1), ct.add.s(2, 2)) | group(ct.tsum.s(), ct.listed.s())).delay()
+    assert isinstance(result, GroupResult)
+    drain(make_worker(), result)
+    assert result.get(timeout=5) == [6, [[2, 4]]]
+
+
+def test_a_failing_header_task_fails_the_body_naming_it(make_worker):
+    ct.ERRBACKS_SEEN.clear()
+    body = ct.tsum.s().on_error(ct.on_error.s())
+    result = chord([ct.add.s(1, 1), ct.boom.s(7), ct.add.s(2, 2)], body).delay()
+    worker = make_worker()
+    drain(worker, result)
+    failed_id = result.parent.results[1].id
+    with pytest.raises(ChordError, match=f"Dependency {failed_id} raised ValueError"):
+        result.get(timeout=5, follow_parents=False)
+    with pytest.raises(ValueError, match="boom"):  # as Celery's get(), the header's error first
+        result.get(timeout=5)
+    assert result.state == states.FAILURE
+    assert [seen[0] for seen in ct.ERRBACKS_SEEN] == [result.id]
+    assert result.parent.results[0].get(timeout=5) == 2  # the others ran
+
+
+def test_an_empty_header_calls_the_body_with_an_empty_list(make_worker):
+    result = chord([], ct.listed.s()).delay()
+    drain(make_worker(), result)
+    assert result.get(timeout=5) == [[]]
+
+
+def test_a_body_without_a_task_is_a_clear_error():
+    with pytest.raises(TypeError, match=r"chord\(header, body\)"):
+        chord([ct.add.s(1, 1)]).delay()
+
+
+@database_brokers
+def test_a_chord_joins_the_callers_transaction(make_worker, configured):
+    alias = configured.removeprefix("db://")
+    with pytest.raises(RuntimeError), transaction.atomic(using=alias):
+        rolled_back = chord([ct.add.s(1, 1), ct.add.s(2, 2)], ct.tsum.s()).delay()
+        assert get_broker().size("default") == 2
+        raise RuntimeError("roll back")
+    assert get_broker().size("default") == 0
+    assert get_backend().add_chord_part(rolled_back.parent.id, 0, _outcome("x", 1)) is None
+    result = chord([ct.add.s(1, 1)], ct.tsum.s()).delay()
+    drain(make_worker(), result)
+    assert result.get(timeout=5) == 2
+
+
+def test_the_body_is_sent_once_when_a_header_result_is_stored_twice(make_worker):
+    """A redelivered header task (its worker died after counting) is not counted again."""
+    result = chord([ct.add.s(1, 1), ct.add.s(2, 2)], ct.tsum.s()).delay()
+    drain(make_worker(), result)
+    backend = get_backend()
+    done = result.parent.results[0]
+    outcome_again = _outcome(done.id, 2)
+    assert backend.add_chord_part(result.parent.id, 0, outcome_again) is None
+
+
+def _outcome(task_id, value):
+    return Outcome(task_id, "canvas.add", states.SUCCESS, payload=json.dumps(value).encode())
