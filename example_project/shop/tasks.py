@@ -32,6 +32,12 @@ def slow_square(self, n, seconds=0.5):
     return {"n": n, "square": n * n, "ran_as": self.request.id}
 
 
+@task
+def order_total(lines, shipping=0):
+    """A chord's body: called once, with the header tasks' results in header order."""
+    return sum(lines) + shipping
+
+
 @shared_task  # routed to the "mail" queue by TASKQ["TASK_ROUTES"] in settings.py
 def welcome(user_id):
     user = User.objects.get(pk=user_id)

@@ -6,9 +6,9 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from django_taskq import AsyncResult, send_task
+from django_taskq import AsyncResult, chord, send_task
 from django_taskq.models import PeriodicTask
-from shop.tasks import add, charge, refund, slow_square, welcome
+from shop.tasks import add, charge, order_total, refund, slow_square, welcome
 
 
 class Command(BaseCommand):
@@ -20,6 +20,9 @@ class Command(BaseCommand):
             user, _ = User.objects.get_or_create(username="ada",
                                                  defaults={"email": "ada@example.com"})
             mail = welcome.delay(user.pk)
+        # A chord: the three header tasks run side by side; the worker that settles the last
+        # one sends the body, order_total([12, 30, 7], shipping=5), once.
+        order = chord([add.s(5, 7), add.s(10, 20), add.s(3, 4)], order_total.s(shipping=5)).delay()
         results = {
             "add.delay(2, 3)": add.delay(2, 3),
             "slow_square.delay(7)": slow_square.delay(7),
@@ -28,9 +31,11 @@ class Command(BaseCommand):
             "charge.delay(42)  (retries twice)": charge.delay(42),
             "add.apply_async((1, 1), countdown=1)": add.apply_async((1, 1), countdown=1),
             'send_task("shop.tasks.add", (20, 22))': send_task("shop.tasks.add", (20, 22)),
+            "chord([add.s() x3], order_total.s())": order,
         }
         bulk = add.delay_many([(i, i) for i in range(100)])
-        self.stdout.write(f"enqueued {len(results) + len(bulk)} tasks; states right now:")
+        sent = len(results) - 1 + len(order.parent) + len(bulk)  # the chord: its header tasks
+        self.stdout.write(f"enqueued {sent} tasks; states right now:")
         for label, result in results.items():
             self.stdout.write(f"  {label:42} {result.state}")
         self.stdout.write("waiting for the worker...")
@@ -38,6 +43,8 @@ class Command(BaseCommand):
             value = result.get(timeout=60, propagate=False)
             shown = f"{type(value).__name__}: {value}" if isinstance(value, Exception) else value
             self.stdout.write(f"  {label:42} {result.state:8} {shown!r}")
+        self.stdout.write(f"  {'  its header: .parent.get()':42} {'':8} "
+                          f"{order.parent.get(timeout=60)!r}")
         total = sum(r.get(timeout=60) for r in bulk)
         self.stdout.write(f"  {'add.delay_many(100 pairs)':42} SUCCESS  sum={total}")
         unknown = AsyncResult("no-such-task-id")
