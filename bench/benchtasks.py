@@ -1,4 +1,5 @@
-"""Tasks for bench/drain.py: do nothing, so the benchmark measures the queue, not the work."""
+"""Tasks for bench/drain.py and bench/versus_celery.py: do nothing, so the benchmark measures the
+queue, not the work; add and tsum make the chord of bench/chord_versus_celery.py."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def mark() -> None:
     if path:
         with open(path, "a") as f:
             f.write(f"{now!r}\n")
+
+
+@task(name="bench.add")
+def add(x: int, y: int) -> int:
+    """A chord's header task (bench/chord_versus_celery.py): its result is counted."""
+    return x + y
+
+
+@task(name="bench.tsum")
+def tsum(numbers: list[int]) -> int:
+    """A chord's body: the sum of the header's results, in header order."""
+    return sum(numbers)

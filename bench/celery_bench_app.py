@@ -1,4 +1,5 @@
-"""The Celery 5 side of ``bench/versus_celery.py``: the same two no-op tasks as benchtasks.py.
+"""The Celery 5 side of ``bench/versus_celery.py``: the same tasks as benchtasks.py (the no-ops,
+and ``bench.add``/``bench.tsum`` for the chord of ``bench/chord_versus_celery.py``).
 
 The benchmark imports it in-process as the Celery *producer/client* and starts
 ``celery -A celery_bench_app worker --pool solo -c 1`` (cwd ``bench/``) as the Celery *worker*.
@@ -46,6 +47,16 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         """As benchtasks.mark: the time it ran, appended to $BENCH_MARK_FILE."""
         benchtasks_mark()
 
+    @app.task(name="bench.add", shared=False)
+    def add(x: int, y: int) -> int:
+        """As benchtasks.add: a chord's header task."""
+        return x + y
+
+    @app.task(name="bench.tsum", shared=False)
+    def tsum(numbers: list[int]) -> int:
+        """As benchtasks.tsum: a chord's body."""
+        return sum(numbers)
+
     return app
 
 
@@ -62,3 +73,5 @@ app = make_app()
 noop = app.tasks["bench.noop"]
 store = app.tasks["bench.store"]
 mark = app.tasks["bench.mark"]
+add = app.tasks["bench.add"]
+tsum = app.tasks["bench.tsum"]
