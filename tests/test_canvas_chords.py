@@ -12,7 +12,7 @@ import time
 import pytest
 from django.db import transaction
 
-from django_taskq import ChordError, GroupResult, chord, group, states
+from django_taskq import AsyncResult, ChordError, GroupResult, chord, group, states
 from django_taskq import producer as producer_module
 from django_taskq.brokers import get_broker
 from django_taskq.outcome import Outcome
@@ -147,3 +147,28 @@ def test_the_body_is_sent_once_when_a_header_result_is_stored_twice(make_worker)
 
 def _outcome(task_id, value):
     return Outcome(task_id, "canvas.add", states.SUCCESS, payload=json.dumps(value).encode())
+
+
+def test_a_chord_as_a_group_member_and_the_headers_place_in_a_chains_parents(make_worker):
+    grouped = group(ct.add.s(1, 1), chord([ct.add.s(2, 2), ct.add.s(3, 3)], ct.tsum.s())).delay()
+    in_chain = (ct.add.s(1, 1) | group(ct.mul.s(2), ct.mul.s(3)) | ct.tsum.s()).delay()
+    worker = make_worker()
+    drain(worker, grouped)
+    drain(worker, in_chain)
+    assert grouped.get(timeout=5) == [2, 10]
+    header = in_chain.parent
+    assert isinstance(header, GroupResult) and header.get(timeout=5) == [4, 6]
+    assert header.parent.get(timeout=5) == 2 and in_chain.get(timeout=5) == 10
+
+
+def test_chord_callbacks_and_errbacks_go_to_the_body(make_worker):
+    ct.ERRBACKS_SEEN.clear()
+    result = chord([ct.add.s(1, 1), ct.boom.s()], ct.tsum.s()).apply_async(
+        link=ct.mul.s(10), link_error=ct.on_error.s())
+    drain(make_worker(), result)
+    assert [seen[0] for seen in ct.ERRBACKS_SEEN] == [result.id]  # once: for the chord
+    ok = chord([ct.add.s(1, 1), ct.add.s(2, 2)], ct.tsum.s()).apply_async(
+        link=ct.mul.s(10).set(task_id="after-body"))
+    after = AsyncResult("after-body")
+    drain(make_worker(), after)
+    assert (ok.get(timeout=5), after.get(timeout=5)) == (6, 60)

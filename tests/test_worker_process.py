@@ -45,6 +45,8 @@ class WorkerProcess:
         env["TASKQ_TEST_SQLITE"] = str(connections["default"].settings_dict["NAME"])
         if "postgres" in settings.DATABASES:
             env["TASKQ_TEST_PG_NAME"] = connections["postgres"].settings_dict["NAME"]
+        if "mariadb" in settings.DATABASES:
+            env["TASKQ_TEST_MYSQL_NAME"] = connections["mariadb"].settings_dict["NAME"]
         env["TASKQ_TEST_OVERRIDES"] = json.dumps({
             "BROKER_URL": broker_url or f"db://{alias}",
             "RESULT_BACKEND": result_backend or f"db://{alias}",

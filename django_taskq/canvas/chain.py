@@ -172,7 +172,11 @@ def _freeze_steps(steps: list[Signature], *, root_id: str | None, parent_id: str
         result = step.freeze(root_id=root, group_id=group_id if last else None,
                              chord=chord if last else None,
                              group_index=group_index if last else None)
-        result.parent = results[-1] if results else None
+        previous = results[-1] if results else None
+        if result.parent is not None and previous is not None:  # a chord: its header between
+            result.parent.parent = previous
+        else:
+            result.parent = previous
         results.append(result)
     return results
 

@@ -20,7 +20,7 @@ from ..conf import get_settings
 from ..context import current_request
 from ..result import AsyncResult, EagerResult, allow_join_result
 from .dispatch import envelopes_for
-from .fields import is_signature_dict, plain
+from .fields import as_list, is_signature_dict, plain
 from .group import _inherit, group
 from .signature import Signature, maybe_signature
 
@@ -102,7 +102,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
                 return made.apply(args, **options)
         chain_rest = options.pop("chain", None)
         merged = {**made.options, **options}
-        result = made.freeze(merged.pop("task_id", None), group_id=merged.pop("group_id", None))
+        if merged.get("group_id"):  # Celery's chord(group_id=): the header's id
+            made.header.options.setdefault("task_id", merged.pop("group_id"))
+        result = made.freeze(merged.pop("task_id", None))
         made._inherit(merged)
         envelopes = envelopes_for(plain(made), tuple(args or ()), current_request(),
                                   chain=chain_rest)
@@ -126,8 +128,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         body's result, whose ``.parent`` is the header's GroupResult."""
         if self.body is None:
             raise TypeError(_NO_BODY)
-        header_id = self.header.options.get("task_id") or group_id
-        header_result = self.header.freeze(header_id, root_id=root_id, parent_id=parent_id)
+        # ``group_id`` is an outer group's (this chord is its member): the header has its own.
+        header_result = self.header.freeze(self.header.options.get("task_id"), root_id=root_id,
+                                           parent_id=parent_id)
         result = self.body.freeze(_id or self.options.get("task_id"), group_id=None,
                                   chord=chord, root_id=root_id, group_index=group_index)
         if group_id and group_index is not None:  # the body is what an outer group waits for
@@ -147,11 +150,19 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return made
 
     def _inherit(self, options: Mapping[str, Any]) -> None:
-        """The chord's options to the header tasks and the body (their own options win)."""
+        """The chord's options to the header tasks and the body (their own options win); its
+        callbacks and errbacks to the body only, as Celery links them: an errback runs once,
+        for the chord's failure (a header task's included)."""
+        shared = {key: value for key, value in options.items()
+                  if key not in ("link", "link_error")}
         for member in self.header.tasks:
-            _inherit(member, options)
-        if self.body is not None:
-            _inherit(self.body, options)
+            _inherit(member, shared)
+        assert self.body is not None  # _with_body checked it
+        _inherit(self.body, shared)
+        for callback in as_list(options.get("link")):
+            self.body.link(callback)
+        for errback in as_list(options.get("link_error")):
+            self.body.link_error(errback)
 
     # -- building ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any, cast
 from .. import producer
 from ..calloptions import arguments, new_task_id, resolve
 from ..conf import get_settings
+from ..context import current_request
 from ..message import Envelope, SendOptions
 from ..result import AsyncResult, allow_join_result
 from ..result_group import GroupResult
@@ -124,10 +125,11 @@ class group(Composite):  # noqa: N801 - Celery's name
         members = self._prepared(args, kwargs, merged, group_id)
         if not members:
             return GroupResult(group_id, [])
-        messages = [_message(member) for member, _ in members]
-        envelopes = [envelope for envelope, _ in messages]
+        messages = [_messages(member) for member, _ in members]
+        envelopes = [envelope for sent, _ in messages for envelope in sent]
         # One send: every member's PENDING record is written unless all ignore results.
-        recorded = any(not send_options.ignore_result for _, send_options in messages)
+        recorded = any(send_options is None or not send_options.ignore_result
+                       for _, send_options in messages)
         producer.send(envelopes, record_results=recorded, options=messages[0][1])
         return GroupResult(group_id, [result for _, result in members])
 
@@ -266,9 +268,13 @@ def _inherit(member: Signature, options: Mapping[str, Any]) -> None:
         member.link_error(maybe_signature(errback).clone())
 
 
-def _message(member: Signature) -> tuple[Envelope, SendOptions]:
-    """The checked, encoded message of one frozen member (a chain: its first step, carrying
-    the rest, the last of which is in the group)."""
+def _messages(member: Signature) -> tuple[list[Envelope], SendOptions | None]:
+    """The checked, encoded messages of one frozen member: one (a chain: its first step,
+    carrying the rest, the last of which is in the group), or a chord's header tasks."""
+    if member.subtask_type == "chord":
+        from .dispatch import envelopes_for
+
+        return envelopes_for(plain(member), (), current_request()), None
     if isinstance(member, chain):
         steps = member.unchain_tasks()
         if not steps:
@@ -282,7 +288,7 @@ def _message(member: Signature) -> tuple[Envelope, SendOptions]:
     task = member._task_here()
     args, kwargs = arguments(task, member.args, member.kwargs)
     send_options = resolve(member.task, task, args, kwargs, options)
-    return producer.envelope_for(member.task, task_id, args, kwargs, send_options), send_options
+    return [producer.envelope_for(member.task, task_id, args, kwargs, send_options)], send_options
 
 
 def _group_id(options: dict[str, Any]) -> str:

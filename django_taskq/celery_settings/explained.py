@@ -20,7 +20,12 @@ _BEAT_CONTROL = ("Beat's liveness is stored and shown in the admin; remote contr
 _EVENTS = "Task events arrive with the monitoring issue; until then no events are sent."
 SIGNING_HINT = "Message signing arrives with the signing issue; until then messages are not signed."
 _COMPRESSION = "Compression arrives with the serializers issue; until then nothing is compressed."
-_CANVAS = "Chords arrive with canvas (a later issue); until then it does nothing here."
+_CHORDS = ("Not needed: a chord's header tasks are counted atomically in the result store as "
+           "they finish (never joined or polled by a retrying task), and the counts expire with "
+           "TASKQ['RESULT_EXPIRES']; see docs/canvas.md. Remove it.")
+_CHORD_ERRBACKS = ("An errback linked to a chord runs once, when the chord fails (on its body), "
+                   "as with Celery's default; to handle a header task's own failure, link the "
+                   "errback to the header tasks. Remove it.")
 STORES_HINT = ("The cache and RPC result backends arrive with the result-stores issue; until "
                "then results go to TASKQ['RESULT_BACKEND'] (db://<alias> or redis://).")
 _OTHER_BACKEND = ("A setting of a Celery result backend django_taskq does not have: results go to "
@@ -56,8 +61,9 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
     (NOT_YET, SIGNING_HINT, "security_cert_store security_certificate security_digest security_key "
      "security_key_password"),
     (NOT_YET, _COMPRESSION, "task_compression result_compression"),
-    (NOT_YET, _CANVAS, "result_chord_expires result_chord_join_timeout "
-     "result_chord_retry_interval task_allow_error_cb_on_chord_header"),
+    (NO_EFFECT, _CHORDS, "result_chord_expires result_chord_join_timeout "
+     "result_chord_retry_interval"),
+    (NO_EFFECT, _CHORD_ERRBACKS, "task_allow_error_cb_on_chord_header"),
     (NOT_YET, STORES_HINT, "cache_backend cache_backend_options result_exchange result_exchange_type "
      "result_persistent"),
     (NO_EFFECT, _OTHER_BACKEND, "arangodb_backend_settings azureblockblob_base_path "

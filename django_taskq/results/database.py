@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .. import states
@@ -131,10 +132,11 @@ class DatabaseResultBackend(ResultBackend):
         chords, parts = self._chord_models()
         text, encoding = payload_text(outcome)
         with transaction.atomic(using=self.alias):
-            # The row lock orders the header tasks finishing at once: the last one counts all.
-            chord = chords.select_for_update().filter(group_id=group_id).first()
-            if chord is None:
+            # Writing the chord's row first locks it (SQLite: the database) before anything is
+            # read, so header tasks finishing at once are counted one after the other.
+            if not chords.filter(group_id=group_id).update(size=F("size")):
                 return None
+            chord = chords.get(group_id=group_id)
             try:
                 with transaction.atomic(using=self.alias):  # a redelivered task: counted once
                     parts.create(group_id=group_id, task_id=outcome.task_id,

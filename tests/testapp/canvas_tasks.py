@@ -66,3 +66,14 @@ def slow_index(self, index, delay=0.0):
 
     time.sleep(delay)
     return index
+
+
+@task(name="canvas.record_body")
+def record_body(values, path):
+    """A chord body that appends one line per run to ``path``: counts how often it ran."""
+    import json
+    from pathlib import Path
+
+    with Path(path).open("a") as marker:
+        marker.write(json.dumps(values) + "\n")
+    return values

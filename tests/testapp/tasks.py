@@ -63,6 +63,7 @@ def mark(path, n):
         marker.write(f"{n}\n")
     return n
 from tests.testapp import (  # noqa: E402,F401  (registers them)
+    canvas_tasks,
     feature_tasks,
     limit_tasks,
     pydantic_tasks,
