@@ -30,6 +30,10 @@ def make_app(broker: str, backend: str) -> Celery:
     def fail(message="boom"):
         raise ValueError(message)
 
+    @app.task(name="tests.testapp.tasks.tsum", shared=False)
+    def tsum(values):
+        return sum(values)
+
     return app
 
 

@@ -1,5 +1,5 @@
 """Wire compatibility with the real ``celery`` package, both ways, on Redis and on RabbitMQ
-(tasks, and chains and links built by either side's canvas).
+(tasks, and chains, links and chords built by either side's canvas).
 
 Celery client → ``taskworker``: Celery's ``send_task`` reaches our worker and Celery's
 ``AsyncResult.get()`` reads what we store. Our ``delay()`` → a real ``celery worker``: it runs the
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from django_taskq import AsyncResult, states
+from django_taskq import AsyncResult, chord, states
 from django_taskq.brokers import get_broker
 from tests.celery_peer import make_app
 from tests.testapp import tasks
@@ -85,6 +85,26 @@ def test_a_celery_chain_and_link_complete_on_taskq(make_worker, celery_client):
     assert starred.get(timeout=10) == [3, 7]
 
 
+def test_a_celery_chord_completes_on_taskq_and_celery_reads_it(make_worker, celery_client):
+    """Celery's chord (header tasks counted in Celery's Redis keys), a chord inside a Celery
+    chain, and a Celery chord whose header task fails: all complete on our worker."""
+    from celery import chord as celery_chord
+    from celery import group as celery_group
+
+    add = celery_client.tasks["tests.testapp.tasks.add"]
+    fail = celery_client.tasks["tests.testapp.tasks.fail"]
+    tsum = celery_client.tasks["tests.testapp.tasks.tsum"]
+    plain = celery_chord([add.s(i, i) for i in range(5)])(tsum.s())
+    chained = (add.s(1, 1) | celery_group(add.s(10), add.s(20)) | tsum.s()).apply_async()
+    failing = celery_chord([add.s(1, 1), fail.s("header")], tsum.s()).apply_async()
+    worker = make_worker()
+    run_until(worker, lambda: all(AsyncResult(r.id).ready() for r in (plain, chained, failing)))
+    assert plain.get(timeout=10) == 20 and plain.parent.get(timeout=10) == [0, 2, 4, 6, 8]
+    assert chained.get(timeout=10) == 34
+    assert celery_client.AsyncResult(failing.id).state == states.FAILURE
+    assert "Dependency" in str(celery_client.AsyncResult(failing.id).result)
+
+
 def test_celery_priorities_mean_the_same_to_us(make_worker, celery_client):
     low = celery_client.send_task("tests.testapp.tasks.add", args=(0, 0), priority=0)
     high = celery_client.send_task("tests.testapp.tasks.add", args=(9, 9), priority=9)
@@ -128,7 +148,7 @@ def celery_worker(urls):
         proc.communicate()
 
 
-def test_taskq_delay_runs_on_a_real_celery_worker(celery_worker):
+def test_taskq_delay_runs_on_a_real_celery_worker(celery_worker, urls):
     ok = tasks.add.delay(20, 22)
     failed = tasks.fail.delay("from celery")
     assert ok.get(timeout=60) == 42
@@ -144,3 +164,7 @@ def test_taskq_delay_runs_on_a_real_celery_worker(celery_worker):
     assert chained.get(timeout=60) == 113
     assert chained.parent.get(timeout=30) == 13 and chained.parent.parent.get(timeout=30) == 3
     assert linked.get(timeout=30) == 4 and AsyncResult(callback.id).get(timeout=30) == 9
+    # A chord built by our canvas: the Celery worker counts it in the same Redis keys.
+    if urls[1].startswith("redis://"):
+        chorded = chord([tasks.add.s(i, i) for i in range(4)], tasks.tsum.s()).delay()
+        assert chorded.get(timeout=60) == 12 and chorded.parent.get(timeout=30) == [0, 2, 4, 6]

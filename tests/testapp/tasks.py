@@ -25,6 +25,12 @@ def fail(message="boom"):
 
 
 @task
+def tsum(values):
+    """A chord body (the Celery peer has the same task)."""
+    return sum(values)
+
+
+@task
 def unserializable():
     return object()
 
