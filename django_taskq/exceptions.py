@@ -166,3 +166,13 @@ class Ignore(TaskqError):
 class ChordError(TaskqError):
     """A chord's body was not run: a header task failed (the message names it), or the body
     could not be started (Celery's ``ChordError``)."""
+
+
+class Replaced(Ignore):
+    """Raised by ``self.replace(sig)``: the task ends without a result of its own; the
+    replacement's messages (``envelopes``) are sent when the run is settled, and its last task
+    reports under this task's id."""
+
+    def __init__(self, envelopes: list[Any]) -> None:
+        super().__init__("Replaced by new task")
+        self.envelopes = envelopes

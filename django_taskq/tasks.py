@@ -1,6 +1,6 @@
 """django_taskq's own tasks: housekeeping that beat can schedule, and Celery's built-in canvas
-tasks (``celery.map``, ``celery.starmap``, ``celery.chunks``: a Celery client's maps run here
-too). Imported by discovery whatever TASK_MODULES says."""
+tasks (``celery.map``, ``celery.starmap``, ``celery.chunks``, ``celery.accumulate``: a Celery
+client's maps run here too). Imported by discovery whatever TASK_MODULES says."""
 
 from __future__ import annotations
 
@@ -56,3 +56,11 @@ def chunks(task: Any, it: list[Any], n: int) -> Any:
     from .canvas.maps import chunks as chunks_signature
 
     return chunks_signature(task, it, n).apply_async().id
+
+
+@task(name="celery.accumulate", shared=False)
+def accumulate(*args: Any, **kwargs: Any) -> Any:
+    """Its arguments (the one at ``index=`` when given): the body that makes a group's results
+    one value (``self.replace(group(...))`` and Celery clients use it)."""
+    index = kwargs.get("index")
+    return args[index] if index is not None else args

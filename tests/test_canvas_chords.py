@@ -172,3 +172,48 @@ def test_chord_callbacks_and_errbacks_go_to_the_body(make_worker):
     after = AsyncResult("after-body")
     drain(make_worker(), after)
     assert (ok.get(timeout=5), after.get(timeout=5)) == (6, 60)
+
+
+# -- self.replace(sig) ------------------------------------------------------------------------
+
+def test_replace_puts_a_workflow_in_the_tasks_place(make_worker):
+    alone = ct.replaced_by_chain.delay(1)
+    in_chain = (ct.replaced_by_chain.s(1) | ct.mul.s(2)).delay()
+    in_header = chord([ct.replaced_by_chain.s(2), ct.add.s(1, 1)], ct.listed.s()).delay()
+    by_group = ct.replaced_by_group.delay(3)
+    linked = ct.replaced_by_chain.apply_async((1,), link=ct.mul.s(3).set(task_id="after-r"))
+    worker = make_worker()
+    for result in (alone, in_chain, in_header, by_group, AsyncResult("after-r")):
+        drain(worker, result)
+    assert alone.get(timeout=5) == 20 and in_chain.get(timeout=5) == 40
+    assert in_header.get(timeout=5) == [[30, 2]]
+    assert by_group.get(timeout=5) == [0, 2, 4]
+    assert linked.get(timeout=5) == 20 and AsyncResult("after-r").get(timeout=5) == 60
+
+
+def test_replace_runs_the_replacement_here_when_eager_and_refuses_outside_a_task(settings):
+    assert ct.replaced_by_chain.apply((1,)).get() == 20
+    with pytest.raises(Exception, match="inside the task"):
+        ct.replaced_by_chain.replace(ct.add.s(1, 1))
+
+
+# -- revoking ---------------------------------------------------------------------------------
+
+def test_revoking_a_chain_step_stops_the_chain_and_its_later_steps_say_so(make_worker):
+    from django_taskq.exceptions import TaskRevokedError
+
+    last = (ct.add.s(1, 1) | ct.mul.s(2) | ct.mul.s(3)).delay()
+    last.parent.parent.revoke()  # the first step: nothing of the chain has run
+    worker = make_worker()
+    drain(worker, last)
+    assert [r.state for r in (last.parent.parent, last.parent, last)] == [states.REVOKED] * 3
+    with pytest.raises(TaskRevokedError, match="earlier step of its chain"):
+        last.get(timeout=5, follow_parents=False)
+
+
+def test_a_revoked_header_task_fails_the_chord_instead_of_leaving_it_waiting(make_worker):
+    result = chord([ct.add.s(1, 1), ct.add.s(2, 2)], ct.tsum.s()).delay()
+    result.parent.results[1].revoke()
+    drain(make_worker(), result)
+    with pytest.raises(ChordError, match="TaskRevokedError"):
+        result.get(timeout=5, follow_parents=False)

@@ -26,6 +26,8 @@ from ..message import Envelope
 from ..producer import envelope_for
 from ..registry import registry
 
+#: Options that hold a list of signatures: placing a workflow adds to them.
+LISTS = frozenset({"link", "link_error"})
 #: Nesting deeper than this is refused (a signature that contains itself, by mistake).
 MAX_DEPTH = 32
 
@@ -124,21 +126,38 @@ def in_group(member: Mapping[str, Any], group_id: str, index: int,
              chord: Mapping[str, Any] | None) -> dict[str, Any]:
     """A copy of ``member`` placed in a group: its last task (a chain's last step) is the one
     the group waits for, so it gets the group id, the index and the chord."""
-    placed = {"group_id": group_id, "group_index": index}
+    placed: dict[str, Any] = {"group_id": group_id, "group_index": index}
     if chord is not None:
         placed["chord"] = dict(chord)
-    if member.get("subtask_type") == "chain":
-        steps = list((member.get("kwargs") or {}).get("tasks") or ())
+    return take_place(member, placed)
+
+
+def take_place(sig: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``sig`` whose result task (a chain's last step, a chord's body) has
+    ``options`` set over its own: what a workflow needs to stand where one task stood."""
+    kind = sig.get("subtask_type")
+    if kind == "chain":
+        steps = list((sig.get("kwargs") or {}).get("tasks") or ())
         if not steps:
             raise TaskqError("an empty chain has no task to run")
-        steps[-1] = in_group(steps[-1], group_id, index, chord)
-        return {**member, "kwargs": {**(member.get("kwargs") or {}), "tasks": steps}}
-    if member.get("subtask_type") == "chord":
-        # The chord's body is what the outer group waits for.
-        kwargs = dict(member.get("kwargs") or {})
-        kwargs["body"] = in_group(frozen(kwargs["body"]), group_id, index, chord)
-        return {**member, "kwargs": kwargs}
-    return {**member, "options": {**(member.get("options") or {}), **placed}}
+        steps[-1] = take_place(steps[-1], options)
+        return {**sig, "kwargs": {**(sig.get("kwargs") or {}), "tasks": steps}}
+    if kind == "chord":
+        kwargs = dict(sig.get("kwargs") or {})
+        kwargs["body"] = take_place(frozen(kwargs["body"]), options)
+        return {**sig, "kwargs": kwargs}
+    if kind == "group":
+        raise TaskqError("a group has no one result task: make it a chord first")
+    own = dict(sig.get("options") or {})
+    for key, value in options.items():  # callbacks are added to the task's own
+        own[key] = [*_listed(own.get(key)), *_listed(value)] if key in LISTS else value
+    return {**sig, "options": own}
+
+
+def _listed(value: Any) -> list[Any]:
+    if not value:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def frozen(sig: Mapping[str, Any]) -> dict[str, Any]:

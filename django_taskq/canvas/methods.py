@@ -1,13 +1,16 @@
-"""The canvas methods of a task: ``s``, ``si``, ``signature``, ``map``, ``starmap``, ``chunks``
-(a mixin of :class:`~django_taskq.task.Task`)."""
+"""The canvas methods of a task: ``s``, ``si``, ``signature``, ``map``, ``starmap``, ``chunks``,
+``replace`` (a mixin of :class:`~django_taskq.task.Task`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..exceptions import Replaced, TaskqError
+from .dispatch import envelopes_for, take_place
+from .fields import as_list, plain
 from .maps import chunks, xmap, xstarmap
-from .signature import Signature, signature
+from .signature import Signature, maybe_signature, signature
 
 
 class CanvasMethods:
@@ -41,3 +44,39 @@ class CanvasMethods:
         """``it`` (argument tuples) cut into parts of ``n``, each part one ``starmap`` message,
         sent as a group: ``add.chunks(zip(xs, ys), 10)``."""
         return chunks(self.s(), it, n)
+
+    def replace(self, sig: Any) -> Any:
+        """End the running task and put ``sig`` in its place (Celery's ``self.replace``).
+
+        The replacement's result task (a chain's last step, a chord's body; a group is made a
+        chord whose body collects the members' results) takes this task's id, its place in a
+        group or chord, its callbacks and errbacks, and the rest of its chain; its messages are
+        sent when this run is settled. Raises ``Ignore`` (this run stores no result); under
+        eager execution the replacement runs here and its value is returned.
+
+        Raises:
+            TaskqError: called outside a running task.
+        """
+        from .chord import chord
+        from .group import group
+
+        request = getattr(self, "request", None)
+        if request is None or not request.id:
+            raise TaskqError("replace() puts a signature in place of the running task: call "
+                             "it inside the task (bind=True), as self.replace(sig).")
+        replacement = maybe_signature(sig).clone()
+        if isinstance(replacement, group):
+            replacement = chord(replacement, signature("celery.accumulate", kwargs={"index": 0}))
+        if request.is_eager:
+            return replacement.apply().get()
+        place: dict[str, Any] = {"task_id": request.id}
+        if request.group:
+            place.update(group_id=request.group, group_index=request.group_index)
+        if request.chord:
+            place["chord"] = request.chord
+        if request.callbacks:
+            place["link"] = as_list(request.callbacks)
+        if request.errbacks:
+            place["link_error"] = as_list(request.errbacks)
+        placed = take_place(plain(replacement), place)
+        raise Replaced(envelopes_for(placed, (), request, chain=list(request.chain or ()) or None))

@@ -24,7 +24,7 @@ from .. import serializers, states
 from ..brokers.base import Broker, DeadLetter
 from ..canvas.dispatch import envelopes_for
 from ..clock import clock_now
-from ..exceptions import ChordError, WorkerLostError
+from ..exceptions import ChordError, TaskRevokedError, WorkerLostError
 from ..message import Envelope
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
@@ -141,3 +141,16 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
         broker.enqueue_many(bodies)
     for group_id in done:
         backend.chord_sent(group_id)
+
+
+def revoked_rest(request: Any, now: datetime, hostname: str) -> list[Outcome]:
+    """REVOKED for the later steps of a revoked task's chain: they are never sent, so their
+    results say so instead of staying PENDING."""
+    outcomes = []
+    for step in request.chain or ():
+        task_id, name = result_id(step)
+        if task_id:
+            outcomes.append(failure(task_id, name, TaskRevokedError(
+                f"not run: an earlier step of its chain ({request.id}) was revoked"),
+                state=states.REVOKED, date_done=now, worker=hostname))
+    return outcomes

@@ -22,7 +22,7 @@ from .. import middleware, serializers, signals, states
 from ..clock import clock_now
 from ..context import activate
 from ..einfo import ExceptionInfo
-from ..exceptions import Ignore, Reject, Retry
+from ..exceptions import Ignore, Reject, Replaced, Retry
 from ..outcome import Outcome
 from ..registry import registry
 from ..task import Task
@@ -117,6 +117,9 @@ def _follow_up(run: outcomes.Run) -> None:
     here, sent when the run is settled). A next step that cannot be built fails the task, as
     Celery's tracer fails it: nobody waits for a chain that stopped."""
     request, state = run.job.request, run.outcome.state
+    if isinstance(run.error, Replaced):  # self.replace(sig): the replacement goes out instead
+        run.outcome = dataclasses.replace(run.outcome, follow_ups=tuple(run.error.envelopes))
+        return
     if state == states.SUCCESS and (request.callbacks or request.chain):
         try:
             sends = followups.after_success(request, run.retval)

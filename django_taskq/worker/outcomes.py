@@ -77,6 +77,7 @@ class Run:
         elif isinstance(exc, Reject):
             self._reject(exc)
         elif isinstance(exc, Ignore):
+            self.error = exc  # self.replace(): the replacement's messages travel on it
             self._settle_only(IGNORED, "ack", None)
         else:
             self._failure(exc)

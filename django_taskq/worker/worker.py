@@ -201,6 +201,9 @@ class Worker:
         outcome = failure(job.request.id or "", job.task_name, TaskRevokedError(why),
                           state=states.REVOKED, date_done=self.clock.now(),
                           worker=self.options.hostname, retries=job.request.retries)
+        rest = chords.revoked_rest(job.request, self.clock.now(), self.options.hostname)
+        if rest:  # the chain stops here: its later steps will never run (nobody waits on them)
+            _attempt(lambda: self.backend.store_many(rest), "store a revoked chain's later steps")
         self.settler.add(delivery, outcome)
         signals.send(signals.task_revoked, registry.get(job.task_name), request=job.request,
                      terminated=terminated, signum=9 if terminated else None, expired=expired)

@@ -77,3 +77,17 @@ def record_body(values, path):
     with Path(path).open("a") as marker:
         marker.write(json.dumps(values) + "\n")
     return values
+
+
+@task(name="canvas.replaced_by_chain", bind=True)
+def replaced_by_chain(self, x):
+    """Replaces itself with ``add(x, 1) | mul(10)``."""
+    return self.replace(add.s(x, 1) | mul.s(10))
+
+
+@task(name="canvas.replaced_by_group", bind=True)
+def replaced_by_group(self, n):
+    """Replaces itself with a group of ``n`` additions (its result: their list)."""
+    from django_taskq import group
+
+    return self.replace(group(add.s(i, i) for i in range(n)))
