@@ -1,7 +1,7 @@
 """Chords with real ``taskworker`` processes: the body runs exactly once when a header task's
 worker is SIGKILLed mid-task (the task is redelivered and run again), when header tasks finish
 at the same moment on two workers, and a header task whose worker dies on every delivery fails
-the chord (dead-lettered) instead of leaving it waiting for ever."""
+the chord (dead-lettered) instead of leaving it waiting for ever, and its errback is sent."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from django_taskq import ChordError, chord
+from django_taskq import AsyncResult, ChordError, chord
 from tests.conftest import require_alias
 from tests.test_worker_process import WorkerProcess, runs, wait_for
 from tests.testapp import canvas_tasks as ct
@@ -76,11 +76,14 @@ def test_header_tasks_finishing_together_on_two_workers_start_each_body_once(url
 
 def test_a_header_task_whose_worker_always_dies_fails_the_chord(urls, tmp_path):
     marker, body = tmp_path / "runs", tmp_path / "body"
-    result = chord([ct.add.s(1, 1), ft.kill_self.s(str(marker))],
+    errback = ct.failed_id.s().set(task_id="errback-of-poisoned")
+    result = chord([ct.add.s(1, 1), ft.kill_self.s(str(marker)).on_error(errback)],
                    ct.record_body.s(str(body))).delay()
     poisoned = result.parent.results[1].id
     with worker(urls, "--pool", "prefork", "-c", "1"):
         with pytest.raises(ChordError, match=f"Dependency {poisoned} raised WorkerLostError"):
             result.get(timeout=90, follow_parents=False)
+        # The dead task's errback is sent too, as after any failure.
+        assert AsyncResult("errback-of-poisoned").get(timeout=30) == f"failed: {poisoned}"
     assert runs(marker) == 3  # MAX_DELIVERIES, then dead-lettered: the chord did not wait
     assert not body.exists()

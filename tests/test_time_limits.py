@@ -398,3 +398,19 @@ def test_soft_limit_flag_above_the_hard_limit_setting_is_a_command_error(setting
     settings.TASKQ = {**settings.TASKQ, "WORKER_TIME_LIMIT": 2}
     with pytest.raises(CommandError, match=r"soft time limit \(3s\) must be below the hard"):
         call_command("taskworker", "--soft-time-limit", "3", "--pool", "solo")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_task_stopped_at_its_hard_limit_sends_its_errbacks(make, kind, tmp_path):
+    import dataclasses
+
+    from tests.testapp import canvas_tasks as ct
+
+    job = make_job(limit_tasks.nap, 30, str(tmp_path / "notes"), time_limit=0.4)
+    job = dataclasses.replace(job, request=dataclasses.replace(
+        job.request, embed={"errbacks": [dict(ct.failed_id.s())]}))
+    outcome = run_one(make(kind), job)
+    assert outcome.error.startswith("TimeLimitExceeded")
+    [errback] = outcome.follow_ups  # sent when the run is settled, as after any failure
+    assert errback.task_name == "canvas.failed_id"
+    assert json.loads(errback.body)[0] == [job.request.id]

@@ -112,14 +112,21 @@ def result_id(sig: Mapping[str, Any]) -> tuple[str | None, str]:
 def _chord_body(envelope: Envelope) -> dict[str, Any] | None:
     """The ``chord`` embedded in the message's body, if any (the message decoded once more:
     only group members pay for it)."""
+    embed = _embed(envelope)
+    chord = embed.get("chord") if embed else None
+    return chord if isinstance(chord, dict) else None
+
+
+def _embed(envelope: Envelope) -> dict[str, Any] | None:
+    """The message body's embedded workflow fields (None when it does not decode)."""
     codec = serializers.get(envelope.content_type)
     try:
         body = serializers.loads(envelope.body, envelope.content_type, envelope.content_encoding,
                                  (codec.name,))
-        chord = body[2].get("chord") if isinstance(body[2], dict) else None
-    except Exception:  # noqa: BLE001 - the run already decoded it; a bad one has no chord
+    except Exception:  # noqa: BLE001 - the run already decoded it; a bad one has none
         return None
-    return chord if isinstance(chord, dict) else None
+    return body[2] if isinstance(body, (list, tuple)) and len(body) == 3 \
+        and isinstance(body[2], dict) else None
 
 
 def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter], hostname: str,
@@ -136,7 +143,9 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
     if not outcomes:
         return
     backend.store_many(outcomes)
-    bodies, done = follow_ups(backend, zip([letter.envelope for letter in dead], outcomes, strict=True))
+    pairs = list(zip([letter.envelope for letter in dead], outcomes, strict=True))
+    bodies, done = follow_ups(backend, pairs)
+    bodies.extend(envelope for pair in pairs for envelope in _errbacks_of(*pair))
     if bodies:
         broker.enqueue_many(bodies)
     for group_id in done:
@@ -154,3 +163,18 @@ def revoked_rest(request: Any, now: datetime, hostname: str) -> list[Outcome]:
                 f"not run: an earlier step of its chain ({request.id}) was revoked"),
                 state=states.REVOKED, date_done=now, worker=hostname))
     return outcomes
+
+
+def _errbacks_of(envelope: Envelope, outcome: Outcome) -> list[Envelope]:
+    """A dead-lettered task's errbacks (Celery calls them for a lost worker's task too)."""
+    embed = _embed(envelope)
+    errbacks = embed.get("errbacks") if embed else None
+    if not errbacks:
+        return []
+    request = _Parent(outcome.task_id, envelope.headers.get("root_id"), outcome.task_name,
+                      errbacks)
+    try:
+        return list(followups.after_failure(request, WorkerLostError(outcome.error or ""), None))
+    except Exception:  # noqa: BLE001 - the failure stands; the errbacks are logged
+        logger.exception("%s[%s]: its errbacks cannot be sent", outcome.task_name, outcome.task_id)
+        return []

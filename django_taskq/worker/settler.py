@@ -164,7 +164,7 @@ class Settler:
         envelopes: list[message.Envelope] = []
         for index in range(self._retries_sent, len(self._pending)):
             delivery, outcome = self._pending[index]
-            if outcome is not None:
+            if outcome is not None and outcome.disposition != "requeue":  # runs again: not yet
                 envelopes.extend(outcome.follow_ups)  # callbacks, chain steps, errbacks
             if outcome is None or outcome.retry is None:
                 continue

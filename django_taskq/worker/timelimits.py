@@ -186,9 +186,22 @@ def hard_limit_outcome(job: Job, limit: float, started: datetime | None, how: st
     exc = TimeLimitExceeded(f"hard time limit ({limit:g}s) exceeded; {how}")
     options = registry.get(job.task_name).options
     return failure(job.request.id or "", job.task_name, exc, date_started=started,
-                   date_done=clock_now(),
+                   date_done=clock_now(), follow_ups=_errbacks(job, exc),
                    **{**_common(job), **failure_settlement(options, exc, job.ignore_result,
                                                            timeout=True)})
+
+
+def _errbacks(job: Job, exc: BaseException) -> tuple[Any, ...]:
+    """The task's errbacks, as after any failure (Celery calls them on a hard time limit)."""
+    if not job.request.errbacks:
+        return ()
+    from .followups import after_failure
+
+    try:
+        return after_failure(job.request, exc, None)
+    except Exception:  # noqa: BLE001 - the failure stands; the errbacks are logged
+        logger.exception("%s[%s]: its errbacks cannot be sent", job.task_name, job.request.id)
+        return ()
 
 
 def _common(job: Job) -> dict[str, Any]:
