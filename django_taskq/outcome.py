@@ -58,6 +58,9 @@ class Outcome:
     #: Messages the run sends on when it is settled: callbacks, the next chain step, errbacks
     #: sent as tasks (worker/followups.py).
     follow_ups: tuple[Envelope, ...] = ()
+    #: The chord body of a group member, from its request ({} when it is in no chord; None
+    #: when not known here: the worker then reads it from the message).
+    chord: dict[str, Any] | None = None
     #: The live exception of an eager run (never set in a worker: it may not pickle).
     exception: BaseException | None = field(default=None, compare=False)
 

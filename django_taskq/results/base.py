@@ -97,6 +97,13 @@ class ResultBackend(ABC):
         completes it again; any other returns None."""
         raise NotImplementedError(f"{type(self).__name__} does not count chords.")
 
+    def add_chord_parts(self, parts: Sequence[tuple[str, int | None, Outcome]]
+                        ) -> list[list[PartResult] | None]:
+        """``add_chord_part`` for each ``(group_id, index, outcome)``, in order (a settled
+        batch at once: Redis sends them in one round trip)."""
+        return [self.add_chord_part(group_id, index, outcome)
+                for group_id, index, outcome in parts]
+
     def chord_sent(self, group_id: str) -> None:
         """The chord's body was started: it is never completed again; its counts may go."""
         raise NotImplementedError(f"{type(self).__name__} does not count chords.")

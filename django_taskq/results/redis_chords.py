@@ -17,6 +17,8 @@ Unlike Celery's pipeline, one Lua script records a header task and decides, atom
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from .. import serializers
@@ -82,21 +84,37 @@ class RedisChords:
     @reconnecting
     def add_chord_part(self, group_id: str, index: int | None,
                        outcome: Outcome) -> list[PartResult] | None:
+        return self.add_chord_parts([(group_id, index, outcome)])[0]
+
+    @reconnecting
+    def add_chord_parts(self, parts: Sequence[tuple[str, int | None, Outcome]]
+                        ) -> list[list[PartResult] | None]:
+        script = getattr(self, "_add_part", None)
+        if script is None:
+            script = self._add_part = self.client.register_script(ADD_PART)
+        pipe = self.client.pipeline(transaction=False)
+        ttl = self._ttl() or 0
+        for group_id, index, outcome in parts:
+            keys = [chord_key(group_id, suffix) for suffix in (".j", ".t", ".s", ".c")]
+            script(keys=keys, args=[self._part(outcome), "+inf" if index is None else index,
+                                    outcome.task_id, ttl], client=pipe)
+        return [None if found is None else self._parts(found) for found in pipe.execute()]
+
+    def _part(self, outcome: Outcome) -> bytes:
+        """Celery's ``[1, task_id, state, result]``, encoded with the result serializer."""
+        if self.serializer == "json" and outcome.content_type == "application/json" \
+                and outcome.content_encoding == "utf-8" and outcome.payload is not None:
+            # Splice the already-encoded value in rather than decoding and encoding it again.
+            head = json.dumps([1, outcome.task_id, outcome.state])[:-1].encode()
+            return head + b", " + outcome.payload + b"]"
         value = None
         if outcome.payload is not None:
             value = serializers.loads(outcome.payload, outcome.content_type,
                                       outcome.content_encoding,
                                       accept=(*self.accept, "json", self.serializer))
-        encoded = serializers.dumps([1, outcome.task_id, outcome.state, value],
-                                    self.serializer)[0]
-        script = getattr(self, "_add_part", None)
-        if script is None:
-            script = self._add_part = self.client.register_script(ADD_PART)
-        keys = [chord_key(group_id, suffix) for suffix in (".j", ".t", ".s", ".c")]
-        found = script(keys=keys, args=[encoded, "+inf" if index is None else index,
-                                        outcome.task_id, self._ttl() or 0])
-        if found is None:
-            return None
+        return serializers.dumps([1, outcome.task_id, outcome.state, value], self.serializer)[0]
+
+    def _parts(self, found: list[bytes]) -> list[PartResult]:
         codec = serializers.get(self.serializer)
         parts = []
         for item in found:

@@ -48,21 +48,27 @@ def follow_ups(backend: ResultBackend, finished: Iterable[tuple[Envelope, Outcom
                ) -> tuple[list[Envelope], list[str]]:
     """The messages that start completed chords' bodies (or their errbacks), and the ids of
     those chords (to close with ``backend.chord_sent`` once the messages are sent)."""
-    sent: list[Envelope] = []
-    completed: list[str] = []
+    parts = []
     for envelope, outcome in finished:
         group_id = envelope.headers.get("group")
         if not group_id or outcome is None or outcome.state not in states.READY_STATES \
                 or outcome.disposition == "requeue":
             continue
-        body = _chord_body(envelope)
-        if body is None:
-            continue
-        parts = backend.add_chord_part(group_id, envelope.headers.get("group_index"), outcome)
-        if parts is None:
+        body = outcome.chord if outcome.chord is not None else _chord_body(envelope)
+        if body:
+            parts.append((envelope, outcome, group_id, body))
+    if not parts:
+        return [], []
+    counted = backend.add_chord_parts(
+        [(group_id, envelope.headers.get("group_index"), outcome)
+         for envelope, outcome, group_id, _ in parts])
+    sent: list[Envelope] = []
+    completed: list[str] = []
+    for (envelope, outcome, group_id, body), results in zip(parts, counted, strict=True):
+        if results is None:
             continue
         parent = _Parent(outcome.task_id, envelope.headers.get("root_id"), outcome.task_name)
-        sent.extend(start_body(backend, body, parts, parent))
+        sent.extend(start_body(backend, body, results, parent))
         completed.append(group_id)
     return sent, completed
 

@@ -44,6 +44,8 @@ class Run:
             "worker": request.hostname or "", "retries": request.retries,
             "ignore_result": self.job.ignore_result, "date_started": self.started,
             "date_done": clock_now()}
+        if request.group:  # a group member: whether it is in a chord is known here
+            common["chord"] = request.chord or {}
         if self.job.extended:
             common.update(args=request.args, kwargs=request.kwargs,
                           queue=request.delivery_info.get("queue"))
