@@ -96,6 +96,9 @@ def test_redis_keeps_celerys_chord_keys(configured):
     assert client.get("celery-taskset-meta-gc.s") == b"2"
     [(member, score)] = client.zrange("celery-taskset-meta-gc.j", 0, -1, withscores=True)
     assert json.loads(member) == [1, "second", "SUCCESS", [1, "x"]] and score == 1
+    assert client.smembers("celery-taskset-meta-gc.d") == {b"second:1"}
     backend.add_chord_part("gc", 0, done("first", 0))
+    assert client.get("celery-taskset-meta-gc.c") == b"first"  # the claim: the completing task
     backend.chord_sent("gc")
-    assert not client.exists("celery-taskset-meta-gc.j", "celery-taskset-meta-gc.s")
+    assert not client.exists(*(f"celery-taskset-meta-gc{s}" for s in (".j", ".t", ".s", ".d")))
+    assert client.get("celery-taskset-meta-gc.c") == b"done"  # Celery 5.7's end marker

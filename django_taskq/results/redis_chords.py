@@ -1,18 +1,19 @@
-"""Chord counting in Redis, in the keys of Celery's Redis result backend.
+"""Chord counting in Redis, in the keys of Celery 5.7's Redis result backend.
 
-For chord ``<gid>`` Celery keeps ``celery-taskset-meta-<gid>.s`` (the header's size, set before
-the header is sent), ``.t`` (a size adjustment) and ``.j`` (a sorted set of the finished header
-tasks, ``[1, task_id, state, result]`` encoded with the result serializer, scored by the task's
-index in the header). A chord a Celery client sends therefore completes on our worker, and ours
-on Celery's.
+For chord ``<gid>`` Celery keeps, under ``celery-taskset-meta-<gid>``: ``.s`` (the header's size,
+set before the header is sent), ``.t`` (a size adjustment), ``.j`` (a sorted set of the finished
+header tasks, ``[1, task_id, state, result]`` encoded with the result serializer, scored by the
+task's index in the header), ``.d`` (the ``<task_id>:<index>`` already counted) and ``.c`` (the
+claim of the body's dispatch; ``done`` once the body is sent). A chord a Celery client sends
+therefore completes on our worker, ours on Celery's, and workers of both kinds may share one.
 
-Unlike Celery's pipeline, one Lua script records a header task and decides, atomically:
+One Lua script records a header task and decides, atomically:
 
-- a task already recorded at its index (redelivered after its worker died) is not counted twice
-  (Celery would count it again and start the body early);
-- the task that completes the count claims the chord in ``.c`` with its own task id; only a
-  call for that same task (its redelivery, when its worker died before starting the body) may
-  complete it again, and ``chord_sent`` closes it for good.
+- a task already in ``.d`` (redelivered after its worker died) is not counted again;
+- the task that completes the count claims ``.c`` with its own task id; only a call for that
+  same task (its redelivery, when its worker died before sending the body) may complete it
+  again, and ``chord_sent`` deletes the counts and leaves ``done``, which ends the chord for
+  good (a late duplicate finds it and does nothing).
 """
 
 from __future__ import annotations
@@ -27,38 +28,47 @@ from ..redisconn import reconnecting
 from .meta import PartResult
 
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
-SENT = "sent"
+DONE = "done"
+#: The suffixes of one chord's keys, in the order the scripts take them.
+SUFFIXES = (".j", ".t", ".s", ".d", ".c")
 
-#: KEYS: .j .t .s .c — ARGV: the encoded part, its index ('+inf' when unknown), its task id,
+#: KEYS: .j .t .s .d .c — ARGV: the encoded part, its index ('+inf' when unknown), its task id,
 #: the TTL in seconds (0: none). Returns the encoded parts in index order when this call
 #: completes the chord, else nil.
 ADD_PART = """
-local index = ARGV[2]
-if index == '+inf' or redis.call('ZCOUNT', KEYS[1], index, index) == 0 then
-  redis.call('ZADD', KEYS[1], index, ARGV[1])
+local jkey, tkey, skey, dkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local value, index, tid, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('GET', ckey) == 'done' then
+  return nil
 end
-local ttl = tonumber(ARGV[4])
+local member = tid .. ':' .. index
+if redis.call('SISMEMBER', dkey, member) == 0 then
+  redis.call('ZADD', jkey, index, value)
+  redis.call('SADD', dkey, member)
+end
 if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
+  for _, key in ipairs({jkey, tkey, skey, dkey}) do
+    redis.call('EXPIRE', key, ttl)
+  end
 end
-local size = redis.call('GET', KEYS[3])
+local size = redis.call('GET', skey)
 if not size then
   return nil
 end
-local total = tonumber(size) + tonumber(redis.call('GET', KEYS[2]) or '0')
-if redis.call('ZCARD', KEYS[1]) < total then
+local total = tonumber(size) + tonumber(redis.call('GET', tkey) or '0')
+if redis.call('ZCARD', jkey) < total then
   return nil
 end
-local owner = redis.call('GET', KEYS[4])
-if owner and owner ~= ARGV[3] then
+local owner = redis.call('GET', ckey)
+if owner and owner ~= tid then
   return nil
 end
 if ttl > 0 then
-  redis.call('SET', KEYS[4], ARGV[3], 'EX', ttl)
+  redis.call('SET', ckey, tid, 'EX', ttl)
 else
-  redis.call('SET', KEYS[4], ARGV[3])
+  redis.call('SET', ckey, tid)
 end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+return redis.call('ZRANGE', jkey, 0, -1)
 """
 
 
@@ -95,7 +105,7 @@ class RedisChords:
         pipe = self.client.pipeline(transaction=False)
         ttl = self._ttl() or 0
         for group_id, index, outcome in parts:
-            keys = [chord_key(group_id, suffix) for suffix in (".j", ".t", ".s", ".c")]
+            keys = [chord_key(group_id, suffix) for suffix in SUFFIXES]
             script(keys=keys, args=[self._part(outcome), "+inf" if index is None else index,
                                     outcome.task_id, ttl], client=pipe)
         return [None if found is None else self._parts(found) for found in pipe.execute()]
@@ -126,6 +136,6 @@ class RedisChords:
     @reconnecting
     def chord_sent(self, group_id: str) -> None:
         pipe = self.client.pipeline()
-        pipe.set(chord_key(group_id, ".c"), SENT, ex=self._ttl())
-        pipe.delete(*(chord_key(group_id, suffix) for suffix in (".j", ".t", ".s")))
+        pipe.delete(*(chord_key(group_id, suffix) for suffix in SUFFIXES[:-1]))
+        pipe.set(chord_key(group_id, ".c"), DONE, ex=self._ttl())
         pipe.execute()
