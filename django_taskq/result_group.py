@@ -217,6 +217,19 @@ class GroupResult(ResultSet):
         """The members' results (Celery's name)."""
         return self.results
 
+    def join(self, timeout: float | None = None, propagate: bool = True,  # noqa: PLR0913
+             interval: float = 0.5, callback: Callable[[str, Any], Any] | None = None,
+             no_ack: bool = True, on_message: Callable[[dict[str, Any]], Any] | None = None,
+             disable_sync_subtasks: bool = True,
+             on_interval: Callable[[], Any] | None = None) -> list[Any]:
+        """As ``ResultSet.join``; with ``propagate``, a failed step before the group in its
+        workflow (``parent``) raises its error at once: its members will never be sent."""
+        if propagate and self.parent is not None:
+            on_interval = _watching(self.parent, on_interval)
+        return super().join(timeout=timeout, propagate=propagate, interval=interval,
+                            callback=callback, no_ack=no_ack, on_message=on_message,
+                            disable_sync_subtasks=disable_sync_subtasks, on_interval=on_interval)
+
     def save(self, backend: ResultBackend | None = None) -> GroupResult:
         """Store the member ids under the group id, for ``GroupResult.restore(id)``; saving
         again replaces them. Returns the GroupResult.
@@ -286,3 +299,23 @@ def _backend(backend: ResultBackend | None) -> ResultBackend:
     from .results import get_backend
 
     return get_backend()
+
+
+def _watching(parent: Any, on_interval: Callable[[], Any] | None) -> Callable[[], Any]:
+    """Raise the error of a failed result among ``parent`` and its parents now, and after each
+    wait (Celery's ``follow_parents``)."""
+    def throw() -> None:
+        node, nodes = parent, []
+        while node is not None:
+            nodes.append(node)
+            node = getattr(node, "parent", None)
+        for node in reversed(nodes):  # the first step's error first
+            node.maybe_throw()
+
+    def check() -> None:
+        throw()
+        if on_interval is not None:
+            on_interval()
+
+    throw()
+    return check

@@ -217,3 +217,10 @@ def test_a_revoked_header_task_fails_the_chord_instead_of_leaving_it_waiting(mak
     drain(make_worker(), result)
     with pytest.raises(ChordError, match="TaskRevokedError"):
         result.get(timeout=5, follow_parents=False)
+
+
+def test_a_group_after_a_failed_step_raises_that_error_instead_of_waiting(make_worker):
+    result = (ct.boom.s() | group(ct.mul.s(2), ct.mul.s(3))).delay()
+    drain(make_worker(), result.parent)
+    with pytest.raises(ValueError, match="boom"):
+        result.get(timeout=10)  # its members will never be sent

@@ -158,7 +158,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         for member in self.header.tasks:
             _inherit(member, shared)
         assert self.body is not None  # _with_body checked it
-        _inherit(self.body, shared)
+        # countdown/eta delay the header; the body starts when the header is done.
+        _inherit(self.body, {key: value for key, value in shared.items()
+                             if key not in ("countdown", "eta")})
         for callback in as_list(options.get("link")):
             self.body.link(callback)
         for errback in as_list(options.get("link_error")):
