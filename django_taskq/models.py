@@ -122,10 +122,12 @@ class GroupResultRecord(models.Model):
 
 class ChordRecord(models.Model):
     """A chord waiting for its header tasks (database result backend): how many it waits for,
-    and which header task completed it (the claim that starts the body once)."""
+    how many finished, and which header task completed it (the claim that starts the body
+    once)."""
 
     group_id = models.CharField(max_length=255, unique=True)
     size = models.PositiveIntegerField()
+    done = models.PositiveIntegerField(default=0, help_text="header tasks counted so far")
     completed_by = models.CharField(max_length=255, null=True, blank=True)
     sent = models.BooleanField(default=False)
     date_created = models.DateTimeField(default=timezone.now, db_index=True)
@@ -152,7 +154,8 @@ class ChordPartRecord(models.Model):
     class Meta:
         db_table = "taskq_chordpart"
         verbose_name = "chord part"
-        constraints = [models.UniqueConstraint(fields=["group_id", "task_id"],
+        # Celery counts ``<task id>:<index>``: one frozen signature twice in a header is two.
+        constraints = [models.UniqueConstraint(fields=["group_id", "task_id", "index"],
                                                name="taskq_chordpart_once")]
 
 

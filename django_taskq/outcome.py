@@ -61,6 +61,9 @@ class Outcome:
     #: The chord body of a group member, from its request ({} when it is in no chord; None
     #: when not known here: the worker then reads it from the message).
     chord: dict[str, Any] | None = None
+    #: A failed run's chain rest, reversed, from its request ([] when none; None when not
+    #: known here: the worker then reads it from the message). Its tasks fail too.
+    chain: list[dict[str, Any]] | None = None
     #: The live exception of an eager run (never set in a worker: it may not pickle).
     exception: BaseException | None = field(default=None, compare=False)
 

@@ -207,7 +207,7 @@ def test_revoking_a_chain_step_stops_the_chain_and_its_later_steps_say_so(make_w
     worker = make_worker()
     drain(worker, last)
     assert [r.state for r in (last.parent.parent, last.parent, last)] == [states.REVOKED] * 3
-    with pytest.raises(TaskRevokedError, match="earlier step of its chain"):
+    with pytest.raises(TaskRevokedError, match="revoked"):  # the first step's error, as Celery
         last.get(timeout=5, follow_parents=False)
 
 
@@ -224,3 +224,49 @@ def test_a_group_after_a_failed_step_raises_that_error_instead_of_waiting(make_w
     drain(make_worker(), result.parent)
     with pytest.raises(ValueError, match="boom"):
         result.get(timeout=10)  # its members will never be sent
+
+
+# -- nothing waits for ever: failures inside nested workflows --------------------------------
+
+def test_a_failed_early_step_of_a_chain_in_a_header_fails_the_chord(make_worker):
+    result = chord([ct.boom.s() | ct.mul.s(2), ct.add.s(3, 3)], ct.tsum.s()).delay()
+    drain(make_worker(), result)
+    with pytest.raises(ChordError, match="Dependency .* raised ValueError"):
+        result.get(timeout=5, follow_parents=False)
+
+
+def test_a_failed_inner_chord_fails_the_outer_chord_and_the_bodys_chain(make_worker):
+    inner = chord([ct.boom.s(), ct.add.s(1, 1)], ct.tsum.s())
+    outer = chord([inner, ct.add.s(2, 2)], ct.listed.s()).delay()
+    after = (chord([ct.boom.s()], ct.tsum.s()) | ct.mul.s(2)).delay()
+    worker = make_worker()
+    drain(worker, outer)
+    drain(worker, after)
+    with pytest.raises(ChordError, match="ChordError"):  # the inner chord's failure, named
+        outer.get(timeout=5, follow_parents=False)
+    with pytest.raises(ChordError):  # the step after the failed body: failed too
+        after.get(timeout=5, follow_parents=False)
+
+
+def test_partial_arguments_reach_a_chord_in_a_group(make_worker):
+    result = group(ct.mul.s(2), chord([ct.add.s(1), ct.add.s(2)], ct.tsum.s())).delay(10)
+    drain(make_worker(), result)
+    assert result.get(timeout=5) == [20, 23]
+
+
+def test_a_chord_body_chain_keeps_its_parent_links(make_worker):
+    result = chord([ct.add.s(1, 1)], ct.tsum.s() | ct.mul.s(10)).delay()
+    drain(make_worker(), result)
+    assert result.get(timeout=5) == 20
+    assert result.parent.get(timeout=5) == 2  # tsum, then the header
+    assert isinstance(result.parent.parent, GroupResult)
+
+
+def test_a_header_task_no_worker_knows_fails_the_chord(make_worker):
+    from django_taskq import signature
+
+    result = chord([ct.add.s(1, 1), signature("canvas.no_such_task")], ct.tsum.s()).delay()
+    drain(make_worker(), result)
+    unknown = result.parent.results[1].id
+    with pytest.raises(ChordError, match=f"Dependency {unknown} raised"):
+        result.get(timeout=5, follow_parents=False)

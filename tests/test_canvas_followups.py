@@ -58,7 +58,10 @@ def test_a_failing_step_stops_the_chain_and_calls_its_errbacks(make_worker):
     for _ in range(5):
         worker.step()
     assert first.state == states.FAILURE
-    assert AsyncResult("never").state == states.PENDING
+    # Never sent; its result says why (Celery's _fail_chain), so nobody waits on it.
+    assert AsyncResult("never").state == states.FAILURE
+    with pytest.raises(ValueError, match="boom"):
+        AsyncResult("never").get(timeout=1)
     assert get_broker().size("default") == 0  # nothing else was sent
     assert ct.ERRBACKS_SEEN == [(first.id, "boom with (1,)")]  # inline, in the worker
     assert old_style.get(timeout=5) == f"failed: {first.id}"

@@ -102,3 +102,23 @@ def test_redis_keeps_celerys_chord_keys(configured):
     backend.chord_sent("gc")
     assert not client.exists(*(f"celery-taskset-meta-gc{s}" for s in (".j", ".t", ".s", ".d")))
     assert client.get("celery-taskset-meta-gc.c") == b"done"  # Celery 5.7's end marker
+
+
+@every_store
+def test_a_chord_sent_again_after_it_completed_runs_again(configured):
+    backend = get_backend()
+    backend.set_chord_size("g4", 1)
+    assert [p.value for p in backend.add_chord_part("g4", 0, done("first", 1))] == [1]
+    backend.chord_sent("g4")
+    backend.set_chord_size("g4", 1)  # the same frozen chord sent again
+    assert [p.value for p in backend.add_chord_part("g4", 0, done("again", 7))] == [7]
+
+
+@pytest.mark.parametrize("broker_kind", ["memory", "sqlite", "postgres", "mariadb"])
+def test_one_task_twice_in_a_header_counts_twice(configured):
+    """(On Redis, Celery's sorted set keeps one copy of two equal results of one task id:
+    such a chord completes on neither Celery's workers nor ours there.)"""
+    backend = get_backend()
+    backend.set_chord_size("g5", 2)
+    assert backend.add_chord_part("g5", 0, done("same", 1)) is None
+    assert [p.value for p in backend.add_chord_part("g5", 1, done("same", 1))] == [1, 1]

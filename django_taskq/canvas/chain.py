@@ -173,12 +173,17 @@ def _freeze_steps(steps: list[Signature], *, root_id: str | None, parent_id: str
                              chord=chord if last else None,
                              group_index=group_index if last else None)
         previous = results[-1] if results else None
-        if result.parent is not None and previous is not None:  # a chord: its header between
-            result.parent.parent = previous
-        else:
-            result.parent = previous
+        if previous is not None:  # a chord's result leads to its header first: link that
+            first_result(result).parent = previous
         results.append(result)
     return results
+
+
+def first_result(result: Any) -> Any:
+    """The first of ``result``'s parent links (``result`` itself for a lone task)."""
+    while result.parent is not None:
+        result = result.parent
+    return result
 
 
 def _running_root() -> str | None:

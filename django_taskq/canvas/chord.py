@@ -19,6 +19,7 @@ from .. import producer
 from ..conf import get_settings
 from ..context import current_request
 from ..result import AsyncResult, EagerResult, allow_join_result
+from .chain import first_result
 from .dispatch import envelopes_for
 from .fields import as_list, is_signature_dict, plain
 from .group import _inherit, group
@@ -135,7 +136,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
                                   chord=chord, root_id=root_id, group_index=group_index)
         if group_id and group_index is not None:  # the body is what an outer group waits for
             self.body.options["group_id"] = group_id
-        result.parent = header_result  # type: ignore[assignment]
+        first_result(result).parent = header_result
         self.options["task_id"] = result.id
         return result
 

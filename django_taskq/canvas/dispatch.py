@@ -45,7 +45,8 @@ def envelopes_for(sig: Mapping[str, Any], given: Sequence[Any], parent: Any = No
         raise TaskqError(f"a workflow nested more than {MAX_DEPTH} deep (does it contain itself?)")
     kind = sig.get("subtask_type")
     options = dict(sig.get("options") or {})
-    chain = [*(options.pop("chain", None) or ()), *(chain or ())] or None
+    # Reversed lists: the signature's own next steps run first, then those given.
+    chain = [*(chain or ()), *(options.pop("chain", None) or ())] or None
     if kind == "chain":
         return _chain(sig, given, parent, chain, depth)
     if kind == "group":
@@ -57,6 +58,8 @@ def envelopes_for(sig: Mapping[str, Any], given: Sequence[Any], parent: Any = No
     if kind == "chord":
         chord_kwargs = sig.get("kwargs") or {}
         body = _with_chain(chord_kwargs["body"], chain or [])
+        # A chord's own (partial) arguments go to its header tasks after the given ones.
+        given = () if sig.get("immutable") else (*given, *(sig.get("args") or ()))
         return _chord(chord_kwargs["header"], body, given, parent, options, depth)
     if kind not in (None, "", "task"):
         raise TaskqError(f"cannot run a signature of type {kind!r} (not a task, chain, group or "
@@ -152,6 +155,23 @@ def take_place(sig: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, 
     for key, value in options.items():  # callbacks are added to the task's own
         own[key] = [*_listed(own.get(key)), *_listed(value)] if key in LISTS else value
     return {**sig, "options": own}
+
+
+def with_errbacks(sig: Mapping[str, Any], errbacks: list[Any]) -> dict[str, Any]:
+    """A copy of ``sig`` with ``errbacks`` added to every task that may fail in its place:
+    each step of a chain, a chord's body, each member of a group (Celery links a chain's
+    errbacks to every step)."""
+    kind = sig.get("subtask_type")
+    kwargs = dict(sig.get("kwargs") or {})
+    if kind in ("chain", "group"):
+        kwargs["tasks"] = [with_errbacks(task, errbacks) for task in kwargs.get("tasks") or ()]
+        return {**sig, "kwargs": kwargs}
+    if kind == "chord":
+        kwargs["body"] = with_errbacks(kwargs["body"], errbacks)
+        return {**sig, "kwargs": kwargs}
+    options = dict(sig.get("options") or {})
+    options["link_error"] = [*_listed(options.get("link_error")), *errbacks]
+    return {**sig, "options": options}
 
 
 def _listed(value: Any) -> list[Any]:

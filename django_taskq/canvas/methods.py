@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..exceptions import Replaced, TaskqError
-from .dispatch import envelopes_for, take_place
+from .dispatch import envelopes_for, take_place, with_errbacks
 from .fields import as_list, plain
 from .maps import chunks, xmap, xstarmap
 from .signature import Signature, maybe_signature, signature
@@ -76,7 +76,7 @@ class CanvasMethods:
             place["chord"] = request.chord
         if request.callbacks:
             place["link"] = as_list(request.callbacks)
-        if request.errbacks:
-            place["link_error"] = as_list(request.errbacks)
         placed = take_place(plain(replacement), place)
+        if request.errbacks:
+            placed = with_errbacks(placed, as_list(request.errbacks))
         raise Replaced(envelopes_for(placed, (), request, chain=list(request.chain or ()) or None))

@@ -123,8 +123,28 @@ class DatabaseResultBackend(ResultBackend):
 
     @_translated
     def set_chord_size(self, group_id: str, size: int) -> None:
-        chords, _ = self._chord_models()
-        chords.update_or_create(group_id=group_id, defaults={"size": size})
+        chords, parts = self._chord_models()
+        with transaction.atomic(using=self.alias):
+            row, created = chords.select_for_update().get_or_create(
+                group_id=group_id, defaults={"size": size})
+            if created:
+                return
+            if row.sent:  # the same frozen chord sent again after it completed: a new run
+                parts.filter(group_id=group_id).delete()
+                chords.filter(pk=row.pk).update(size=size, done=0, sent=False,
+                                                completed_by=None)
+            else:
+                chords.filter(pk=row.pk).update(size=size)
+
+    @_translated
+    def add_chord_parts(self, parts: Sequence[tuple[str, int | None, Outcome]]
+                        ) -> list[list[PartResult] | None]:
+        # In group id order, so that two workers lock chord rows in the same order.
+        order = sorted(range(len(parts)), key=lambda at: parts[at][0])
+        found: dict[int, list[PartResult] | None] = {}
+        for at in order:
+            found[at] = self.add_chord_part(*parts[at])
+        return [found[at] for at in range(len(parts))]
 
     @_translated
     def add_chord_part(self, group_id: str, index: int | None,
@@ -136,7 +156,6 @@ class DatabaseResultBackend(ResultBackend):
             # read, so header tasks finishing at once are counted one after the other.
             if not chords.filter(group_id=group_id).update(size=F("size")):
                 return None
-            chord = chords.get(group_id=group_id)
             try:
                 with transaction.atomic(using=self.alias):  # a redelivered task: counted once
                     parts.create(group_id=group_id, task_id=outcome.task_id,
@@ -145,11 +164,15 @@ class DatabaseResultBackend(ResultBackend):
                                  content_encoding=encoding)
             except IntegrityError:
                 pass
+            else:
+                chords.filter(group_id=group_id).update(done=F("done") + 1)
+            # The row this transaction wrote: read as it is now, whatever the isolation level.
+            chord = chords.select_for_update().get(group_id=group_id)
             if chord.sent or chord.completed_by not in (None, outcome.task_id) \
-                    or parts.filter(group_id=group_id).count() < chord.size:
+                    or chord.done < chord.size:
                 return None
             chords.filter(pk=chord.pk).update(completed_by=outcome.task_id)
-            rows = parts.filter(group_id=group_id).order_by("index", "id")
+            rows = parts.select_for_update().filter(group_id=group_id).order_by("index", "id")
             return [PartResult(row.task_id, row.state,
                                self.decode(row.result, row.content_type, row.content_encoding))
                     for row in rows]

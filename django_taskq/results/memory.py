@@ -83,7 +83,11 @@ class MemoryResultBackend(ResultBackend):
 
     def set_chord_size(self, group_id: str, size: int) -> None:
         with self._changed:
-            self._chords.setdefault(group_id, _Chord(size)).size = size
+            chord = self._chords.get(group_id)
+            if chord is None or chord.sent:  # new, or sent again after it completed
+                self._chords[group_id] = _Chord(size)
+            else:
+                chord.size = size
 
     def add_chord_part(self, group_id: str, index: int | None,
                        outcome: Outcome) -> list[PartResult] | None:
@@ -92,8 +96,9 @@ class MemoryResultBackend(ResultBackend):
             chord = self._chords.get(group_id)
             if chord is None:
                 return None
-            chord.parts.setdefault(outcome.task_id, (
-                -1 if index is None else index, PartResult(outcome.task_id, outcome.state, value)))
+            place = -1 if index is None else index
+            chord.parts.setdefault((outcome.task_id, place),
+                                   (place, PartResult(outcome.task_id, outcome.state, value)))
             if len(chord.parts) < chord.size or chord.sent \
                     or chord.completed_by not in (None, outcome.task_id):
                 return None
@@ -109,6 +114,6 @@ class MemoryResultBackend(ResultBackend):
 @dataclass
 class _Chord:
     size: int
-    parts: dict[str, tuple[int, PartResult]] = field(default_factory=dict)
+    parts: dict[tuple[str, int], tuple[int, PartResult]] = field(default_factory=dict)
     completed_by: str | None = None
     sent: bool = False

@@ -89,6 +89,9 @@ class RedisChords:
 
     @reconnecting
     def set_chord_size(self, group_id: str, size: int) -> None:
+        # A chord sent again after it completed is a new run (as Celery 5.7 starts one).
+        if self.client.get(chord_key(group_id, ".c")) == DONE.encode():
+            self.client.delete(chord_key(group_id, ".c"))
         self.client.set(chord_key(group_id, ".s"), size, ex=self._ttl())
 
     @reconnecting

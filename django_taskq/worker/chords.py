@@ -14,17 +14,22 @@ Group members without a chord (no ``embed.chord``) cost a header look-up; other 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from django.db import transaction
 
 from .. import serializers, states
 from ..brokers.base import Broker, DeadLetter
 from ..canvas.dispatch import envelopes_for
 from ..clock import clock_now
-from ..exceptions import ChordError, TaskRevokedError, WorkerLostError
+from ..conf import get_settings
+from ..exceptions import ChordError, ServiceError, WorkerLostError
 from ..message import Envelope
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
@@ -44,63 +49,149 @@ class _Parent:
     errbacks: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A finished header task to count: its chord (group id, body) and its place."""
+
+    group_id: str
+    index: int | None
+    outcome: Outcome
+    body: dict[str, Any]
+    root_id: str | None
+
+
 def follow_ups(backend: ResultBackend, finished: Iterable[tuple[Envelope, Outcome | None]]
                ) -> tuple[list[Envelope], list[str]]:
-    """The messages that start completed chords' bodies (or their errbacks), and the ids of
-    those chords (to close with ``backend.chord_sent`` once the messages are sent)."""
-    parts = []
+    """What settling ``finished`` runs sends on: the bodies of the chords they complete (or
+    those bodies' errbacks), after storing the failure of the later steps of a failed run's
+    chain (never sent; counted in their chords, as Celery's ``_fail_chain``). Returns the
+    messages and the ids of the completed chords (to close with ``backend.chord_sent``)."""
+    settling = _Settling(backend)
     for envelope, outcome in finished:
-        group_id = envelope.headers.get("group")
-        if not group_id or outcome is None or outcome.state not in states.READY_STATES \
+        if outcome is None or outcome.state not in states.READY_STATES \
                 or outcome.disposition == "requeue":
             continue
-        body = outcome.chord if outcome.chord is not None else _chord_body(envelope)
-        if body:
-            parts.append((envelope, outcome, group_id, body))
-    if not parts:
-        return [], []
-    counted = backend.add_chord_parts(
-        [(group_id, envelope.headers.get("group_index"), outcome)
-         for envelope, outcome, group_id, _ in parts])
-    sent: list[Envelope] = []
-    completed: list[str] = []
-    for (envelope, outcome, group_id, body), results in zip(parts, counted, strict=True):
-        if results is None:
-            continue
-        parent = _Parent(outcome.task_id, envelope.headers.get("root_id"), outcome.task_name)
-        sent.extend(start_body(backend, body, results, parent))
-        completed.append(group_id)
-    return sent, completed
+        root_id = envelope.headers.get("root_id")
+        if outcome.state in states.PROPAGATE_STATES:
+            chain = outcome.chain if outcome.chain is not None else \
+                (_embed(envelope) or {}).get("chain")
+            settling.fail_steps(chain or (), outcome, root_id)
+        group_id = envelope.headers.get("group")
+        if group_id:
+            body = outcome.chord if outcome.chord is not None else _chord_body(envelope)
+            if body:
+                settling.parts.append(_Part(group_id, envelope.headers.get("group_index"),
+                                            outcome, body, root_id))
+    return settling.run()
 
 
-def start_body(backend: ResultBackend, body: Mapping[str, Any], parts: list[PartResult],
-               parent: Any) -> list[Envelope]:
-    """The body given the header's values; or its failure stored and its errbacks."""
-    failed = next((part for part in parts if part.failed()), None)
-    if failed is not None:
-        cause = rebuild_exception(failed.value)
-        return fail_body(backend, body, ChordError(
-            f"Dependency {failed.task_id} raised {cause!r}"), parent)
+class _Settling:
+    """The chord parts of one settle: counted together, the completed chords' bodies started;
+    a failed body fails what follows it in turn (its chain, an outer chord)."""
+
+    def __init__(self, backend: ResultBackend) -> None:
+        self.backend = backend
+        self.parts: list[_Part] = []
+        self.failed: list[Outcome] = []
+        self.sent: list[Envelope] = []
+        self.completed: list[str] = []
+
+    def run(self) -> tuple[list[Envelope], list[str]]:
+        while self.parts or self.failed:
+            if self.failed:  # stored before they are counted: their readers see them at once
+                failed, self.failed = self.failed, []
+                self.backend.store_many(failed)
+            parts, self.parts = self.parts, []
+            if not parts:
+                continue
+            counted = self.backend.add_chord_parts(
+                [(part.group_id, part.index, part.outcome) for part in parts])
+            for part, results in zip(parts, counted, strict=True):
+                if results is None or part.group_id in self.completed:
+                    continue
+                self.completed.append(part.group_id)
+                parent = _Parent(part.outcome.task_id, part.root_id, part.outcome.task_name)
+                self.start_body(part.body, results, parent)
+        return self.sent, self.completed
+
+    def start_body(self, body: Mapping[str, Any], parts: list[PartResult], parent: Any) -> None:
+        """The body given the header's values; or its failure stored and its errbacks."""
+        failed = next((part for part in parts if part.failed()), None)
+        if failed is not None:
+            cause = rebuild_exception(failed.value)
+            self.fail_body(body, ChordError(f"Dependency {failed.task_id} raised {cause!r}"),
+                           parent)
+            return
+        try:
+            self.sent.extend(envelopes_for(body, ([part.value for part in parts],), parent))
+        except ServiceError:
+            raise  # a store or broker outage: the settle is tried again
+        except Exception as exc:  # noqa: BLE001 - bad input fails the body, not the worker
+            logger.error("the body of chord %s cannot be started: %s", parent.id, exc)
+            self.fail_body(body, ChordError(f"Callback error: {exc!r}"), parent)
+
+    def fail_body(self, body: Mapping[str, Any], error: ChordError, parent: Any) -> None:
+        """FAILURE under the id the body's result is read by, for what follows it too; its
+        errbacks are sent (or called)."""
+        task_id, name = result_id(body)
+        logger.error("chord body %s[%s] not run: %s", name, task_id, error)
+        failed = failure(task_id or "", name, error, date_done=clock_now())
+        self.fail_steps([body], failed, parent.root_id)
+        errbacks = (body.get("options") or {}).get("link_error")
+        if errbacks:
+            request = _Parent(task_id or parent.id, parent.root_id, name,
+                              errbacks if isinstance(errbacks, list) else [errbacks])
+            self.sent.extend(errbacks_for(request, error))
+
+    def fail_steps(self, steps: Iterable[Mapping[str, Any]], outcome: Outcome,
+                   root_id: str | None) -> None:
+        """Store ``outcome``'s failure under each task of ``steps`` (never sent now), and
+        count those that are chord header tasks."""
+        for task in later_tasks(steps):
+            options = task.get("options") or {}
+            task_id = options.get("task_id")
+            if not task_id:
+                continue
+            copy = dataclasses.replace(outcome, task_id=task_id, task_name=str(task["task"]),
+                                       follow_ups=(), chord=None, chain=None, ignore_result=False,
+                                       args=None, kwargs=None, disposition="ack")
+            self.failed.append(copy)
+            chord = options.get("chord")
+            if options.get("group_id") and isinstance(chord, dict):
+                self.parts.append(_Part(options["group_id"], options.get("group_index"), copy,
+                                        chord, root_id))
+
+
+def later_tasks(steps: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """The tasks of ``steps`` (signature dicts) that will now never be sent: each task, the
+    tasks of nested chains and groups, a chord's body (not its header: never sent either, it
+    is what the body's result waits on), and what each carries in its own ``chain``."""
+    queue = deque(steps)
+    while queue:
+        step = queue.popleft()
+        kind = step.get("subtask_type")
+        kwargs = step.get("kwargs") or {}
+        if kind in ("chain", "group"):
+            queue.extend(kwargs.get("tasks") or ())
+        elif kind == "chord":
+            if kwargs.get("body"):
+                queue.append(kwargs["body"])
+        else:
+            yield step
+        queue.extend((step.get("options") or {}).get("chain") or ())
+
+
+def errbacks_for(request: Any, exc: BaseException) -> list[Envelope]:
+    """``request``'s errbacks (old-style ones as messages; new-style ones called here, each in
+    its own savepoint so that a failing one cannot spoil the settle's transaction)."""
     try:
-        return envelopes_for(body, ([part.value for part in parts],), parent)
-    except Exception as exc:  # noqa: BLE001 - bad input fails the body, not the worker
-        logger.error("the body of chord %s cannot be started: %s", parent.id, exc)
-        return fail_body(backend, body, ChordError(f"Callback error: {exc!r}"), parent)
-
-
-def fail_body(backend: ResultBackend, body: Mapping[str, Any], error: ChordError,
-              parent: Any) -> list[Envelope]:
-    """Store FAILURE under the id the body's result is read by; its errbacks follow."""
-    task_id, name = result_id(body)
-    logger.error("chord body %s[%s] not run: %s", name, task_id, error)
-    if task_id:
-        backend.store(failure(task_id, name, error, date_done=clock_now()))
-    errbacks = (body.get("options") or {}).get("link_error")
-    if not errbacks:
+        with transaction.atomic():
+            return list(followups.after_failure(request, exc, None))
+    except ServiceError:
+        raise
+    except Exception:  # noqa: BLE001 - the failure stands; the errbacks are logged
+        logger.exception("%s[%s]: its errbacks cannot be sent", request.task, request.id)
         return []
-    request = _Parent(task_id or parent.id, parent.root_id, name,
-                      errbacks if isinstance(errbacks, list) else [errbacks])
-    return list(followups.after_failure(request, error, None))
 
 
 def result_id(sig: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -125,10 +216,9 @@ def _chord_body(envelope: Envelope) -> dict[str, Any] | None:
 
 def _embed(envelope: Envelope) -> dict[str, Any] | None:
     """The message body's embedded workflow fields (None when it does not decode)."""
-    codec = serializers.get(envelope.content_type)
     try:
         body = serializers.loads(envelope.body, envelope.content_type, envelope.content_encoding,
-                                 (codec.name,))
+                                 get_settings().ACCEPT_CONTENT)
     except Exception:  # noqa: BLE001 - the run already decoded it; a bad one has none
         return None
     return body[2] if isinstance(body, (list, tuple)) and len(body) == 3 \
@@ -138,7 +228,8 @@ def _embed(envelope: Envelope) -> dict[str, Any] | None:
 def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter], hostname: str,
                 now: datetime) -> None:
     """Store FAILURE (WorkerLostError) for messages dead-lettered after lost workers; a dead
-    header task still counts, so its chord fails instead of waiting for ever."""
+    header task still counts, so its chord fails instead of waiting for ever; its errbacks
+    are sent (Celery calls them for a lost worker's task too)."""
     dead = [letter for letter in letters if letter.envelope.message_id]
     outcomes = [failure(letter.envelope.message_id, letter.envelope.task_name,
                         WorkerLostError(f"worker lost {letter.attempts} times; dead-lettered"),
@@ -151,36 +242,13 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
     backend.store_many(outcomes)
     pairs = list(zip([letter.envelope for letter in dead], outcomes, strict=True))
     bodies, done = follow_ups(backend, pairs)
-    bodies.extend(envelope for pair in pairs for envelope in _errbacks_of(*pair))
+    for envelope, outcome in pairs:
+        errbacks = (_embed(envelope) or {}).get("errbacks")
+        if errbacks:
+            request = _Parent(outcome.task_id, envelope.headers.get("root_id"),
+                              outcome.task_name, errbacks)
+            bodies.extend(errbacks_for(request, WorkerLostError(outcome.error or "")))
     if bodies:
         broker.enqueue_many(bodies)
     for group_id in done:
         backend.chord_sent(group_id)
-
-
-def revoked_rest(request: Any, now: datetime, hostname: str) -> list[Outcome]:
-    """REVOKED for the later steps of a revoked task's chain: they are never sent, so their
-    results say so instead of staying PENDING."""
-    outcomes = []
-    for step in request.chain or ():
-        task_id, name = result_id(step)
-        if task_id:
-            outcomes.append(failure(task_id, name, TaskRevokedError(
-                f"not run: an earlier step of its chain ({request.id}) was revoked"),
-                state=states.REVOKED, date_done=now, worker=hostname))
-    return outcomes
-
-
-def _errbacks_of(envelope: Envelope, outcome: Outcome) -> list[Envelope]:
-    """A dead-lettered task's errbacks (Celery calls them for a lost worker's task too)."""
-    embed = _embed(envelope)
-    errbacks = embed.get("errbacks") if embed else None
-    if not errbacks:
-        return []
-    request = _Parent(outcome.task_id, envelope.headers.get("root_id"), outcome.task_name,
-                      errbacks)
-    try:
-        return list(followups.after_failure(request, WorkerLostError(outcome.error or ""), None))
-    except Exception:  # noqa: BLE001 - the failure stands; the errbacks are logged
-        logger.exception("%s[%s]: its errbacks cannot be sent", outcome.task_name, outcome.task_id)
-        return []

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between deletions of results older than RESULT_EXPIRES (by each worker).
 CLEANUP_INTERVAL = 300.0
+#: Dead letters kept to record again when recording them failed (the newest, if more).
+MAX_UNRECORDED = 10_000
 
 
 class Heartbeat(threading.Thread):
@@ -43,6 +45,7 @@ class Heartbeat(threading.Thread):
         self.cleanup = cleanup
         self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL
         self._stop_event = threading.Event()
+        self._unrecorded: list[DeadLetter] = []
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -55,9 +58,15 @@ class Heartbeat(threading.Thread):
             held = list(self.held())
             if held:
                 self.broker.extend_leases(held, self.lease)
-            dead = self.broker.recover()
+            # Letters not recorded last round (their results, their chords) are tried again:
+            # the broker has moved them already and will not report them twice.
+            dead, self._unrecorded = [*self._unrecorded, *self.broker.recover()], []
             if dead:
-                self.on_dead(dead)
+                try:
+                    self.on_dead(dead)
+                except Exception:
+                    self._unrecorded = dead[-MAX_UNRECORDED:]
+                    raise
             if self.cleanup is not None and time.monotonic() >= self._next_cleanup:
                 self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL
                 self.cleanup()

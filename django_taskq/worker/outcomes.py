@@ -92,7 +92,7 @@ class Run:
             self.job.request.id or "", self.job.task_name, exc,
             traceback=self.einfo.traceback if with_traceback else None,
             serializer=self.job.result_serializer, expected=isinstance(exc, options.throws),
-            exception=exc if self.eager else None,
+            exception=exc if self.eager else None, chain=self.job.request.chain or [],
             **{**self._common(), **failure_settlement(options, exc, self.job.ignore_result)})
 
     def _reject(self, exc: Reject) -> None:

@@ -93,12 +93,23 @@ class Settler:
                 self.broker.enqueue_many([*retries, *bodies])
                 if not self.broker.transactional:  # sent for good, even if the ack fails
                     self._retries_sent = len(self._pending)
-            for group_id in chords_done:
-                self.backend.chord_sent(group_id)
+            if not self.broker.transactional:
+                self._close(chords_done)
             self.broker.ack_many([d for d, o in self._pending if o is None or o.disposition == "ack"])
             self._settle_otherwise()
+        if self.broker.transactional:  # once the bodies are committed, not before
+            self._close(chords_done)
         self._pending = []
         self._retries_sent = 0
+
+    def _close(self, chords_done: list[str]) -> None:
+        """Mark completed chords sent. Failing here leaves a chord completable again only by the
+        header task that completed it, whose message is settled: nothing runs twice."""
+        for group_id in chords_done:
+            try:
+                self.backend.chord_sent(group_id)
+            except ResultBackendError as exc:
+                logger.warning("could not mark chord %s sent: %s", group_id, exc)
 
     def _isolate_unstorable(self) -> None:
         """Store each final outcome on its own; one the backend refuses becomes a FAILURE that

@@ -206,7 +206,8 @@ def _errbacks(job: Job, exc: BaseException) -> tuple[Any, ...]:
 
 def _common(job: Job) -> dict[str, Any]:
     return {"worker": job.request.hostname or "", "retries": job.request.retries,
-            "ignore_result": job.ignore_result, "serializer": job.result_serializer}
+            "ignore_result": job.ignore_result, "serializer": job.result_serializer,
+            "chain": job.request.chain or []}
 
 
 def resident_memory_kib() -> int:

@@ -200,10 +200,8 @@ class Worker:
         logger.info("task revoked name=%s id=%s: %s", job.task_name, job.request.id, why)
         outcome = failure(job.request.id or "", job.task_name, TaskRevokedError(why),
                           state=states.REVOKED, date_done=self.clock.now(),
-                          worker=self.options.hostname, retries=job.request.retries)
-        rest = chords.revoked_rest(job.request, self.clock.now(), self.options.hostname)
-        if rest:  # the chain stops here: its later steps will never run (nobody waits on them)
-            _attempt(lambda: self.backend.store_many(rest), "store a revoked chain's later steps")
+                          worker=self.options.hostname, retries=job.request.retries,
+                          chain=job.request.chain or [])  # its later steps: REVOKED too
         self.settler.add(delivery, outcome)
         signals.send(signals.task_revoked, registry.get(job.task_name), request=job.request,
                      terminated=terminated, signum=9 if terminated else None, expired=expired)
@@ -236,10 +234,11 @@ class Worker:
         envelope = delivery.envelope
         logger.error("message rejected id=%s task=%s reason=%s", envelope.message_id or "?",
                      envelope.task_name or "?", exc)
-        if envelope.message_id:
-            self.backend.store(failure(envelope.message_id, envelope.task_name, exc,
-                                       date_done=self.clock.now(), worker=self.options.hostname))
-        self.broker.dead_letter(delivery, str(exc))
+        # Settled like a run: its FAILURE stored (and counted in its chord), then dead-lettered.
+        self.settler.add(delivery, failure(
+            envelope.message_id or "", envelope.task_name, exc, date_done=self.clock.now(),
+            worker=self.options.hostname, ignore_result=not envelope.message_id,
+            disposition="dead_letter", reason=str(exc)))
         # Celery's message is a kombu Message; ours is the Envelope (see signals.py).
         if isinstance(exc.__cause__, NotRegistered):
             signals.send(signals.task_unknown, self, message=envelope, exc=exc.__cause__,
