@@ -217,6 +217,10 @@ class GroupResult(ResultSet):
         """The members' results (Celery's name)."""
         return self.results
 
+    def as_list(self) -> list[str]:
+        """The group's id and its parents' ids (Celery's ``as_list``)."""
+        return [self.id or "", *(self.parent.as_list() if self.parent else [])]
+
     def join(self, timeout: float | None = None, propagate: bool = True,  # noqa: PLR0913
              interval: float = 0.5, callback: Callable[[str, Any], Any] | None = None,
              no_ack: bool = True, on_message: Callable[[dict[str, Any]], Any] | None = None,

@@ -159,6 +159,7 @@ def test_a_chord_as_a_group_member_and_the_headers_place_in_a_chains_parents(mak
     header = in_chain.parent
     assert isinstance(header, GroupResult) and header.get(timeout=5) == [4, 6]
     assert header.parent.get(timeout=5) == 2 and in_chain.get(timeout=5) == 10
+    assert in_chain.as_list() == [in_chain.id, header.id, header.parent.id]
 
 
 def test_chord_callbacks_and_errbacks_go_to_the_body(make_worker):
