@@ -271,3 +271,8 @@ def test_a_header_task_no_worker_knows_fails_the_chord(make_worker):
     unknown = result.parent.results[1].id
     with pytest.raises(ChordError, match=f"Dependency {unknown} raised"):
         result.get(timeout=5, follow_parents=False)
+
+
+def test_a_chord_in_a_group_run_here_gets_the_partial_arguments():
+    sig = group(ct.mul.s(2), chord([ct.add.s(1), ct.add.s(2)], ct.tsum.s()))
+    assert sig.apply((10,)).get() == [20, 23]

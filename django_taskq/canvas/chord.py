@@ -118,6 +118,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
         """Run the header here, then the body with its values (a failing header task raises,
         as Celery's eager chord does)."""
         made = self._with_body(kwargs)
+        if not made.immutable:  # its own partial arguments follow the given ones
+            args = (*(args or ()), *made.args)
         values = made.header.apply(args, **options).get()
         assert made.body is not None  # _with_body checked it
         return made.body.apply((values,))

@@ -182,16 +182,21 @@ def later_tasks(steps: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any
 
 
 def errbacks_for(request: Any, exc: BaseException) -> list[Envelope]:
-    """``request``'s errbacks (old-style ones as messages; new-style ones called here, each in
-    its own savepoint so that a failing one cannot spoil the settle's transaction)."""
-    try:
-        with transaction.atomic():
-            return list(followups.after_failure(request, exc, None))
-    except ServiceError:
-        raise
-    except Exception:  # noqa: BLE001 - the failure stands; the errbacks are logged
-        logger.exception("%s[%s]: its errbacks cannot be sent", request.task, request.id)
-        return []
+    """``request``'s errbacks: old-style ones as messages, new-style ones called here. Each
+    is guarded on its own (and runs in its own savepoint), so one that fails or spoils its
+    transaction neither stops the others nor the settle."""
+    sent: list[Envelope] = []
+    for errback in request.errbacks or ():
+        one = dataclasses.replace(request, errbacks=[errback])
+        try:
+            with transaction.atomic():
+                sent.extend(followups.after_failure(one, exc, None))
+        except ServiceError:
+            raise
+        except Exception:  # noqa: BLE001 - the failure stands; the errback is logged
+            logger.exception("%s[%s]: its errback %s cannot be sent", request.task, request.id,
+                             errback.get("task") if isinstance(errback, dict) else errback)
+    return sent
 
 
 def result_id(sig: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -251,4 +256,7 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
     if bodies:
         broker.enqueue_many(bodies)
     for group_id in done:
-        backend.chord_sent(group_id)
+        try:
+            backend.chord_sent(group_id)
+        except Exception:  # noqa: BLE001 - the letters are recorded: never record them again
+            logger.warning("could not mark chord %s sent", group_id, exc_info=True)

@@ -184,11 +184,12 @@ def hard_limit_outcome(job: Job, limit: float, started: datetime | None, how: st
     task's options decide as for any failure (``acks_on_failure_or_timeout``,
     ``store_errors_even_if_ignored``)."""
     exc = TimeLimitExceeded(f"hard time limit ({limit:g}s) exceeded; {how}")
-    options = registry.get(job.task_name).options
+    settlement = failure_settlement(registry.get(job.task_name).options, exc, job.ignore_result,
+                                    timeout=True)
+    # Put back to run again (acks_on_timeout=False): its errbacks wait for the last run.
+    errbacks = () if settlement.get("disposition") == "requeue" else _errbacks(job, exc)
     return failure(job.request.id or "", job.task_name, exc, date_started=started,
-                   date_done=clock_now(), follow_ups=_errbacks(job, exc),
-                   **{**_common(job), **failure_settlement(options, exc, job.ignore_result,
-                                                           timeout=True)})
+                   date_done=clock_now(), follow_ups=errbacks, **{**_common(job), **settlement})
 
 
 def _errbacks(job: Job, exc: BaseException) -> tuple[Any, ...]:
