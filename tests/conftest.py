@@ -214,3 +214,32 @@ def fresh_queue():
     reset_settings()
     yield
     reset_settings()
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    """Every producer send: the list of envelopes of each call."""
+    from django_taskq import producer
+
+    calls = []
+    original = producer.send
+
+    def spy(envelopes, record_results, options=None):
+        calls.append(list(envelopes))
+        return original(envelopes, record_results, options)
+
+    monkeypatch.setattr(producer, "send", spy)
+    return calls
+
+
+def worker_urls(request: pytest.FixtureRequest, settings, kind: str) -> tuple[str, str]:
+    """(broker URL, result backend URL) of a real broker ``kind`` (results in the database for
+    RabbitMQ), configured here and for worker processes."""
+    if kind == "redis":
+        broker = results = request.getfixturevalue("redis_url")
+    elif kind == "amqp":
+        broker, results = request.getfixturevalue("amqp_url"), "db://default"
+    else:
+        broker = results = f"db://{require_alias(kind)}"
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": broker, "RESULT_BACKEND": results}
+    return broker, results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -20,3 +21,12 @@ def envelope(queue: str = "default", *, task: str = "tests.testapp.tasks.add",
 def dead_letters(broker: Broker) -> list[tuple[str, str]]:
     """(task id, reason) of every dead letter the broker holds, oldest first."""
     return [(d.envelope.message_id, d.reason) for d in broker.dead_letter_list(limit=1000)]
+
+
+def drain(worker: Any, result: Any, timeout: float = 20.0) -> Any:
+    """Step an in-process worker until ``result`` (an AsyncResult or GroupResult) is ready."""
+    deadline = time.monotonic() + timeout
+    while not result.ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {result!r}"
+        worker.step()
+    return result

@@ -7,40 +7,18 @@ header; the database broker's transaction."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from django.db import transaction
 
 from django_taskq import AsyncResult, ChordError, GroupResult, chord, group, states
-from django_taskq import producer as producer_module
 from django_taskq.brokers import get_broker
 from django_taskq.outcome import Outcome
 from django_taskq.results import get_backend
+from tests.helpers import drain
 from tests.testapp import canvas_tasks as ct
 
 database_brokers = pytest.mark.parametrize("broker_kind", ["sqlite", "postgres", "mariadb"])
-
-
-def drain(worker, result, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not result.ready():
-        assert time.monotonic() < deadline, f"timed out waiting for {result!r}"
-        worker.step()
-    return result
-
-
-@pytest.fixture
-def sends(monkeypatch):
-    calls = []
-    original = producer_module.send
-
-    def spy(envelopes, record_results, options=None):
-        calls.append(list(envelopes))
-        return original(envelopes, record_results, options)
-
-    monkeypatch.setattr(producer_module, "send", spy)
-    return calls
 
 
 def test_the_body_gets_the_header_results_in_header_order(make_worker, sends):

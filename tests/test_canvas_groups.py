@@ -14,38 +14,16 @@ from django.db import transaction
 
 import django_taskq
 from django_taskq import AsyncResult, GroupResult, chain, group, maybe_signature, states
-from django_taskq import producer as producer_module
 from django_taskq.brokers import get_broker
 from django_taskq.results import get_backend
 from tests.celery_peer import make_app
+from tests.helpers import drain
 from tests.testapp import canvas_tasks as ct
 
 memory_only = pytest.mark.parametrize("broker_kind", ["memory"])
 database_brokers = pytest.mark.parametrize("broker_kind", ["sqlite", "postgres", "mariadb"])
 saving_backends = pytest.mark.parametrize("broker_kind",
                                           ["memory", "sqlite", "postgres", "mariadb", "redis"])
-
-
-def drain(worker, result, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not result.ready():
-        assert time.monotonic() < deadline, f"timed out waiting for {result!r}"
-        worker.step()
-    return result
-
-
-@pytest.fixture
-def sends(monkeypatch):
-    """Every producer send: the list of envelopes of each call."""
-    calls = []
-    original = producer_module.send
-
-    def spy(envelopes, record_results, options=None):
-        calls.append(list(envelopes))
-        return original(envelopes, record_results, options)
-
-    monkeypatch.setattr(producer_module, "send", spy)
-    return calls
 
 
 # -- on every broker, with a real worker ------------------------------------------------------

@@ -11,8 +11,9 @@ import time
 import pytest
 
 from django_taskq import AsyncResult, ChordError, chord
-from tests.conftest import require_alias
-from tests.test_worker_process import WorkerProcess, runs, wait_for
+from tests.conftest import worker_urls
+from tests.test_poison_and_revoke_process import worker
+from tests.test_worker_process import runs, wait_for
 from tests.testapp import canvas_tasks as ct
 from tests.testapp import feature_tasks as ft
 from tests.testapp import tasks
@@ -23,20 +24,8 @@ pytestmark = [pytest.mark.subprocess,
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb", "redis", "amqp"])
 def urls(request, settings):
-    """(broker URL, result backend URL), configured here and for the worker processes."""
-    if request.param == "redis":
-        broker = results = request.getfixturevalue("redis_url")
-    elif request.param == "amqp":
-        broker, results = request.getfixturevalue("amqp_url"), "db://default"
-    else:
-        broker = results = f"db://{require_alias(request.param)}"
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": broker, "RESULT_BACKEND": results}
-    return broker, results
-
-
-def worker(urls, *args):
-    broker, results = urls
-    return WorkerProcess("default", *args, broker_url=broker, result_backend=results)
+    """(broker URL, result backend URL) of each broker, configured here and for workers."""
+    return worker_urls(request, settings, request.param)
 
 
 def body_runs(path):

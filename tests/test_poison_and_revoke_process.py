@@ -10,7 +10,7 @@ import pytest
 from django_taskq import AsyncResult, revoke, states
 from django_taskq.brokers import get_broker
 from django_taskq.exceptions import TaskRevokedError, WorkerLostError
-from tests.conftest import require_alias
+from tests.conftest import worker_urls
 from tests.test_worker_process import WorkerProcess, runs, wait_for
 from tests.testapp import feature_tasks as ft
 from tests.testapp import tasks
@@ -22,14 +22,7 @@ pytestmark = [pytest.mark.subprocess,
 @pytest.fixture(params=["sqlite", "postgres", "redis", "amqp"])
 def urls(request, settings):
     """(broker URL, result backend URL) of a real broker, configured here and for workers."""
-    if request.param == "redis":
-        broker = results = request.getfixturevalue("redis_url")
-    elif request.param == "amqp":
-        broker, results = request.getfixturevalue("amqp_url"), "db://default"
-    else:
-        broker = results = f"db://{require_alias(request.param)}"
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": broker, "RESULT_BACKEND": results}
-    return broker, results
+    return worker_urls(request, settings, request.param)
 
 
 def worker(urls, *args):
