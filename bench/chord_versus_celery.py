@@ -41,43 +41,37 @@ traceback in the worker log. The frameworks alternate within each round. Results
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import gc
 import json
 import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-for entry in (str(ROOT), str(BENCH_DIR)):
-    if entry not in sys.path:
-        sys.path.insert(0, entry)
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # versus_celery.py adds the rest
 
 from versus_celery import (  # noqa: E402 - after the path set-up
     INFLIGHT_KEY,
     LABEL,
-    LOOPBACK,
     QUEUE,
     SEP,
     Noise,
     Workers,
+    add_output_arguments,
+    add_redis_arguments,
+    add_repeat_argument,
     calls_since,
+    check_redis,
     command_calls,
     cpu_seconds,
-    export_commit,
-    machine,
+    emit,
     redis_cpu,
-    revision,
+    run_workers,
+    set_up,
     tail,
 )
 
@@ -96,25 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prefetch", default="4,100",
                         help="comma-separated prefetch multipliers, one measurement each "
                              "(default 4,100, as bench/versus_celery.py's drain)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds; the table shows medians, the JSON every round (default 3)")
+    add_repeat_argument(parser, 3)
     parser.add_argument("--warmup", type=int, default=10,
                         help="header tasks of the untimed warm-up chord each worker runs first "
                              "(default 10; 0: none)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for the body's result (default 300)")
-    parser.add_argument("--frameworks", default="taskq,celery",
-                        help="comma-separated subset of taskq,celery")
-    parser.add_argument("--redis", default=REDIS_URL,
-                        help=f"loopback Redis URL with a database number (default {REDIS_URL}); "
-                             "it is FLUSHDBed before every measurement")
-    parser.add_argument("--taskq-worker", default=str(BENCH_DIR / "taskq_bench_worker.py"),
-                        help="the django_taskq worker script (default bench/taskq_bench_worker.py)")
-    parser.add_argument("--at-commit", metavar="REV",
-                        help="measure django_taskq/ as it is in this commit (git archive), not the "
-                             "working tree, which others may be editing meanwhile")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    parser.add_argument("--out", help="also write the JSON report to this file")
+    add_redis_arguments(parser, REDIS_URL, "measurement")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.taskq_worker = str(Path(args.taskq_worker).resolve())  # the worker runs in bench/
     args.prefetch = [int(p) for p in args.prefetch.split(",") if p.strip()]
@@ -123,15 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--frameworks: taskq and/or celery")
     if args.header < 1 or args.repeat < 1:
         parser.error("--header and --repeat must be at least 1")
-    parts = urlsplit(args.redis)
-    if parts.scheme != "redis" or parts.hostname not in LOOPBACK:
-        parser.error("--redis must be a redis:// URL on the loopback interface")
-    try:
-        args.db = int(parts.path.lstrip("/") or "0")
-    except ValueError:
-        parser.error("--redis must name a database number, e.g. redis://127.0.0.1:6379/11")
-    if args.db == 0:
-        parser.error("refusing to FLUSHDB database 0: name a scratch database (default 11)")
+    check_redis(parser, args, REDIS_URL)
     args.profiler = "cprofile"  # what Workers expects; nothing is profiled here
     return args
 
@@ -417,61 +392,14 @@ def run_rounds(args: argparse.Namespace, admin: Any, workers: Workers) -> list[d
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ["BENCH_CELERY_BROKER"] = args.redis  # before celery_bench_app is imported
-    os.environ["BENCH_CELERY_BACKEND"] = args.redis
-    # the same lock as bench/versus_celery.py: never two benchmarks flushing one database
-    lock = open(Path(tempfile.gettempdir())  # noqa: SIM115 - held until the process exits
-                / f"taskq-versus-celery-{urlsplit(args.redis).port or 6379}-{args.db}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise SystemExit(f"another benchmark is using {args.redis}; wait for it") from None
-    source = None
-    if args.at_commit:
-        source = export_commit(args.at_commit)
-        os.environ["BENCH_TASKQ_SRC"] = source  # for the worker subprocesses too
-        sys.path.insert(0, source)
-    from taskq_bench_worker import configure_django
-
-    configure_django(args.redis)
-    import django_taskq
-
-    if source and not django_taskq.__file__.startswith(source):
-        raise SystemExit(f"imported {django_taskq.__file__}, not the export in {source}")
-    import redis
-
-    admin = redis.Redis.from_url(args.redis)
-    admin.ping()
-    code_revision = revision(args.at_commit)
-    machine_before = machine(admin)
-    load_before = os.getloadavg()
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(f"stopped by signal {signum}")
-
-    signal.signal(signal.SIGTERM, terminate)
-    workers = Workers(args, admin)
-    try:
-        rounds = run_rounds(args, admin, workers)
-    finally:
-        workers.kill_all()
-        with contextlib.suppress(Exception):
-            admin.flushdb()
-        if source:
-            shutil.rmtree(source, ignore_errors=True)
-    if machine(admin) != machine_before:
-        machine_before["changed_during_run"] = True
+    bench = set_up(args)  # the same lock as bench/versus_celery.py: one benchmark per database
+    rounds = run_workers(args, bench, run_rounds)
     report = {"header": args.header, "redis": args.redis, "prefetch": args.prefetch,
-              "warmup": args.warmup, "revision": code_revision, "machine": machine_before,
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "warmup": args.warmup, "revision": bench.revision, "machine": bench.machine,
+              "load_average_before": bench.load_before, "load_average_after": os.getloadavg(),
               "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
               "repeat": args.repeat, "rounds": rounds, "results": medians(rounds)}
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text if args.json else table(report))
-    return 0
-
+    return emit(args, report, table)
 
 if __name__ == "__main__":
     sys.exit(main())

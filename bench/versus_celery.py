@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -62,8 +63,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -109,23 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "arrives either way, see redis_commands_per_call in the JSON)")
     parser.add_argument("--poll", type=float, default=0.002,
                         help="seconds between drain-completion polls (default 0.002)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of every measurement, the frameworks alternating; the table "
-                             "shows medians, the JSON every round (default 1)")
+    add_repeat_argument(parser, 1)
     parser.add_argument("--phases", default="publish,drain,roundtrip",
                         help="comma-separated subset of publish,drain,roundtrip")
-    parser.add_argument("--frameworks", default="taskq,celery",
-                        help="comma-separated subset of taskq,celery")
-    parser.add_argument("--redis", default=REDIS_URL,
-                        help=f"loopback Redis URL with a database number (default {REDIS_URL}); "
-                             "it is FLUSHDBed before every phase")
-    parser.add_argument("--taskq-worker", default=str(BENCH_DIR / "taskq_bench_worker.py"),
-                        help="the django_taskq worker script (default bench/taskq_bench_worker.py; "
-                             "another one with the same options can try out a change)")
-    parser.add_argument("--at-commit", metavar="REV",
-                        help="measure django_taskq/ as it is in this commit (exported with git "
-                             "archive to a temporary directory), not the working tree, which "
-                             "others may be editing meanwhile")
+    add_redis_arguments(parser, REDIS_URL, "phase")
     parser.add_argument("--profile", metavar="DIR",
                         help="profile django_taskq: its worker during each drain and round-trip "
                              "phase, and the client during the publish and round-trip phases; "
@@ -142,8 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amqp-queue", default=AMQP_QUEUE,
                         help=f"the dedicated queue, deleted before and after each drain "
                              f"(default {AMQP_QUEUE})")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    parser.add_argument("--out", help="also write the JSON report to this file")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.taskq_worker = str(Path(args.taskq_worker).resolve())  # the worker runs in bench/
     args.prefetch = [int(p) for p in args.prefetch.split(",") if p.strip()]
@@ -153,15 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                      - set(FRAMEWORKS))
     if unknown:
         parser.error(f"unknown phase or framework: {', '.join(sorted(unknown))}")
-    parts = urlsplit(args.redis)
-    if parts.scheme != "redis" or parts.hostname not in LOOPBACK:
-        parser.error("--redis must be a redis:// URL on the loopback interface")
-    try:
-        args.db = int(parts.path.lstrip("/") or "0")
-    except ValueError:
-        parser.error("--redis must name a database number, e.g. redis://127.0.0.1:6379/13")
-    if args.db == 0:
-        parser.error("refusing to FLUSHDB database 0: name a scratch database (default 13)")
+    check_redis(parser, args, REDIS_URL)
     if args.broker == "amqp":
         check_url(parser.error, args.amqp)
         if args.profile or args.at_commit:
@@ -169,6 +149,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     return args
+
+
+def add_repeat_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--repeat``, as every benchmark here takes it (bench/chord_versus_celery.py too)."""
+    parser.add_argument("--repeat", type=int, default=default,
+                        help="rounds of every measurement, the frameworks alternating; the table "
+                             f"shows medians, the JSON every round (default {default})")
+
+
+def add_redis_arguments(parser: argparse.ArgumentParser, default: str, flushed: str) -> None:
+    """``--frameworks``, ``--redis``, ``--taskq-worker`` and ``--at-commit``, as every Redis
+    benchmark here takes them (bench/chord_versus_celery.py too); the database is FLUSHDBed
+    before every ``flushed`` (a phase, a measurement)."""
+    parser.add_argument("--frameworks", default="taskq,celery",
+                        help="comma-separated subset of taskq,celery")
+    parser.add_argument("--redis", default=default,
+                        help=f"loopback Redis URL with a database number (default {default}); "
+                             f"it is FLUSHDBed before every {flushed}")
+    parser.add_argument("--taskq-worker", default=str(BENCH_DIR / "taskq_bench_worker.py"),
+                        help="the django_taskq worker script (default bench/taskq_bench_worker.py; "
+                             "another one with the same options can try out a change)")
+    parser.add_argument("--at-commit", metavar="REV",
+                        help="measure django_taskq/ as it is in this commit (exported with git "
+                             "archive to a temporary directory), not the working tree, which "
+                             "others may be editing meanwhile")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--out``: what :func:`emit` does with the report."""
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--out", help="also write the JSON report to this file")
+
+
+def check_redis(parser: argparse.ArgumentParser, args: argparse.Namespace, default: str) -> None:
+    """``--redis`` must be a loopback ``redis://`` URL naming a database other than 0 (it is
+    flushed); sets ``args.db``. ``default`` is the script's default URL, named in the errors."""
+    parts = urlsplit(args.redis)
+    if parts.scheme != "redis" or parts.hostname not in LOOPBACK:
+        parser.error("--redis must be a redis:// URL on the loopback interface")
+    try:
+        args.db = int(parts.path.lstrip("/") or "0")
+    except ValueError:
+        parser.error(f"--redis must name a database number, e.g. {default}")
+    if args.db == 0:
+        parser.error("refusing to FLUSHDB database 0: name a scratch database "
+                     f"(default {urlsplit(default).path.lstrip('/')})")
 
 
 class Workers:
@@ -795,56 +821,48 @@ def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-def main_amqp(args: argparse.Namespace) -> int:
-    """``--broker amqp``: the drain phase on RabbitMQ (bench/versus_celery_amqp.py)."""
-    import versus_celery_amqp as vca
-
-    lock = open(vca.lock_name(args), "w")  # noqa: SIM115 - held until the process exits
+def hold_lock(path: str | Path, busy: str) -> IO[str]:
+    """An exclusive lock on the file ``path``, held as long as the returned file is open (keep a
+    reference to it); ``SystemExit(busy)`` if another process holds it."""
+    lock = open(path, "w")  # noqa: SIM115 - closed by the caller, at exit
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise SystemExit(f"another versus_celery.py is using {args.amqp_queue}; wait") from None
-    from taskq_bench_worker import configure_django
+        lock.close()
+        raise SystemExit(busy) from None
+    return lock
 
-    configure_django(args.redis, args.amqp)  # client: publishes the backlog to RabbitMQ
-    import redis
 
-    admin = redis.Redis.from_url(args.redis)
-    machine_info = dict(machine(admin), rabbitmq=vca.rabbitmq_version(args.amqp))
-
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so that ``finally`` blocks kill the workers."""
     def terminate(signum: int, frame: Any) -> None:
         raise SystemExit(f"stopped by signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
-    workers = Workers(args, admin)
-    try:
-        results = vca.run(args, workers)
-    finally:
-        workers.kill_all()
-    report = {"broker": "amqp", "amqp": args.amqp, "amqp_queue": args.amqp_queue,
-              "tasks": args.tasks, "prefetch": args.prefetch, "revision": revision(),
-              "machine": machine_info, "load_average_after": os.getloadavg(),
-              "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-              "repeat": args.repeat, "rounds": results}
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text if args.json else vca.table(report))
-    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.broker == "amqp":
-        return main_amqp(args)
+@dataclasses.dataclass
+class Bench:
+    """What :func:`set_up` prepared for a Redis benchmark."""
+
+    admin: Any  #: redis-py client on ``--redis``
+    source: str | None  #: the ``--at-commit`` export, removed by :func:`run_workers`
+    revision: dict[str, Any]
+    machine: dict[str, Any]
+    load_before: tuple[float, float, float]
+    lock: IO[str]  #: keeps other benchmarks off the database while this one runs
+
+
+def set_up(args: argparse.Namespace) -> Bench:
+    """The client side of a Redis benchmark (here and bench/chord_versus_celery.py): the Celery
+    app's environment, the lock on the database (one for every script, so no two of them flush
+    it under each other), django_taskq from ``--at-commit``'s export if given, Django configured
+    on ``--redis``, an admin client, and the revision, machine and load average before the run."""
     os.environ["BENCH_CELERY_BROKER"] = args.redis  # before celery_bench_app is imported
     os.environ["BENCH_CELERY_BACKEND"] = args.redis
-    lock = open(Path(tempfile.gettempdir())  # noqa: SIM115 - held until the process exits
-                / f"taskq-versus-celery-{urlsplit(args.redis).port or 6379}-{args.db}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise SystemExit(f"another versus_celery.py is using {args.redis}; wait for it") from None
+    lock = hold_lock(Path(tempfile.gettempdir())
+                     / f"taskq-versus-celery-{urlsplit(args.redis).port or 6379}-{args.db}.lock",
+                     f"another benchmark is using {args.redis}; wait for it")
     source = None
     if args.at_commit:
         source = export_commit(args.at_commit)
@@ -863,38 +881,84 @@ def main(argv: list[str] | None = None) -> int:
     admin.ping()
     code_revision = revision(args.at_commit)
     machine_before = machine(admin)  # redis-py picks its parser at import: record it now
-    load_before = os.getloadavg()
+    return Bench(admin=admin, source=source, revision=code_revision, machine=machine_before,
+                 load_before=os.getloadavg(), lock=lock)
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(f"stopped by signal {signum}")
 
-    signal.signal(signal.SIGTERM, terminate)
-    workers = Workers(args, admin)
+def run_workers(args: argparse.Namespace, bench: Bench,
+                run: Callable[[argparse.Namespace, Any, Workers], list[dict[str, Any]]]
+                ) -> list[dict[str, Any]]:
+    """``run(args, admin, workers)``'s results; afterwards, however it ends, every worker is
+    killed, the database flushed and the export removed. ``bench.machine`` is marked if the
+    machine's packages changed meanwhile."""
+    exit_on_sigterm()
+    workers = Workers(args, bench.admin)
     try:
-        results = run_phases(args, admin, workers)
+        results = run(args, bench.admin, workers)
     finally:
         workers.kill_all()
         with contextlib.suppress(Exception):
-            admin.flushdb()
-        if source:
-            shutil.rmtree(source, ignore_errors=True)
-    if machine(admin) != machine_before:
+            bench.admin.flushdb()
+        if bench.source:
+            shutil.rmtree(bench.source, ignore_errors=True)
+    if machine(bench.admin) != bench.machine:
         # e.g. someone installed hiredis meanwhile: worker processes may have used another parser
-        machine_before["changed_during_run"] = True
-    report = {"tasks": args.tasks, "redis": args.redis, "prefetch": args.prefetch,
-              "roundtrips": args.roundtrips, "gap_seconds": args.gap,
-              "profiled": bool(args.profile), "revision": code_revision,
-              "machine": machine_before, "load_average_before": load_before,
-              "load_average_after": os.getloadavg(), "argv": sys.argv[1:],
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-              "repeat": args.repeat, "rounds": results, "results": medians(results),
-              "comparison": comparisons(medians(results), args.prefetch)}
+        bench.machine["changed_during_run"] = True
+    return results
+
+
+def emit(args: argparse.Namespace, report: dict[str, Any],
+         table: Callable[[dict[str, Any]], str]) -> int:
+    """The report: JSON to ``--out`` if given, JSON (``--json``) or ``table(report)`` printed."""
     text = json.dumps(report, indent=2, ensure_ascii=False)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text if args.json else table(report))
     return 0
 
+
+def main_amqp(args: argparse.Namespace) -> int:
+    """``--broker amqp``: the drain phase on RabbitMQ (bench/versus_celery_amqp.py)."""
+    import versus_celery_amqp as vca
+
+    _lock = hold_lock(vca.lock_name(args),  # a reference: held until main_amqp returns
+                      f"another versus_celery.py is using {args.amqp_queue}; wait")
+    from taskq_bench_worker import configure_django
+
+    configure_django(args.redis, args.amqp)  # client: publishes the backlog to RabbitMQ
+    import redis
+
+    admin = redis.Redis.from_url(args.redis)
+    machine_info = dict(machine(admin), rabbitmq=vca.rabbitmq_version(args.amqp))
+    exit_on_sigterm()
+    workers = Workers(args, admin)
+    try:
+        results = vca.run(args, workers)
+    finally:
+        workers.kill_all()
+    report = {"broker": "amqp", "amqp": args.amqp, "amqp_queue": args.amqp_queue,
+              "tasks": args.tasks, "prefetch": args.prefetch, "revision": revision(),
+              "machine": machine_info, "load_average_after": os.getloadavg(),
+              "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+              "repeat": args.repeat, "rounds": results}
+    return emit(args, report, vca.table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.broker == "amqp":
+        return main_amqp(args)
+    bench = set_up(args)
+    results = run_workers(args, bench, run_phases)
+    report = {"tasks": args.tasks, "redis": args.redis, "prefetch": args.prefetch,
+              "roundtrips": args.roundtrips, "gap_seconds": args.gap,
+              "profiled": bool(args.profile), "revision": bench.revision,
+              "machine": bench.machine, "load_average_before": bench.load_before,
+              "load_average_after": os.getloadavg(), "argv": sys.argv[1:],
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+              "repeat": args.repeat, "rounds": results, "results": medians(results),
+              "comparison": comparisons(medians(results), args.prefetch)}
+    return emit(args, report, table)
 
 if __name__ == "__main__":
     sys.exit(main())
