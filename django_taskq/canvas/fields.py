@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 __all__ = ["Item", "args_tuple", "as_list", "checked", "is_signature_dict", "kwargs_dict",
-           "plain", "reprcall"]
+           "plain", "reprcall", "steps_of"]
 
 T = TypeVar("T")
 
@@ -116,3 +116,11 @@ def checked(sig: Mapping[str, Any], option: str) -> Mapping[str, Any]:
     if not is_signature_dict(sig):
         raise TypeError(f"{option}() takes a signature (task.s(...)), not {sig!r}.")
     return sig
+
+
+def steps_of(chain: Any) -> list[dict[str, Any]]:
+    """A message's ``chain`` embed as a list of signature dicts ([] when it is none, or not a
+    list of them: what a malformed message carries is not followed)."""
+    if not isinstance(chain, list):
+        return []
+    return [step for step in chain if isinstance(step, dict)]

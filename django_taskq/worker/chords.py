@@ -27,9 +27,16 @@ from django.db import transaction
 from .. import serializers, states
 from ..brokers.base import Broker, DeadLetter
 from ..canvas.dispatch import envelopes_for
+from ..canvas.fields import steps_of
 from ..clock import clock_now
 from ..conf import get_settings
-from ..exceptions import ChordError, ServiceError, WorkerLostError
+from ..exceptions import (
+    ChordError,
+    ResultBackendConnectionError,
+    ResultBackendError,
+    ServiceError,
+    WorkerLostError,
+)
 from ..message import Envelope
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
@@ -74,12 +81,12 @@ def follow_ups(backend: ResultBackend, finished: Iterable[tuple[Envelope, Outcom
         root_id = envelope.headers.get("root_id")
         if outcome.state in states.PROPAGATE_STATES:
             chain = outcome.chain if outcome.chain is not None else \
-                (_embed(envelope) or {}).get("chain")
-            settling.fail_steps(chain or (), outcome, root_id)
+                steps_of((_embed(envelope) or {}).get("chain"))
+            settling.guarded(settling.fail_steps, chain, outcome, root_id)
         group_id = envelope.headers.get("group")
-        if group_id:
+        if group_id and isinstance(group_id, str):
             body = outcome.chord if outcome.chord is not None else _chord_body(envelope)
-            if body:
+            if body and isinstance(body, dict):
                 settling.parts.append(_Part(group_id, envelope.headers.get("group_index"),
                                             outcome, body, root_id))
     return settling.run()
@@ -96,11 +103,36 @@ class _Settling:
         self.sent: list[Envelope] = []
         self.completed: list[str] = []
 
+    def guarded(self, action: Any, *args: Any) -> None:
+        """``action(*args)``; bad workflow data is logged and skipped, never stops the worker
+        (an outage of the store or the broker is raised: the settle is tried again)."""
+        try:
+            action(*args)
+        except ServiceError:
+            raise
+        except Exception:  # noqa: BLE001 - one malformed workflow must not stop the rest
+            logger.exception("a workflow's follow-up cannot be handled; skipped")
+
+    def store(self, failed: list[Outcome]) -> None:
+        """Store the failures of never-sent tasks; one the store refuses is logged, skipped."""
+        try:
+            self.backend.store_many(failed)
+        except ResultBackendConnectionError:
+            raise
+        except ResultBackendError:
+            for outcome in failed:
+                try:
+                    self.backend.store(outcome)
+                except ResultBackendConnectionError:
+                    raise
+                except ResultBackendError as exc:
+                    logger.error("cannot store the failure of %s: %s", outcome.task_id, exc)
+
     def run(self) -> tuple[list[Envelope], list[str]]:
         while self.parts or self.failed:
             if self.failed:  # stored before they are counted: their readers see them at once
                 failed, self.failed = self.failed, []
-                self.backend.store_many(failed)
+                self.store(failed)
             parts, self.parts = self.parts, []
             if not parts:
                 continue
@@ -111,7 +143,7 @@ class _Settling:
                     continue
                 self.completed.append(part.group_id)
                 parent = _Parent(part.outcome.task_id, part.root_id, part.outcome.task_name)
-                self.start_body(part.body, results, parent)
+                self.guarded(self.start_body, part.body, results, parent)
         return self.sent, self.completed
 
     def start_body(self, body: Mapping[str, Any], parts: list[PartResult], parent: Any) -> None:
@@ -152,7 +184,8 @@ class _Settling:
             task_id = options.get("task_id")
             if not task_id:
                 continue
-            copy = dataclasses.replace(outcome, task_id=task_id, task_name=str(task["task"]),
+            copy = dataclasses.replace(outcome, task_id=str(task_id),
+                                       task_name=str(task.get("task")),
                                        follow_ups=(), chord=None, chain=None, ignore_result=False,
                                        args=None, kwargs=None, disposition="ack")
             self.failed.append(copy)
@@ -169,16 +202,17 @@ def later_tasks(steps: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any
     queue = deque(steps)
     while queue:
         step = queue.popleft()
+        if not isinstance(step, Mapping):
+            continue
         kind = step.get("subtask_type")
         kwargs = step.get("kwargs") or {}
         if kind in ("chain", "group"):
-            queue.extend(kwargs.get("tasks") or ())
+            queue.extend(steps_of(kwargs.get("tasks")))
         elif kind == "chord":
-            if kwargs.get("body"):
-                queue.append(kwargs["body"])
+            queue.extend(steps_of([kwargs.get("body")]))
         else:
             yield step
-        queue.extend((step.get("options") or {}).get("chain") or ())
+        queue.extend(steps_of((step.get("options") or {}).get("chain")))
 
 
 def errbacks_for(request: Any, exc: BaseException) -> list[Envelope]:
@@ -199,16 +233,19 @@ def errbacks_for(request: Any, exc: BaseException) -> list[Envelope]:
     return sent
 
 
-def result_id(sig: Mapping[str, Any]) -> tuple[str | None, str]:
+def result_id(sig: Any) -> tuple[str | None, str]:
     """The task id (and task name) a workflow's result is read under: a chain's last step, a
     chord's body."""
+    if not isinstance(sig, Mapping):
+        return None, "?"
     kind = sig.get("subtask_type")
     if kind == "chain":
-        steps = (sig.get("kwargs") or {}).get("tasks") or ()
+        steps = steps_of((sig.get("kwargs") or {}).get("tasks"))
         return result_id(steps[-1]) if steps else (None, "celery.chain")
     if kind == "chord":
-        return result_id((sig.get("kwargs") or {})["body"])
-    return (sig.get("options") or {}).get("task_id"), str(sig.get("task"))
+        return result_id((sig.get("kwargs") or {}).get("body"))
+    task_id = (sig.get("options") or {}).get("task_id")
+    return (str(task_id) if task_id else None), str(sig.get("task"))
 
 
 def _chord_body(envelope: Envelope) -> dict[str, Any] | None:
@@ -248,11 +285,7 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
     pairs = list(zip([letter.envelope for letter in dead], outcomes, strict=True))
     bodies, done = follow_ups(backend, pairs)
     for envelope, outcome in pairs:
-        errbacks = (_embed(envelope) or {}).get("errbacks")
-        if errbacks:
-            request = _Parent(outcome.task_id, envelope.headers.get("root_id"),
-                              outcome.task_name, errbacks)
-            bodies.extend(errbacks_for(request, WorkerLostError(outcome.error or "")))
+        bodies.extend(message_errbacks(envelope, outcome, WorkerLostError(outcome.error or "")))
     if bodies:
         broker.enqueue_many(bodies)
     for group_id in done:
@@ -260,3 +293,14 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
             backend.chord_sent(group_id)
         except Exception:  # noqa: BLE001 - the letters are recorded: never record them again
             logger.warning("could not mark chord %s sent", group_id, exc_info=True)
+
+
+def message_errbacks(envelope: Envelope, outcome: Outcome, exc: BaseException) -> list[Envelope]:
+    """The errbacks a message carries, for a run that ended without the task's own failure
+    path (a dead letter, a run given up after being put back)."""
+    errbacks = (_embed(envelope) or {}).get("errbacks")
+    if not errbacks or not isinstance(errbacks, list):
+        return []
+    request = _Parent(outcome.task_id, envelope.headers.get("root_id"), outcome.task_name,
+                      errbacks)
+    return errbacks_for(request, exc)

@@ -15,6 +15,7 @@ from django.db import connections
 
 from .. import signals
 from ..brokers.base import Broker, DeadLetter, Delivery
+from ..exceptions import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,12 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
             self.beat()
+        if self._unrecorded:  # a last try before the worker goes
+            unrecorded, self._unrecorded = self._unrecorded, []
+            try:
+                self.record(unrecorded)
+            finally:
+                connections.close_all()
 
     def beat(self) -> None:
         """One round: extend, recover, now and then clean up old results. Errors are logged;
@@ -62,11 +69,7 @@ class Heartbeat(threading.Thread):
             # the broker has moved them already and will not report them twice.
             dead, self._unrecorded = [*self._unrecorded, *self.broker.recover()], []
             if dead:
-                try:
-                    self.on_dead(dead)
-                except Exception:
-                    self._unrecorded = dead[-MAX_UNRECORDED:]
-                    raise
+                self.record(dead)
             if self.cleanup is not None and time.monotonic() >= self._next_cleanup:
                 self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL
                 self.cleanup()
@@ -77,6 +80,26 @@ class Heartbeat(threading.Thread):
             # Hold no connection between beats: a prefork child forked meanwhile must not
             # inherit (and later close) a live socket of this thread.
             connections.close_all()
+
+    def record(self, dead: list[DeadLetter]) -> None:
+        """Record dead letters (their results, chords, errbacks). When that fails, each is
+        tried on its own: one that cannot be recorded for good is logged and given up, one
+        that met an outage is kept for the next round."""
+        try:
+            self.on_dead(dead)
+            return
+        except Exception:  # noqa: BLE001 - sorted out one by one below
+            logger.warning("recording %d dead letter(s) failed; trying one by one", len(dead),
+                           exc_info=True)
+        for letter in dead:
+            try:
+                self.on_dead([letter])
+            except ServiceError:
+                self._unrecorded.append(letter)
+            except Exception:  # noqa: BLE001 - bad data: never retried, never blocks the rest
+                logger.exception("dead letter id=%s cannot be recorded; given up",
+                                 letter.envelope.message_id)
+        self._unrecorded = self._unrecorded[-MAX_UNRECORDED:]
 
     def stop(self) -> None:
         """Stop after the current round."""

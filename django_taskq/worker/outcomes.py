@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import serializers, states
+from ..canvas.fields import steps_of
 from ..clock import clock_now
 from ..context import take_scheduled_retry
 from ..einfo import ExceptionInfo
@@ -45,7 +46,7 @@ class Run:
             "ignore_result": self.job.ignore_result, "date_started": self.started,
             "date_done": clock_now()}
         if request.group:  # a group member: whether it is in a chord is known here
-            common["chord"] = request.chord or {}
+            common["chord"] = request.chord if isinstance(request.chord, dict) else {}
         if self.job.extended:
             common.update(args=request.args, kwargs=request.kwargs,
                           queue=request.delivery_info.get("queue"))
@@ -92,7 +93,7 @@ class Run:
             self.job.request.id or "", self.job.task_name, exc,
             traceback=self.einfo.traceback if with_traceback else None,
             serializer=self.job.result_serializer, expected=isinstance(exc, options.throws),
-            exception=exc if self.eager else None, chain=self.job.request.chain or [],
+            exception=exc if self.eager else None, chain=steps_of(self.job.request.chain),
             **{**self._common(), **failure_settlement(options, exc, self.job.ignore_result)})
 
     def _reject(self, exc: Reject) -> None:

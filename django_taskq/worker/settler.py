@@ -97,10 +97,10 @@ class Settler:
                 self._close(chords_done)
             self.broker.ack_many([d for d, o in self._pending if o is None or o.disposition == "ack"])
             self._settle_otherwise()
+        self._pending = []  # settled: nothing of this batch is sent again, whatever follows
+        self._retries_sent = 0
         if self.broker.transactional:  # once the bodies are committed, not before
             self._close(chords_done)
-        self._pending = []
-        self._retries_sent = 0
 
     def _close(self, chords_done: list[str]) -> None:
         """Mark completed chords sent. Failing here leaves a chord completable again only by the
@@ -108,7 +108,7 @@ class Settler:
         for group_id in chords_done:
             try:
                 self.backend.chord_sent(group_id)
-            except ResultBackendError as exc:
+            except Exception as exc:  # noqa: BLE001 - only a re-completion by the same task
                 logger.warning("could not mark chord %s sent: %s", group_id, exc)
 
     def _isolate_unstorable(self) -> None:
@@ -151,10 +151,15 @@ class Settler:
                 continue
             reason = (f"put back (rejected with requeue) on each of its {delivery.attempts} "
                       f"deliveries; giving up ({outcome.reason})")
-            self._pending[index] = (delivery, failure(
+            given_up = failure(
                 outcome.task_id, outcome.task_name, RejectedError(reason),
                 date_done=outcome.date_done, worker=outcome.worker, retries=outcome.retries,
-                disposition="dead_letter", reason=reason))
+                disposition="dead_letter", reason=reason)
+            # Its errbacks waited for this last run (a timeout put back each time).
+            errbacks = chords.message_errbacks(delivery.envelope, given_up,
+                                               RejectedError(reason))
+            self._pending[index] = (delivery, dataclasses.replace(given_up,
+                                                                  follow_ups=tuple(errbacks)))
 
     def _settle_otherwise(self) -> None:
         """Messages whose run asked for something else than an ack: Celery's ``Reject``

@@ -21,6 +21,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
+from ..canvas.fields import steps_of
 from ..clock import clock_now
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, TimeLimitExceeded
 from ..outcome import Outcome, failure
@@ -208,7 +209,7 @@ def _errbacks(job: Job, exc: BaseException) -> tuple[Any, ...]:
 def _common(job: Job) -> dict[str, Any]:
     return {"worker": job.request.hostname or "", "retries": job.request.retries,
             "ignore_result": job.ignore_result, "serializer": job.result_serializer,
-            "chain": job.request.chain or []}
+            "chain": steps_of(job.request.chain)}
 
 
 def resident_memory_kib() -> int:

@@ -18,6 +18,7 @@ from typing import Any, cast
 from .. import signals, states
 from ..brokers import get_broker
 from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
+from ..canvas.fields import steps_of
 from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
 from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError
@@ -201,7 +202,7 @@ class Worker:
         outcome = failure(job.request.id or "", job.task_name, TaskRevokedError(why),
                           state=states.REVOKED, date_done=self.clock.now(),
                           worker=self.options.hostname, retries=job.request.retries,
-                          chain=job.request.chain or [])  # its later steps: REVOKED too
+                          chain=steps_of(job.request.chain))  # its later steps: REVOKED too
         self.settler.add(delivery, outcome)
         signals.send(signals.task_revoked, registry.get(job.task_name), request=job.request,
                      terminated=terminated, signum=9 if terminated else None, expired=expired)
