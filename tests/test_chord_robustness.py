@@ -81,3 +81,21 @@ def test_a_run_given_up_after_being_put_back_sends_its_errbacks(make_worker, tmp
     drain(worker, errback)
     assert result.state == states.FAILURE
     assert errback.get(timeout=5) == f"failed: {result.id}"
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_chord_keys_holding_other_data_are_logged_and_the_worker_goes_on(make_worker,
+                                                                         configured, caplog):
+    import redis
+
+    sig = chord([ct.add.s(1, 1)], ct.tsum.s())
+    sig.freeze()
+    group_id = sig.header.options["task_id"]
+    redis.Redis.from_url(configured).set(f"celery-taskset-meta-{group_id}.j", "not a zset")
+    result = sig.delay()
+    worker = make_worker()
+    drain(worker, result.parent)
+    ok = ct.add.delay(2, 2)
+    drain(worker, ok)  # the worker goes on
+    assert ok.get(timeout=5) == 4
+    assert "cannot be counted" in caplog.text and "WRONGTYPE" in caplog.text

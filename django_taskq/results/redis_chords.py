@@ -10,10 +10,11 @@ therefore completes on our worker, ours on Celery's, and workers of both kinds m
 One Lua script records a header task and decides, atomically:
 
 - a task already in ``.d`` (redelivered after its worker died) is not counted again;
-- the task that completes the count claims ``.c`` with its own task id; only a call for that
-  same task (its redelivery, when its worker died before sending the body) may complete it
-  again, and ``chord_sent`` deletes the counts and leaves ``done``, which ends the chord for
-  good (a late duplicate finds it and does nothing).
+- the task that completes the count claims ``.c`` with its own task id for CLAIM_TTL seconds;
+  only a call for that same task (its redelivery, when its worker died before sending the
+  body) may complete it again meanwhile, and after that one on any worker, Celery's too;
+- ``chord_sent`` deletes the counts and leaves ``done``, which ends the chord for good (a
+  late duplicate finds it and does nothing).
 """
 
 from __future__ import annotations
@@ -23,17 +24,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import serializers
+from ..exceptions import ResultBackendError
 from ..outcome import Outcome
-from ..redisconn import reconnecting
+from ..redisconn import reconnecting, redis_module
 from .meta import PartResult
 
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
 DONE = "done"
+#: Seconds a completion claim holds when its body is not sent: then the completing task's
+#: redelivery may complete the chord on any worker, Celery's included (Celery's claims expire
+#: too). A body is sent within a settle, far sooner.
+CLAIM_TTL = 300
 #: The suffixes of one chord's keys, in the order the scripts take them.
 SUFFIXES = (".j", ".t", ".s", ".d", ".c")
 
 #: KEYS: .j .t .s .d .c — ARGV: the encoded part, its index ('+inf' when unknown), its task id,
-#: the TTL in seconds (0: none). Returns the encoded parts in index order when this call
+#: the TTL in seconds (0: none), the claim's TTL. Returns the encoded parts in index order when this call
 #: completes the chord, else nil.
 ADD_PART = """
 local jkey, tkey, skey, dkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -63,11 +69,7 @@ local owner = redis.call('GET', ckey)
 if owner and owner ~= tid then
   return nil
 end
-if ttl > 0 then
-  redis.call('SET', ckey, tid, 'EX', ttl)
-else
-  redis.call('SET', ckey, tid)
-end
+redis.call('SET', ckey, tid, 'EX', tonumber(ARGV[5]))
 return redis.call('ZRANGE', jkey, 0, -1)
 """
 
@@ -110,8 +112,12 @@ class RedisChords:
         for group_id, index, outcome in parts:
             keys = [chord_key(group_id, suffix) for suffix in SUFFIXES]
             script(keys=keys, args=[self._part(outcome), "+inf" if index is None else index,
-                                    outcome.task_id, ttl], client=pipe)
-        return [None if found is None else self._parts(found) for found in pipe.execute()]
+                                    outcome.task_id, ttl, CLAIM_TTL], client=pipe)
+        try:
+            counted = pipe.execute()
+        except redis_module().ResponseError as exc:  # e.g. WRONGTYPE: the keys hold other data
+            raise ResultBackendError(f"Redis refused to count chord parts: {exc}") from exc
+        return [None if found is None else self._parts(found) for found in counted]
 
     def _part(self, outcome: Outcome) -> bytes:
         """Celery's ``[1, task_id, state, result]``, encoded with the result serializer."""

@@ -136,8 +136,15 @@ class _Settling:
             parts, self.parts = self.parts, []
             if not parts:
                 continue
-            counted = self.backend.add_chord_parts(
-                [(part.group_id, part.index, part.outcome) for part in parts])
+            try:
+                counted = self.backend.add_chord_parts(
+                    [(part.group_id, part.index, part.outcome) for part in parts])
+            except ResultBackendConnectionError:
+                raise
+            except ResultBackendError as exc:  # refused for good: an outage is not this
+                logger.error("chord parts of %s cannot be counted: %s",
+                             sorted({part.group_id for part in parts}), exc)
+                continue
             for part, results in zip(parts, counted, strict=True):
                 if results is None or part.group_id in self.completed:
                     continue
