@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from . import exceptions, states
 from .context import current_request
 from .results.meta import PROPAGATE_STATES, ResultMeta, rebuild_exception
+from .revoking import revoke, workflow_ids
 
 if TYPE_CHECKING:
     from .results.base import ResultBackend
@@ -331,10 +332,14 @@ class AsyncResult:
                wait: bool = False, timeout: float | None = None) -> None:
         """Never run this task; with ``terminate=True`` also kill a running execution.
 
+        The result of a workflow sent here (a chain's, a chord's: it has ``.parent`` links)
+        stands for the whole workflow: every task it waits on is revoked too, so what has not
+        run never runs (what has run stays as it is). A result made from an id alone is one task.
+
         See :func:`revoke`. ``connection``, ``signal``, ``wait`` and ``timeout`` are accepted for
         Celery compatibility; a terminated execution is always killed with SIGKILL.
         """
-        revoke([self.id], terminate=terminate)
+        revoke(workflow_ids(self), terminate=terminate)
 
 
 def __getattr__(name: str) -> Any:
@@ -344,21 +349,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(result_group, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def revoke(task_ids: str | list[str], *, terminate: bool = False) -> None:
-    """Revoke tasks by id: durable, so it holds for tasks still queued, for workers that start
-    later, and across restarts (until REVOKE_EXPIRES). A revoked task never runs and ends in
-    REVOKED; with ``terminate=True`` a running execution is killed too (prefork pool only).
-    Workers see a revocation within REVOKE_POLL_INTERVAL seconds.
-    """
-    from .conf import get_settings
-    from .control import get_control_store
-
-    ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
-    if not all(isinstance(i, str) and i for i in ids):
-        raise ValueError(f"revoke() takes task ids (non-empty strings), not {task_ids!r}.")
-    get_control_store().revoke(ids, terminate=terminate, expires=get_settings().REVOKE_EXPIRES)
 
 
 class EagerResult(AsyncResult):

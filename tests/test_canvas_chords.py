@@ -254,3 +254,22 @@ def test_a_header_task_no_worker_knows_fails_the_chord(make_worker):
 def test_a_chord_in_a_group_run_here_gets_the_partial_arguments():
     sig = group(ct.mul.s(2), chord([ct.add.s(1), ct.add.s(2)], ct.tsum.s()))
     assert sig.apply((10,)).get() == [20, 23]
+
+
+def test_revoking_a_workflows_result_revokes_what_has_not_run(make_worker):
+    chained = (ct.add.s(1, 1) | ct.mul.s(2) | ct.mul.s(3)).delay()
+    chorded = chord([ct.add.s(1, 1), ct.add.s(2, 2)], ct.tsum.s()).delay()
+    alone = AsyncResult(chained.id)  # from an id alone: that one task only
+    chained.revoke()
+    chorded.revoke()
+    worker = make_worker()
+    drain(worker, chained)
+    drain(worker, chorded)
+    assert [r.state for r in (chained.parent.parent, chained.parent, chained)] \
+        == [states.REVOKED] * 3
+    assert [r.state for r in chorded.parent.results] == [states.REVOKED] * 2
+    with pytest.raises(ChordError, match="TaskRevokedError"):  # the body never ran
+        chorded.get(timeout=5, follow_parents=False)
+    from django_taskq.revoking import workflow_ids
+
+    assert workflow_ids(alone) == [chained.id]
