@@ -157,6 +157,19 @@ class Celery:
         """The result handle of ``task_id``."""
         return AsyncResult(task_id)
 
+    def signature(self, varies: Any, *args: Any, **kwargs: Any) -> Any:
+        """A signature of a task, by name or object: :func:`django_taskq.signature`."""
+        from .canvas import signature
+
+        return signature(varies, *args, **kwargs)
+
+    @property
+    def GroupResult(self) -> Any:  # noqa: N802 - Celery's name
+        """The GroupResult class (``app.GroupResult.restore(group_id)``)."""
+        from .result_group import GroupResult
+
+        return GroupResult
+
     def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
                            namespace: str | None = None) -> None:
         """Django settings with ``namespace="CELERY"`` are read already; another object or

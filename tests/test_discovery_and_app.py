@@ -149,3 +149,12 @@ def test_custom_task_class_of_the_app(app):
 
 def test_signals_module_is_celerys(app):
     assert signals.task_prerun is not None and signals.before_task_publish is not None
+
+
+def test_app_signature_and_group_result_as_in_celery():
+    from django_taskq import Celery, GroupResult, Signature
+
+    app = Celery("proj")
+    sig = app.signature("tests.testapp.tasks.add", args=(2, 3), countdown=10)
+    assert isinstance(sig, Signature) and sig.args == (2, 3) and sig.options["countdown"] == 10
+    assert app.GroupResult is GroupResult

@@ -25,6 +25,7 @@ from ..exceptions import TaskqError
 from ..message import Envelope
 from ..producer import envelope_for
 from ..registry import registry
+from .fields import as_list
 
 #: Options that hold a list of signatures: placing a workflow adds to them.
 LISTS = frozenset({"link", "link_error"})
@@ -153,7 +154,7 @@ def take_place(sig: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, 
         raise TaskqError("a group has no one result task: make it a chord first")
     own = dict(sig.get("options") or {})
     for key, value in options.items():  # callbacks are added to the task's own
-        own[key] = [*_listed(own.get(key)), *_listed(value)] if key in LISTS else value
+        own[key] = [*as_list(own.get(key)), *as_list(value)] if key in LISTS else value
     return {**sig, "options": own}
 
 
@@ -170,14 +171,8 @@ def with_errbacks(sig: Mapping[str, Any], errbacks: list[Any]) -> dict[str, Any]
         kwargs["body"] = with_errbacks(kwargs["body"], errbacks)
         return {**sig, "kwargs": kwargs}
     options = dict(sig.get("options") or {})
-    options["link_error"] = [*_listed(options.get("link_error")), *errbacks]
+    options["link_error"] = [*as_list(options.get("link_error")), *errbacks]
     return {**sig, "options": options}
-
-
-def _listed(value: Any) -> list[Any]:
-    if not value:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def frozen(sig: Mapping[str, Any]) -> dict[str, Any]:
