@@ -200,14 +200,10 @@ def signature_dicts(value: Any, option: str) -> list[dict[str, Any]] | None:
 
 
 def plain_signature(sig: Mapping[str, Any]) -> dict[str, Any]:
-    """A signature as a plain dict (nested signatures in its options too), JSON-ready."""
-    plain = {"task": sig["task"], "args": list(sig.get("args") or ()),
-             "kwargs": dict(sig.get("kwargs") or {}), "options": dict(sig.get("options") or {}),
-             "subtask_type": sig.get("subtask_type"), "immutable": bool(sig.get("immutable"))}
-    for key, value in sig.items():
-        if key not in plain:
-            plain[key] = value  # e.g. chord_size
-    return plain
+    """A signature as a plain dict (nested signatures too), JSON-ready: canvas's ``plain``."""
+    from .canvas.fields import plain  # not at the top: canvas imports this module
+
+    return plain(sig)
 
 
 def _chord(value: Any) -> dict[str, Any] | None:
