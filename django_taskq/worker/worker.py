@@ -26,7 +26,7 @@ from ..outcome import Outcome, failure
 from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
-from . import chords, ratelimits
+from . import chords, ratelimits, stopping
 from .heartbeat import Heartbeat
 from .job import Job, prepare
 from .options import WorkerOptions
@@ -34,6 +34,7 @@ from .outcomes import log_outcome
 from .pools import LOST, TERMINATED, make_pool
 from .revocations import RevocationCache
 from .settler import Settler
+from .stopping import attempt as _attempt
 
 logger = logging.getLogger(__name__)
 
@@ -341,56 +342,8 @@ class Worker:
             self.shutdown()
 
     def _done(self, max_tasks: int | None, until_empty: bool) -> bool:
-        if max_tasks is not None and self.processed >= max_tasks and not self.stopping:
-            self.request_stop()
-        if until_empty and not self.stopping and self._idle() and self._claim_was_short \
-                and self._queues_empty():
-            self.request_stop()
-        timeout = self.options.shutdown_timeout
-        if self.stopping and timeout is not None and self._stop_started is not None \
-                and self.clock.monotonic() - self._stop_started > timeout:
-            self.cold = True
-        if self.stopping and (self.cold or not self.running):
-            return True
-        return False
-
-    def _idle(self) -> bool:
-        return not (self.prefetched or self.running or len(self.settler))
-
-    def _queues_empty(self) -> bool:
-        return all(self.broker.size(queue) == 0 for queue in self.options.queues)
+        return stopping.done(self, max_tasks, until_empty)
 
     def shutdown(self) -> None:
         """Give back everything not finished, settle what is, stop the pool and heartbeat."""
-        self.heartbeat.stop()
-        with self._held_lock:
-            unstarted = [d for d, _ in self.prefetched]
-            abandoned = list(self.running.values())
-            self.prefetched.clear()
-        if self.cold:
-            self.pool.terminate()
-        else:
-            self.pool.stop()
-            self._collect(0)
-            abandoned = list(self.running.values())
-        self.running.clear()
-        _attempt(self.settler.flush, "settle finished tasks")
-        if unstarted:
-            _attempt(lambda: self.broker.release(unstarted), "release prefetched messages")
-        for delivery, job in abandoned:  # started, not finished: back to the queue, attempt
-            # kept; a task whose run ends its worker every time (SystemExit) ends dead-lettered.
-            _attempt(lambda d=delivery, j=job: self._lost(d, j, quiet=True),
-                     "requeue running message")
-        # Connections go too: RabbitMQ returns what a consumer still buffers only when its
-        # channel closes, and then counts it as a lost delivery unless released cleanly.
-        _attempt(self.broker.close, "close the broker's connections")
-        signals.send(signals.worker_shutdown, self)
-        logger.info("worker stopped: %d task(s) processed, %d released, %d requeued",
-                    self.processed, len(unstarted), len(abandoned))
-
-
-def _attempt(action: object, what: str) -> None:
-    try:
-        action()  # type: ignore[operator]
-    except Exception:  # noqa: BLE001 - shutdown goes on; leases expire and recover the rest
-        logger.exception("could not %s; leases will expire instead", what)
+        stopping.shutdown(self)
