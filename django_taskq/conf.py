@@ -80,6 +80,12 @@ class TaskqSettings:
     BEAT_CLAIM_TIMEOUT: float = 60.0
     BEAT_RUN_HISTORY: float = 7 * 86400.0
     BEAT_BACKEND_CLEANUP: bool = True
+    EVENTS: bool = True
+    TASK_SEND_SENT_EVENT: bool = False
+    EVENTS_DATABASE: str | None = "default"
+    EVENTS_EXPIRES: float = 86400.0
+    EVENTS_HEARTBEAT: float = 2.0
+    EVENTS_CELERY: bool = True
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -254,12 +260,18 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "BEAT_CLAIM_TIMEOUT": _seconds,
     "BEAT_RUN_HISTORY": _seconds,
     "BEAT_BACKEND_CLEANUP": _bool,
+    "EVENTS": _bool,
+    "TASK_SEND_SENT_EVENT": _bool,
+    "EVENTS_DATABASE": _optional_text,
+    "EVENTS_EXPIRES": _seconds,
+    "EVENTS_HEARTBEAT": _seconds,
+    "EVENTS_CELERY": _bool,
 }
 
 _POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES", "REVOKE_EXPIRES",
                      "REVOKE_POLL_INTERVAL", "WORKER_TIME_LIMIT", "WORKER_SOFT_TIME_LIMIT",
                      "BEAT_SYNC_INTERVAL", "BEAT_MAX_LOOP_INTERVAL", "BEAT_CLAIM_TIMEOUT",
-                     "BEAT_RUN_HISTORY")
+                     "BEAT_RUN_HISTORY", "EVENTS_EXPIRES", "EVENTS_HEARTBEAT")
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,13 @@ class TaskResult(models.Model):
         db_table = "taskq_result"
         verbose_name = "task result"
         ordering = ["-date_created"]
+        # The dashboard's and admin's searches stay index scans with millions of results.
+        indexes = [
+            models.Index(fields=["-date_created"], name="taskq_result_created"),
+            models.Index(fields=["state", "-date_done"], name="taskq_result_state_done"),
+            models.Index(fields=["task_name", "-date_created"], name="taskq_result_name"),
+            models.Index(fields=["worker", "-date_created"], name="taskq_result_worker"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_name or 'task'}[{self.task_id}] {self.state}"
@@ -204,6 +211,17 @@ from .beat.models import (  # noqa: E402
     SolarSchedule,
 )
 
-__all__ = ["BeatInstance", "ClockedSchedule", "CrontabSchedule", "DeadLetterMessage",
+# Monitoring's tables live in events/models.py, imported here for the same reason.
+from .events.models import (  # noqa: E402
+    ControlCommand,
+    ControlReply,
+    TaskCounter,
+    TaskEvent,
+    TaskMinute,
+    WorkerState,
+)
+
+__all__ = ["BeatInstance", "ControlCommand", "ControlReply", "TaskCounter", "TaskEvent",
+           "TaskMinute", "WorkerState", "ClockedSchedule", "CrontabSchedule", "DeadLetterMessage",
            "GroupResultRecord", "IntervalSchedule", "PeriodicTask", "PeriodicTaskRun",
            "QueuedMessage", "RateBucket", "Revocation", "SolarSchedule", "TaskResult"]

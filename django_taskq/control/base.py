@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
+from .mailbox import Mailbox
 from .rate import Rate
 
 #: Seconds of float rounding forgiven: a caller that sleeps exactly the wait it was told then
@@ -41,8 +42,9 @@ def gcra(full_at: float | None, now: float, rate: Rate, burst: int) -> tuple[flo
     return 0.0, start + rate.interval
 
 
-class ControlStore(abc.ABC):
-    """Shared state every worker reads: rate limit buckets and revoked task ids."""
+class ControlStore(Mailbox, abc.ABC):
+    """Shared state every worker reads: rate limit buckets, revoked task ids, and the remote
+    control mailbox (control/mailbox.py)."""
 
     @abc.abstractmethod
     def take(self, bucket: str, rate: Rate, burst: int = 1) -> float:

@@ -21,6 +21,7 @@ from django.db.models.functions import Greatest
 from ..engines import translating
 from ..exceptions import ControlStoreError
 from .base import EPSILON, ControlStore, check_burst
+from .mailboxes import DatabaseMailbox
 from .rate import Rate
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start:start + CHUNK]
 
 
-class DatabaseControlStore(ControlStore):
+class DatabaseControlStore(DatabaseMailbox, ControlStore):
     """Buckets and revocations as rows of the database ``alias``."""
 
     def __init__(self, alias: str = "default", now: Callable[[], float] = time.time) -> None:

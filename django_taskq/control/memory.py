@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from .base import ControlStore, check_burst, gcra
+from .mailboxes import MemoryMailbox
 from .rate import Rate
 
 
-class MemoryControlStore(ControlStore):
+class MemoryControlStore(MemoryMailbox, ControlStore):
     """Buckets and revocations in dicts behind a lock; ``now`` returns Unix seconds."""
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:

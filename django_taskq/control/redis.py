@@ -13,12 +13,14 @@ Every script reads the server's ``TIME``, so workers on machines whose clocks di
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..redisconn import client_from_url, reconnecting
 from ..service_url import ParsedUrl
 from .base import ControlStore, check_burst
+from .mailboxes import RedisMailbox
 from .rate import Rate
 
 _NOW = """
@@ -78,12 +80,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisControlStore(ControlStore):
+class RedisControlStore(RedisMailbox, ControlStore):
     """Buckets and revocations in Redis, each operation one script call."""
 
     def __init__(self, url: ParsedUrl, *, prefix: str = "taskq") -> None:
         self.client = client_from_url(url, "CONTROL_URL")
         self.prefix = prefix
+        self.now = time.time
         self.revoked_key = f"{prefix}:revoked"
         self.terminate_key = f"{prefix}:revoked:terminate"
         self._scripts = {name: self.client.register_script(source) for name, source in (

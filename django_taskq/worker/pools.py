@@ -78,6 +78,11 @@ class SoloPool:
         """A solo task runs on the worker's own thread: it cannot be killed from outside."""
         return False
 
+    def resize(self, slots: int) -> None:
+        """The solo pool has one slot, always."""
+        raise ValueError("the solo pool has one slot; run the worker with --pool prefork or "
+                         "threads to grow or shrink it")
+
     def stop(self) -> None:
         """Nothing runs after submit returns."""
 
@@ -99,8 +104,9 @@ class ThreadPool:
             warn_once(_THREADS_IGNORE_LIMITS)
 
     def start(self) -> None:
+        # Threads start on demand: room up to MAX_THREADS lets resize() need no new executor.
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            self.slots, thread_name_prefix="taskq-worker")
+            max(self.slots, MAX_THREADS), thread_name_prefix="taskq-worker")
 
     def free_slots(self) -> int:
         return self.slots - len(self._running)
@@ -124,6 +130,12 @@ class ThreadPool:
         """Threads cannot be killed."""
         return False
 
+    def resize(self, slots: int) -> None:
+        """Run up to ``slots`` jobs at once from now on (running ones finish)."""
+        if slots > max(self.slots, MAX_THREADS):
+            raise ValueError(f"the threads pool grows to {MAX_THREADS} threads at most")
+        self.slots = slots
+
     def stop(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -134,6 +146,8 @@ class ThreadPool:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+#: The most threads a threads pool may be resized to.
+MAX_THREADS = 256
 _THREADS_IGNORE_LIMITS = ("time limits are not enforced by the threads pool (a thread cannot "
                           "be interrupted); use the prefork or solo pool")
 
@@ -155,6 +169,7 @@ class _Child:
     hard: float | None = None
     deadline: float | None = None  # time.monotonic() at which the hard limit kills it
     terminated: bool = False  # kill(key) was called
+    retiring: bool = False  # the pool shrank: stops after its task
 
 
 class PreforkPool:
@@ -186,7 +201,26 @@ class PreforkPool:
         return _Child(process, parent_end)
 
     def free_slots(self) -> int:
-        return sum(1 for child in self._children if child.job is None)
+        return sum(1 for child in self._children if child.job is None and not child.retiring)
+
+    def resize(self, slots: int) -> None:
+        """Fork children up to ``slots``, or stop idle ones (busy ones after their task)."""
+        self.slots = slots
+        while len([c for c in self._children if not c.retiring]) < slots:
+            self._children.append(self._spawn())
+        extra = len([c for c in self._children if not c.retiring]) - slots
+        for child in sorted(self._children, key=lambda c: c.job is not None)[:max(0, extra)]:
+            child.retiring = True
+            if child.job is None:
+                self._stop_child(child)
+
+    def _stop_child(self, child: _Child) -> None:
+        try:
+            child.conn.send(None)
+        except OSError:
+            pass
+        self._discard(child)
+        self._children.remove(child)
 
     def submit(self, job: Job) -> None:
         index, child = next((i, c) for i, c in enumerate(self._children) if c.job is None)
@@ -223,7 +257,7 @@ class PreforkPool:
         try:
             if child.conn.poll():
                 outcome, retiring = child.conn.recv()
-                if retiring or child.terminated:  # exits after sending (or was killed)
+                if retiring or child.terminated or child.retiring:  # exits after sending (or was killed)
                     self._replace(child)
                 else:
                     self._idle(child)
@@ -258,6 +292,9 @@ class PreforkPool:
         child.conn.close()
 
     def _replace(self, child: _Child) -> None:
+        if child.retiring:  # the pool shrank meanwhile: not replaced
+            self._stop_child(child)
+            return
         self._discard(child)
         self._children[self._children.index(child)] = self._spawn()
 

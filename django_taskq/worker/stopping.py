@@ -61,6 +61,7 @@ def shutdown(worker: Worker) -> None:
     # Connections go too: RabbitMQ returns what a consumer still buffers only when its
     # channel closes, and then counts it as a lost delivery unless released cleanly.
     attempt(worker.broker.close, "close the broker's connections")
+    attempt(worker.monitor.stop, "send worker-offline")
     signals.send(signals.worker_shutdown, worker)
     logger.info("worker stopped: %d task(s) processed, %d released, %d requeued",
                 worker.processed, len(unstarted), len(abandoned))

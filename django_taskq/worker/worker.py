@@ -15,12 +15,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
-from .. import signals, states
+from .. import events, signals, states
 from ..brokers import get_broker
 from ..brokers.base import Broker, DeadLetter, Delivery, worker_lost_reason
 from ..canvas.fields import steps_of
 from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
+from ..events import build, dispatcher_for
+from ..events.dispatcher import EventDispatcher
 from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError
 from ..outcome import Outcome, failure
 from ..registry import registry
@@ -28,7 +30,9 @@ from ..results import get_backend
 from ..results.base import ResultBackend
 from . import chords, ratelimits, stopping
 from .heartbeat import Heartbeat
+from .introspection import Introspection
 from .job import Job, prepare
+from .monitor import Monitor
 from .options import WorkerOptions
 from .outcomes import log_outcome
 from .pools import LOST, TERMINATED, make_pool
@@ -43,11 +47,12 @@ class WorkerTerminate(BaseException):
     """Raised inside a solo task on the second stop signal, to abandon it (it is requeued)."""
 
 
-class Worker:
+class Worker(Introspection):
     """Consumes messages from ``options.queues`` and runs them in a pool."""
 
     def __init__(self, options: WorkerOptions, *, broker: Broker | None = None,
-                 backend: ResultBackend | None = None, clock: Clock = SYSTEM) -> None:
+                 backend: ResultBackend | None = None, clock: Clock = SYSTEM,
+                 events: EventDispatcher | None = None) -> None:
         self.options = options
         self.clock = clock
         registry.check_options()
@@ -85,6 +90,10 @@ class Worker:
             self.broker, held=self.held_deliveries, lease=options.lease,
             interval=options.heartbeat_interval,
             on_dead=self._record_dead, cleanup=self._cleanup, sender=self)
+        self._init_introspection()
+        self.events = events or dispatcher_for(options.hostname, self.broker)
+        self.monitor = Monitor(self, self.events, freq=settings.EVENTS_HEARTBEAT,
+                               control_every=settings.REVOKE_POLL_INTERVAL)
 
     @property
     def capacity(self) -> int:
@@ -103,6 +112,7 @@ class Worker:
         """Periodic housekeeping (heartbeat thread): expired results, old buckets, revocations."""
         self.backend.cleanup()
         self.control_store().prune()
+        events.prune()
 
     def held_deliveries(self) -> list[Delivery]:
         """Every delivery whose lease this worker must keep alive."""
@@ -117,6 +127,7 @@ class Worker:
         signals.send(signals.worker_init, self)
         self.pool.start()
         self.heartbeat.start()
+        self.monitor.start()
         signals.send(signals.worker_ready, self)
 
     def step(self) -> None:
@@ -125,6 +136,7 @@ class Worker:
             self._step()
 
     def _step(self) -> None:
+        self.apply_changes()
         if self.revocations.refresh():
             self._terminate_revoked()
         self._collect(0)
@@ -193,6 +205,7 @@ class Worker:
             self.broker.defer(delivery, decoded.eta)
             return
         signals.send(signals.task_received, self, request=job.request)
+        self.events.send("task-received", **build.received(job))
         with self._held_lock:
             self.prefetched.append((delivery, job))
 
@@ -205,6 +218,8 @@ class Worker:
                           worker=self.options.hostname, retries=job.request.retries,
                           chain=steps_of(job.request.chain))  # its later steps: REVOKED too
         self.settler.add(delivery, outcome)
+        self.events.send("task-revoked", uuid=outcome.task_id, name=job.task_name,
+                         terminated=terminated, signum=9 if terminated else None, expired=expired)
         signals.send(signals.task_revoked, registry.get(job.task_name), request=job.request,
                      terminated=terminated, signum=9 if terminated else None, expired=expired)
 
@@ -241,6 +256,8 @@ class Worker:
             envelope.message_id or "", envelope.task_name, exc, date_done=self.clock.now(),
             worker=self.options.hostname, ignore_result=not envelope.message_id,
             disposition="dead_letter", reason=str(exc)))
+        self.events.send("task-failed", uuid=envelope.message_id, name=envelope.task_name,
+                         exception=f"{type(exc).__name__}: {exc}", traceback="")
         # Celery's message is a kombu Message; ours is the Envelope (see signals.py).
         if isinstance(exc.__cause__, NotRegistered):
             signals.send(signals.task_unknown, self, message=envelope, exc=exc.__cause__,
@@ -259,6 +276,8 @@ class Worker:
             with self._held_lock:
                 self.prefetched.popleft()
                 self.running[job.key] = (delivery, job)
+            self.started_at[job.key] = time.time()
+            self.events.send("task-started", **build.started(job))
             self._in_task = True
             try:
                 self.pool.submit(job)
@@ -273,6 +292,7 @@ class Worker:
         for key, outcome in self.pool.collect(timeout):
             with self._held_lock:
                 delivery, job = self.running.pop(key)
+            self.started_at.pop(key, None)
             if outcome is LOST:
                 # A failure here leaves the message to its lease expiry and recovery; the
                 # other finished jobs of this round are still handled.
@@ -284,7 +304,9 @@ class Worker:
                 continue
             self.processed += 1
             finished = cast(Outcome, outcome)  # neither LOST nor TERMINATED by now
+            self.totals[job.task_name] += 1
             log_outcome(finished)
+            self.report_finished(finished)
             self.settler.add(delivery, finished)
 
     def _lost(self, delivery: Delivery, job: Job, *, quiet: bool = False) -> None:
@@ -301,6 +323,10 @@ class Worker:
             self.broker.requeue(delivery)
 
     def _record_dead(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            self.events.send("task-failed", uuid=letter.envelope.message_id,
+                             name=letter.envelope.task_name, exception=letter.reason,
+                             traceback="")
         chords.record_dead(self.backend, self.broker, letters, self.options.hostname,
                            self.clock.now())
 

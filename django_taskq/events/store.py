@@ -1,0 +1,143 @@
+"""The database sink: events kept for a window, workers' last word, per-minute and total counts.
+
+One ``publish`` is one transaction: a bulk insert of the task events, the workers' rows brought
+up to date, and the counters added to (events/counters.py). The dashboard, ``manage.py taskq``
+and the Prometheus view read these tables; ``prune`` drops what is older than EVENTS_EXPIRES.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..engines import database_errors
+from ..exceptions import ResultBackendConnectionError, ResultBackendError
+from .counters import increment
+from .models import MINUTE_COUNTS
+
+#: Prometheus' default histogram buckets (seconds), and +Inf.
+RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                   10.0, 30.0, 60.0, 300.0, math.inf)
+#: Event type → the TaskMinute column it counts in.
+COUNTED = {"task-received": "received", "task-started": "started",
+           "task-succeeded": "succeeded", "task-failed": "failed", "task-retried": "retried",
+           "task-rejected": "rejected", "task-revoked": "revoked"}
+#: Event type → the state its total counts (TaskCounter ``state:<STATE>``).
+FINAL_STATES = {"task-succeeded": "SUCCESS", "task-failed": "FAILURE", "task-retried": "RETRY",
+                "task-rejected": "REJECTED", "task-revoked": "REVOKED"}
+_WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver")
+
+
+def bucket_label(bound: float) -> str:
+    """The ``le`` label of a bucket, as Prometheus writes it."""
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def _when(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+class DatabaseEventSink:
+    """Stores events in the ``EVENTS_DATABASE`` alias."""
+
+    def __init__(self, alias: str = "default") -> None:
+        self.alias = alias
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        from django.db import transaction
+
+        with database_errors(self.alias, "store events", ResultBackendError,
+                             ResultBackendConnectionError), \
+                transaction.atomic(using=self.alias):
+            self._store(events)
+
+    def _store(self, events: Sequence[dict[str, Any]]) -> None:
+        from .models import TaskEvent
+
+        rows, minutes = [], _counts()
+        totals: defaultdict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: {"value": 0})
+        for event in events:
+            kind = event.get("type", "")
+            if kind.startswith("worker-"):
+                self._worker(event)
+                if kind == "worker-heartbeat":
+                    continue
+            name = str(event.get("name") or "")
+            rows.append(TaskEvent(type=kind[:32], task_id=str(event.get("uuid") or "")[:255],
+                                  task_name=name[:255], hostname=str(event.get("hostname", ""))[:255],
+                                  timestamp=_when(event["timestamp"]), fields=_plain(event)))
+            if kind in COUNTED and name:
+                _count(minutes, totals, event, kind, name)
+        TaskEvent.objects.using(self.alias).bulk_create(rows, batch_size=500)
+        increment(self.alias, "taskq_taskminute", ("minute", "task_name"), minutes)
+        increment(self.alias, "taskq_taskcounter", ("task_name", "key"), totals)
+
+    def _worker(self, event: dict[str, Any]) -> None:
+        from .models import WorkerState
+
+        kind, when = event["type"], _when(event["timestamp"])
+        values: dict[str, Any] = {k: event[k] for k in _WORKER_FIELDS if event.get(k) is not None}
+        for key in ("pool", "concurrency", "queues"):
+            if event.get(key) is not None:
+                values[key] = event[key]
+        values["last_heartbeat"] = when
+        if kind == "worker-online":
+            values.update(started_at=when, stopped_at=None)
+        elif kind == "worker-offline":
+            values.update(stopped_at=when, active=0)
+        hostname = str(event.get("hostname", ""))[:255]
+        manager = WorkerState.objects.using(self.alias)
+        if not manager.filter(hostname=hostname).update(**values):
+            manager.update_or_create(hostname=hostname, defaults=values)
+
+    def close(self) -> None:
+        from django.db import connections
+
+        connections[self.alias].close()
+
+
+def _counts() -> defaultdict[tuple[Any, ...], dict[str, float]]:
+    return defaultdict(lambda: {column: 0 for column in (*MINUTE_COUNTS, "runtime_sum")})
+
+
+def _count(minutes: Any, totals: Any, event: dict[str, Any], kind: str, name: str) -> None:
+    stamp = int(event["timestamp"]) // 60 * 60
+    row = minutes[(_when(stamp), name)]
+    row[COUNTED[kind]] += 1
+    runtime = event.get("runtime")
+    if kind in FINAL_STATES:
+        _total(totals, name, f"state:{FINAL_STATES[kind]}")
+    if kind in ("task-succeeded", "task-failed") and isinstance(runtime, (int, float)):
+        row["runtime_sum"] += runtime
+        bound = next(b for b in RUNTIME_BUCKETS if runtime <= b)
+        for key, amount in ((f"runtime:le:{bucket_label(bound)}", 1), ("runtime:count", 1),
+                            ("runtime:sum", runtime)):
+            _total(totals, name, key, amount)
+
+
+def _total(totals: Any, name: str, key: str, amount: float = 1) -> None:
+    totals[(name, key)]["value"] += amount
+
+
+def _plain(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as JSON can store it (anything else becomes its repr)."""
+    return {k: v if v is None or isinstance(v, (str, int, float, bool, list, dict)) else repr(v)
+            for k, v in event.items()}
+
+
+def prune(alias: str, expires: float, now: datetime | None = None) -> int:
+    """Delete events, minutes, control messages and long-gone workers older than ``expires``."""
+    from .models import ControlCommand, ControlReply, TaskEvent, TaskMinute, WorkerState
+
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(seconds=expires)
+    removed = 0
+    with database_errors(alias, "prune events", ResultBackendError, ResultBackendConnectionError):
+        for model, column in ((TaskEvent, "timestamp"), (TaskMinute, "minute"),
+                              (WorkerState, "last_heartbeat"), (ControlReply, "created_at")):
+            removed += model.objects.using(alias).filter(**{f"{column}__lt": cutoff}).delete()[0]
+        removed += ControlCommand.objects.using(alias).filter(
+            expires_at__lt=now or datetime.now(timezone.utc)).delete()[0]
+    return removed

@@ -1,0 +1,96 @@
+"""What remote control and the monitor ask of a worker, and the changes they hand its loop.
+
+A mixin of :class:`~django_taskq.worker.worker.Worker`: reading (pool size, child pids, the
+broker's transport) is safe from the monitor thread; changing the pool or the queues is queued
+with ``change`` and done by the loop's own thread at its next step (``apply_changes``), where
+nothing else touches them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..events import build
+from ..events.dispatcher import EventDispatcher
+
+if TYPE_CHECKING:
+    from .options import WorkerOptions
+
+logger = logging.getLogger(__name__)
+
+
+class Introspection:
+    """Monitoring state and hooks of a worker (see the module docstring)."""
+
+    options: WorkerOptions
+    pool: Any
+    broker: Any
+    events: EventDispatcher
+
+    def _init_introspection(self) -> None:
+        self.totals: Counter[str] = Counter()  # tasks finished, by name (inspect stats)
+        self.started_at: dict[int, float] = {}  # job key → Unix time it went to the pool
+        self.monotonic_start = time.monotonic()
+        self._changes: deque[Callable[[], object]] = deque()
+        self._change_lock = threading.Lock()
+        self._lamport = itertools.count(1)
+
+    def events_clock(self) -> int:
+        """A logical clock value, as Celery's stats report it."""
+        return next(self._lamport)
+
+    def pool_size(self) -> int:
+        """Execution slots the pool has now."""
+        return int(getattr(self.pool, "slots", 1))
+
+    def pool_pids(self) -> list[int]:
+        """Process ids of prefork children ([] for solo and threads)."""
+        children = getattr(self.pool, "_children", [])
+        return [child.process.pid for child in children if child.process.pid]
+
+    def broker_transport(self) -> str:
+        """The broker's engine, as ``stats`` reports it."""
+        return type(self.broker).__name__.removesuffix("Broker").lower() or "broker"
+
+    def change(self, action: Callable[[], object]) -> None:
+        """Have the loop's thread run ``action`` at its next step."""
+        with self._change_lock:
+            self._changes.append(action)
+        self.broker.interrupt()  # an idle worker waiting in reserve comes round at once
+
+    def apply_changes(self) -> None:
+        """Run the changes queued by remote control (the loop's thread only)."""
+        while self._changes:
+            with self._change_lock:
+                action = self._changes.popleft()
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - a change that fails is logged, the loop goes on
+                logger.exception("remote control: a change failed")
+
+    def resize_pool(self, slots: int) -> None:
+        """Grow or shrink the pool to ``slots`` (prefork forks or stops children)."""
+        self.pool.resize(slots)
+        self.options = dataclasses.replace(self.options, concurrency=slots)
+        logger.info("pool resized to %d slot(s)", slots)
+
+    def set_queues(self, queues: tuple[str, ...]) -> None:
+        """Consume from ``queues`` from the next claim on."""
+        self.options = dataclasses.replace(self.options, queues=tuple(queues))
+        logger.info("consuming from %s", ", ".join(queues))
+
+    # -- events, from the loop ---------------------------------------------------------------
+
+    def report_finished(self, outcome: Any, **extra: Any) -> None:
+        """The event of a settled run (task-succeeded, -failed, -retried, -rejected, -revoked)."""
+        found = build.finished(outcome)
+        if found is not None:
+            kind, fields = found
+            self.events.send(kind, **fields, **extra)
