@@ -74,8 +74,8 @@ class Settings(MutableMapping[str, Any]):
 
 
 class Control:
-    """``app.control``: revocation (durable here). Inspect and broadcast commands arrive with
-    the monitoring issue."""
+    """``app.control``: revocation (durable here), ``inspect()``, ``broadcast`` and Celery's
+    control commands (``django_taskq.control.remote.Control``, built at call time)."""
 
     def revoke(self, task_id: str | list[str], destination: Any = None, terminate: bool = False,
                signal: Any = None, **kwargs: Any) -> None:
@@ -88,8 +88,9 @@ class Control:
         revoke(task_id, terminate=True)
 
     def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"app.control.{name} is not available yet: remote inspection and "
-                             "control arrive with monitoring; use manage.py taskq meanwhile.")
+        from .control.remote import Control as RemoteControl
+
+        return getattr(RemoteControl(), name)
 
 
 class Celery:

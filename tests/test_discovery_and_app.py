@@ -123,15 +123,18 @@ def test_on_after_configure_and_finalize_are_sent_to_each_app(app):
     assert ("configure", app) in seen and ("finalize", app) in seen
 
 
-def test_app_control_revokes_and_says_what_is_not_there_yet(app, monkeypatch):
+def test_app_control_revokes_and_inspects(app, monkeypatch):
     revoked = []
     monkeypatch.setattr("django_taskq.app.revoke", lambda ids, terminate=False:
                         revoked.append((ids, terminate)))
     app.control.revoke("a")
     app.control.terminate("b")
     assert revoked == [("a", False), ("b", True)]
-    with pytest.raises(AttributeError, match="arrive with monitoring"):
-        app.control.inspect()
+    from django_taskq.control.remote import Inspect
+
+    assert isinstance(app.control.inspect(timeout=0.1), Inspect)
+    with pytest.raises(AttributeError):
+        app.control.no_such_command  # noqa: B018 - the attribute access is the test
 
 
 def test_custom_task_class_of_the_app(app):
