@@ -137,7 +137,7 @@ def configure(args: argparse.Namespace, workdir: str) -> None:
         INSTALLED_APPS=["django_taskq"],
         DATABASES={"default": database},
         TASKQ={"BROKER_URL": "db://default", "RESULT_BACKEND": "db://default",
-               "WORKER_POOL": "solo"},
+               "WORKER_POOL": "solo", "EVENTS_DATABASE": None},  # events: events_overhead.py
     )
     django.setup()
     import benchtasks  # noqa: F401 - registers bench.noop and bench.store

@@ -46,8 +46,10 @@ def configure_django(redis_url: str, broker: str | None = None, **taskq: object)
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         INSTALLED_APPS=["django_taskq"],
         DATABASES={},  # nothing here touches a database
+        # Events off, as Celery's worker has them by default: bench/events_overhead.py
+        # measures what they cost.
         TASKQ={"BROKER_URL": broker or redis_url, "RESULT_BACKEND": redis_url, "WORKER_POOL": "solo",
-               **taskq},
+               "EVENTS_DATABASE": None, "EVENTS_CELERY": False, **taskq},
     )
     django.setup()
     import benchtasks  # noqa: F401 - registers bench.noop and bench.store

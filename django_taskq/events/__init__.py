@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from ..conf import get_settings
+from ..exceptions import ConfigurationError
 from .dispatcher import EventDispatcher, Sink
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,15 @@ def sinks_for(broker: Any) -> list[Sink]:
     settings = get_settings()
     sinks: list[Sink] = []
     if settings.EVENTS_DATABASE is not None:
+        from django.conf import settings as django_settings
+
         from .store import DatabaseEventSink
+
+        if settings.EVENTS_DATABASE not in django_settings.DATABASES:
+            raise ConfigurationError(
+                f"TASKQ['EVENTS_DATABASE'] = {settings.EVENTS_DATABASE!r} is not in DATABASES "
+                f"(aliases: {', '.join(django_settings.DATABASES) or 'none'}); name one, or set "
+                "it to None to store no events.")
 
         sinks.append(DatabaseEventSink(settings.EVENTS_DATABASE))
     if settings.EVENTS_CELERY:

@@ -35,10 +35,12 @@ class Sink(Protocol):
         """Release connections."""
 
 
-def utcoffset() -> int:
-    """Hours west of UTC, as Celery's events carry it (``-time.timezone // 3600``, DST aware)."""
+def utcoffset() -> float:
+    """Hours west of UTC, as Celery's events carry it (``time.timezone / 3600``, DST aware):
+    receivers undo it with ``timestamp - (utcoffset - theirs) * 3600``."""
     offset = time.altzone if time.daylight and time.localtime().tm_isdst > 0 else time.timezone
-    return -offset // 3600
+    hours = offset / 3600
+    return int(hours) if hours.is_integer() else hours
 
 
 class _Outbox:
