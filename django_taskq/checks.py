@@ -137,3 +137,18 @@ def check_task_options(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                              "option): the worker refuses to start with it.",
                              id="django_taskq.E011")]
     return []
+
+
+@checks.register("django_taskq")
+def check_events_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """django_taskq.E014: EVENTS_DATABASE, when set, must be a DATABASES alias."""
+    from django.conf import settings as django_settings
+
+    alias = raw_settings().get("EVENTS_DATABASE", "default")
+    if alias is None or not isinstance(alias, str) or alias in django_settings.DATABASES:
+        return []  # a value of the wrong type is an E002 of check_settings
+    return [checks.Error(
+        f"TASKQ['EVENTS_DATABASE'] = {alias!r} is not in DATABASES.",
+        hint=f"Name one of {', '.join(django_settings.DATABASES) or 'no alias'}, or set it to "
+             "None to store no events (the admin dashboard and /metrics read them).",
+        id="django_taskq.E014")]

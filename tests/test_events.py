@@ -280,3 +280,18 @@ def test_prune_drops_what_is_older_than_the_window(events_alias):
     assert list(TaskEvent.objects.using(events_alias).values_list("task_id", flat=True)) == ["n"]
     assert TaskMinute.objects.using(events_alias).count() == 1
     assert not WorkerState.objects.using(events_alias).exists()
+
+
+def test_an_events_database_that_is_no_alias_is_refused_with_the_fix(settings):
+    from django_taskq.checks import check_events_database
+    from django_taskq.events import dispatcher_for
+    from django_taskq.exceptions import ConfigurationError
+
+    settings.TASKQ = {**settings.TASKQ, "EVENTS_DATABASE": "monitoring"}
+    [error] = check_events_database()
+    assert error.id == "django_taskq.E014" and "'monitoring' is not in DATABASES" in error.msg
+    assert "None to store no events" in error.hint
+    with pytest.raises(ConfigurationError, match="set it to None to store no events"):
+        dispatcher_for("w", broker=None)
+    settings.TASKQ = {**settings.TASKQ, "EVENTS_DATABASE": None}
+    assert check_events_database() == []
