@@ -104,6 +104,10 @@ def test_docs_table_names_every_celery_setting():
     ("CELERY_RESULT_EXTENDED", True, "RESULT_EXTENDED", True),
     ("CELERY_TASK_PUBLISH_RETRY", False, "TASK_PUBLISH_RETRY", False),
     ("CELERY_TASK_IGNORE_RESULT", True, "TASK_IGNORE_RESULT", True),
+    ("CELERY_WORKER_SEND_TASK_EVENTS", False, "EVENTS", False),
+    ("CELERY_SEND_EVENTS", False, "EVENTS", False),
+    ("CELERY_TASK_SEND_SENT_EVENT", True, "TASK_SEND_SENT_EVENT", True),
+    ("CELERY_SEND_TASK_SENT_EVENT", True, "TASK_SEND_SENT_EVENT", True),
 ])
 def test_honoured(name, value, key, expected):
     assert getattr(honoured(**{name: value}), key) == expected
@@ -232,6 +236,13 @@ def test_w011_no_effect_says_why():
     ("CELERY_TASK_REJECT_ON_WORKER_LOST", True, "MAX_DELIVERIES"),
     ("BROKER_TRANSPORT_OPTIONS", {"visibility_timeout": 3600}, "LEASE_TIMEOUT"),
     ("CELERY_RESULT_DBURI", "postgresql://u@h/app", "db://<alias>"),
+    ("CELERY_EVENT_EXCHANGE", "myev", "celeryev"),
+    ("CELERY_EVENT_SERIALIZER", "pickle", "JSON"),
+    ("CELERY_EVENT_QUEUE_TTL", 5.0, "TASKQ['EVENTS_EXPIRES']"),
+    ("CELERY_EVENT_QUEUE_EXPIRES", 60.0, "event receivers"),
+    ("CELERY_EVENT_QUEUE_PREFIX", "myev", "their own Celery configuration"),
+    ("CELERY_EVENT_QUEUE_DURABLE", True, "Flower"),
+    ("CELERY_EVENT_QUEUE_EXCLUSIVE", True, "Flower"),
 ])
 def test_w011_more(name, value, in_hint):
     [(id_, message, hint)] = notes(TASKQ={}, **{name: value})
@@ -256,7 +267,6 @@ def test_w013_unknown_celery_setting():
 
 @pytest.mark.parametrize("name, value, in_hint", [
     ("CELERY_BEAT_ENABLE_REMOTE_CONTROL", True, "monitoring issue"),
-    ("CELERY_WORKER_SEND_TASK_EVENTS", True, "monitoring issue"),
     ("CELERY_SECURITY_KEY", "/k.pem", "signing issue"),
     ("CELERY_TASK_SERIALIZER", "auth", "signing issue"),
     ("CELERY_TASK_COMPRESSION", "gzip", "serializers issue"),
@@ -300,3 +310,19 @@ def test_passwords_are_masked_in_messages():
     [(_, message, _)] = notes(TASKQ={"BROKER_URL": "memory://"},
                               CELERY_BROKER_URL="amqp://app:s3cret@rabbit//")
     assert "s3cret" not in message and "****" in message
+
+
+def test_celerys_event_switches_are_honoured_and_the_taskq_key_wins():
+    with override_settings(TASKQ={"EVENTS": True}, CELERY_WORKER_SEND_TASK_EVENTS=False):
+        [message] = check_celery_settings()
+        assert message.id == "django_taskq.W012" and get_settings().EVENTS is True
+    reset_settings()
+    with override_settings(TASKQ={}, CELERY_SEND_EVENTS=True, CELERY_SEND_TASK_SENT_EVENT=True):
+        assert check_celery_settings() == []
+        assert get_settings().EVENTS is True and get_settings().TASK_SEND_SENT_EVENT is True
+
+
+def test_a_celery_event_switch_that_is_not_a_bool_is_refused():
+    [(id_, message, hint)] = notes(TASKQ={}, CELERY_WORKER_SEND_TASK_EVENTS="yes")
+    assert id_ == "django_taskq.E010" and "CELERY_WORKER_SEND_TASK_EVENTS" in message
+    assert "True or False" in hint

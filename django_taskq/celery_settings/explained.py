@@ -17,7 +17,12 @@ _BEAT_DEADLINE = ("Each periodic task has its own catch-up policy (skip missed r
                   "see docs/beat.md. Remove it.")
 _BEAT_CONTROL = ("Beat's liveness is stored and shown in the admin; remote control of beat "
                  "arrives with the monitoring issue.")
-_EVENTS = "Task events arrive with the monitoring issue; until then no events are sent."
+_EVENT_EXCHANGE = ("Not offered: events go out on Celery's default event exchange, celeryev, as "
+                   "JSON (Redis and RabbitMQ, TASKQ['EVENTS_CELERY']), where Flower and celery "
+                   "events find them with their defaults; see docs/monitoring.md. Remove it.")
+_EVENT_QUEUES = ("Not needed: these shape the queues of event receivers (Flower, celery events), "
+                 "which take them from their own Celery configuration; the events django_taskq "
+                 "stores expire after TASKQ['EVENTS_EXPIRES'] seconds. Remove it.")
 SIGNING_HINT = "Message signing arrives with the signing issue; until then messages are not signed."
 _COMPRESSION = "Compression arrives with the serializers issue; until then nothing is compressed."
 _CHORDS = ("Not needed: a chord's header tasks are counted atomically in the result store as "
@@ -55,9 +60,9 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
     (NO_EFFECT, _BEAT, "beat_schedule_filename beat_scheduler beat_sync_every"),
     (NO_EFFECT, _BEAT_DEADLINE, "beat_cron_starting_deadline"),
     (NOT_YET, _BEAT_CONTROL, "beat_enable_remote_control beat_remote_control_max_tick_age"),
-    (NOT_YET, _EVENTS, "event_exchange event_queue_durable event_queue_exclusive "
-     "event_queue_expires event_queue_prefix event_queue_ttl event_serializer "
-     "task_send_sent_event worker_send_task_events"),
+    (NO_EFFECT, _EVENT_EXCHANGE, "event_exchange event_serializer"),
+    (NO_EFFECT, _EVENT_QUEUES, "event_queue_durable event_queue_exclusive event_queue_expires "
+     "event_queue_prefix event_queue_ttl"),
     (NOT_YET, SIGNING_HINT, "security_cert_store security_certificate security_digest security_key "
      "security_key_password"),
     (NOT_YET, _COMPRESSION, "task_compression result_compression"),

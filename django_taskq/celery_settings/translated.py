@@ -152,4 +152,6 @@ HONOURED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "task_publish_retry_policy": ("TASK_PUBLISH_RETRY_POLICY", None),
     "beat_schedule": ("BEAT_SCHEDULE", None),
     "beat_max_loop_interval": ("BEAT_MAX_LOOP_INTERVAL", None),
+    "worker_send_task_events": ("EVENTS", None),  # Celery's -E; here on unless set False
+    "task_send_sent_event": ("TASK_SEND_SENT_EVENT", None),
 }
