@@ -144,7 +144,10 @@ def check_events_database(app_configs: Any = None, **kwargs: Any) -> list[checks
     """django_taskq.E014: EVENTS_DATABASE, when set, must be a DATABASES alias."""
     from django.conf import settings as django_settings
 
-    alias = raw_settings().get("EVENTS_DATABASE", "default")
+    try:
+        alias = raw_settings().get("EVENTS_DATABASE", "default")
+    except ConfigurationError:
+        return []  # a bad Celery setting: an E010 of check_celery_settings
     if alias is None or not isinstance(alias, str) or alias in django_settings.DATABASES:
         return []  # a value of the wrong type is an E002 of check_settings
     return [checks.Error(
