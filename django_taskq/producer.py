@@ -8,7 +8,10 @@ envelope is fixed: nothing may change it afterwards (message signing will sign t
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -87,12 +90,41 @@ def _publish(envelopes: Sequence[Envelope], record_results: bool,
         _with_retries(lambda: _send(sealed, record_results), retry, policy)
     except BrokerConnectionError as exc:
         raise BrokerConnectionError(f"could not enqueue {len(sealed)} message(s): {exc}") from exc
+    _sent_events(sealed)
     if signals.after_task_publish.receivers:
         for envelope in sealed:
             signals.send(signals.after_task_publish, envelope.task_name, body=_body(envelope),
                          exchange=_delivery(envelope).get("exchange", ""),
                          routing_key=_delivery(envelope).get("routing_key", envelope.queue),
                          headers=envelope.headers, queue=envelope.queue)
+
+
+def _sent_events(envelopes: Sequence[Envelope]) -> None:
+    """Celery's ``task-sent`` (TASK_SEND_SENT_EVENT), stored at once in EVENTS_DATABASE: one
+    INSERT per send, in the caller's transaction when there is one. The message is out: a
+    failure here is logged, never raised (raising would invite a resend)."""
+    from .conf import get_settings
+
+    settings = get_settings()
+    if not settings.TASK_SEND_SENT_EVENT or settings.EVENTS_DATABASE is None:
+        return
+    from .events import build
+    from .events.dispatcher import utcoffset
+    from .events.store import DatabaseEventSink
+
+    # Celery names a process that is not a worker gen<pid>@<host> (after a fork: the child's).
+    stamp = {"type": "task-sent", "hostname": f"gen{os.getpid()}@{socket.gethostname()}",
+             "timestamp": time.time(), "utcoffset": utcoffset(), "pid": os.getpid()}
+    events = [{**build.sent(e), **stamp, "clock": next(_clock)} for e in envelopes]
+    try:
+        DatabaseEventSink(settings.EVENTS_DATABASE).publish(events)
+    except TaskqError as exc:
+        logger.warning("sent %d message(s) but could not store their task-sent events: %s",
+                       len(events), exc)
+
+
+#: The producer's Lamport clock for its events.
+_clock = itertools.count(1)
 
 
 def _delivery(envelope: Envelope) -> dict[str, Any]:

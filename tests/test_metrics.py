@@ -1,14 +1,18 @@
 """The Prometheus view: parsed with prometheus_client's own parser, its numbers are the stored
 rows (written directly and through the database event sink), on SQLite and PostgreSQL; a source
-that fails is reported and the rest still renders."""
+that fails is reported and the rest still renders. Also the producer's task-sent events
+(TASK_SEND_SENT_EVENT), which the same tables keep."""
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import timedelta
 
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.utils import OperationalError
 from django.test import Client
 from django.urls import path
@@ -19,10 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from django_taskq import metrics
 from django_taskq.brokers import get_broker
 from django_taskq.events.dispatcher import EventDispatcher
-from django_taskq.events.models import TaskCounter, WorkerState
+from django_taskq.events.models import TaskCounter, TaskEvent, WorkerState
 from django_taskq.events.store import DatabaseEventSink
+from django_taskq.exceptions import ResultBackendError
 from django_taskq.message import Envelope
 from tests.conftest import require_alias
+from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -250,3 +256,55 @@ def test_the_staff_view_wants_a_staff_login(settings):
     client.force_login(staff)
     assert "taskq_scrape_errors" in names(scrape("/staff/metrics", client))
     assert client.post("/metrics").status_code == 405
+
+
+# -- task-sent events (TASK_SEND_SENT_EVENT) ------------------------------------------------
+
+def sent_events(alias: str) -> list[TaskEvent]:
+    return list(TaskEvent.objects.using(alias).filter(type="task-sent").order_by("id"))
+
+
+def test_task_sent_events_are_stored_when_asked(alias, settings):
+    settings.TASKQ = {**settings.TASKQ, "TASK_SEND_SENT_EVENT": True}
+    result = add.apply_async((1, 2), queue="mail", countdown=60)
+    add.apply_many([((3, 4), {}), ((5, 6), {})])
+
+    first, *others = sent_events(alias)
+    assert first.task_id == result.id and first.task_name == add.name
+    assert first.hostname == f"gen{os.getpid()}@{socket.gethostname()}"
+    fields = first.fields
+    assert fields["uuid"] == result.id and fields["queue"] == "mail"
+    assert fields["args"] == "(1, 2)" and fields["eta"] is not None
+    assert {"timestamp", "utcoffset", "pid", "clock"} <= set(fields)
+    assert [event.fields["args"] for event in others] == ["(3, 4)", "(5, 6)"]
+    assert TaskEvent.objects.using(alias).count() == 3  # nothing else is stored
+
+
+def test_no_task_sent_events_by_default(alias):
+    add.delay(1, 2)
+    assert get_broker().size("default") == 1
+    assert sent_events(alias) == []
+
+
+def test_task_sent_events_roll_back_with_the_message(alias, settings):
+    settings.TASKQ = {**settings.TASKQ, "TASK_SEND_SENT_EVENT": True}
+    with pytest.raises(ZeroDivisionError), transaction.atomic(using=alias):
+        add.delay(1, 2)
+        1 / 0  # noqa: B018 - the caller's transaction fails after the send
+    assert get_broker().size("default") == 0
+    assert sent_events(alias) == []
+
+
+@pytest.mark.django_db(databases=["default"])
+def test_a_task_sent_event_that_cannot_be_stored_never_fails_the_send(settings, monkeypatch,
+                                                                       caplog):
+    settings.TASKQ = {**settings.TASKQ, "TASK_SEND_SENT_EVENT": True,
+                      "EVENTS_DATABASE": "default"}
+
+    def down(self, events):
+        raise ResultBackendError("database is locked")
+
+    monkeypatch.setattr(DatabaseEventSink, "publish", down)
+    add.delay(1, 2)
+    assert get_broker().size("default") == 1
+    assert "could not store their task-sent events: database is locked" in caplog.text
