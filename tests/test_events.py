@@ -295,3 +295,51 @@ def test_an_events_database_that_is_no_alias_is_refused_with_the_fix(settings):
         dispatcher_for("w", broker=None)
     settings.TASKQ = {**settings.TASKQ, "EVENTS_DATABASE": None}
     assert check_events_database() == []
+
+
+@pytest.mark.django_db
+def test_a_worker_that_stops_heart_beating_shows_offline():
+    from django.utils import timezone
+
+    from django_taskq.models import WorkerState
+
+    now = timezone.now()
+    live = WorkerState(hostname="a", freq=2.0, last_heartbeat=now - timedelta(seconds=4))
+    quiet = WorkerState(hostname="b", freq=2.0, last_heartbeat=now - timedelta(seconds=6))
+    stopped = WorkerState(hostname="c", freq=2.0, last_heartbeat=now, stopped_at=now)
+    assert live.online and not quiet.online and not stopped.online
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_worker_registers_heartbeats_and_goes_offline(settings):
+    """The real loop: worker-online at start, heart-beats from the monitor thread, and
+    worker-offline at shutdown, all in taskq_worker."""
+    from django_taskq.models import TaskEvent, WorkerState
+    from django_taskq.worker import Worker, WorkerOptions
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://hb", "RESULT_BACKEND": "memory://hb",
+                      "EVENTS_HEARTBEAT": 0.1, "EVENTS_DATABASE": "default"}
+    worker = Worker(WorkerOptions.from_settings(pool="solo", queues=("default",), hostname="hb@x"))
+    seen = []
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        for _ in range(100):
+            row = WorkerState.objects.filter(hostname="hb@x").first()
+            if row is not None and row.last_heartbeat > row.started_at:
+                seen.append(row)
+                break
+            threading.Event().wait(0.05)
+        add.delay(1, 2)
+        for _ in range(100):
+            if worker.processed:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        worker.request_stop()
+        thread.join(10)
+    assert seen and seen[0].online and seen[0].pool == "solo"
+    row = WorkerState.objects.get(hostname="hb@x")
+    assert not row.online and row.stopped_at is not None and row.processed == 1
+    assert list(TaskEvent.objects.filter(hostname="hb@x", task_id="").values_list(
+        "type", flat=True)) == ["worker-online", "worker-offline"]
