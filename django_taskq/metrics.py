@@ -83,6 +83,7 @@ class TaskqCollector(Collector):
         yield errors
 
     def broker(self) -> Any:
+        """The broker asked: the one given, or the configured one (BROKER_URL)."""
         if self._broker is None:
             from .brokers import get_broker
 
