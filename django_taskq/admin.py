@@ -1,8 +1,10 @@
-"""Admin pages: task results, queued messages and dead letters, read-only.
+"""Admin pages: task results, queued messages and dead letters, read-only; the monitoring
+dashboard (the workers' entry: dashboard/).
 
-The one write is requeueing dead letters, for users with ``django_taskq.requeue_deadlettermessage``:
-an action on the dead letter table (database broker) and the "dead letters in the broker" page,
-which reads whichever broker BROKER_URL names (Redis and RabbitMQ keep no rows here).
+The writes are requeueing dead letters and retrying failed tasks, for users with
+``django_taskq.requeue_deadlettermessage``: an action on the dead letter table (database broker),
+the "dead letters in the broker" page, which reads whichever broker BROKER_URL names (Redis and
+RabbitMQ keep no rows here), and the dashboard's Retry buttons.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from . import deadletters
 from .admin_base import ReadOnlyAdmin
 from .conf import get_settings
+from .dashboard import results, views
 from .exceptions import TaskqError
-from .models import DeadLetterMessage, QueuedMessage, TaskResult
+from .models import DeadLetterMessage, QueuedMessage, TaskResult, WorkerState
 from .service_url import mask
 
 #: Dead letters shown on the broker page.
@@ -29,22 +33,64 @@ BROKER_PAGE_LIMIT = 200
 REASON_CHARS = 80
 
 
+def story_url(task_id: str) -> str:
+    """The dashboard's page for one task: its events, result and workflow."""
+    return reverse("admin:django_taskq_workerstate_story", args=[task_id])
+
+
 @admin.register(TaskResult)
 class TaskResultAdmin(ReadOnlyAdmin):
+    """Searchable by id, name, state and worker, filtered by date, with a million rows: the
+    filters, search and counts of dashboard/results.py stay on taskq_result's indexes."""
+
     list_display = ("task_id", "task_name", "state", "worker", "retries", "date_created",
-                    "date_done")
-    list_filter = ("state", "task_name", "worker")
-    search_fields = ("task_id", "task_name")
-    date_hierarchy = "date_created"
+                    "date_done", "story_link")
+    list_filter = (results.StateFilter, results.TaskNameFilter, results.WorkerFilter,
+                   results.CreatedFilter)
+    search_fields = ("task_id", "task_name", "worker")  # shows the box; see get_search_results
+    search_help_text = ("A task id (or its beginning), a task name or part of one, a worker's "
+                        "hostname or part of one, or a state.")
+    show_full_result_count = False
+    paginator = results.CappedPaginator
     fields = ("task_id", "task_name", "state", "result", "traceback", "worker", "retries",
               "date_created", "date_started", "date_done")
     #: Extended results (RESULT_EXTENDED), shown when the row has them, encoded as stored.
     extended_fields = ("queue", "task_args", "task_kwargs")
-    readonly_fields = fields + extended_fields
+    readonly_fields = (*fields, *extended_fields, "story_link")
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         present = [name for name in self.extended_fields if getattr(obj, name, None)]
-        return (*self.fields, *present)
+        return (*self.fields, *present, "story_link")
+
+    def get_search_results(self, request: HttpRequest, queryset: Any,
+                           search_term: str) -> tuple[Any, bool]:
+        return results.search(queryset, search_term), False
+
+    @admin.display(description="story")
+    def story_link(self, obj: TaskResult) -> str:
+        return format_html('<a href="{}">events and workflow</a>', story_url(obj.task_id))
+
+
+@admin.register(WorkerState)
+class MonitoringAdmin(ReadOnlyAdmin):
+    """The workers' entry in the admin opens the monitoring dashboard (dashboard/views.py),
+    with a page per task and the Retry action beside it."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        return views.dashboard(self, request)
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [path("task/<path:task_id>/", wrap(self.story_view), name=f"{name}_story"),
+                path("retry/", wrap(self.retry_view), name=f"{name}_retry"),
+                *super().get_urls()]
+
+    def story_view(self, request: HttpRequest, task_id: str) -> HttpResponse:
+        return views.story(self, request, task_id)
+
+    def retry_view(self, request: HttpRequest) -> HttpResponse:
+        return views.retry_view(self, request)
 
 
 class MessageAdmin(ReadOnlyAdmin):

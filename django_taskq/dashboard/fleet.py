@@ -1,0 +1,138 @@
+"""Workers, queue depths and dead letters: what the top of the dashboard shows.
+
+Workers come from ``taskq_worker`` (their last ``worker-*`` event); queue depths from the
+configured broker's ``size(queue)`` for every queue a known worker consumes, plus DEFAULT_QUEUE.
+On the database broker one grouped count per page also splits each queue into due, delayed
+(eta/countdown) and reserved messages (the claim index covers it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from ..conf import get_settings
+from ..exceptions import TaskqError
+
+#: Workers listed at most (online ones first).
+MAX_WORKERS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One worker as the dashboard shows it."""
+
+    hostname: str
+    online: bool
+    pool: str
+    concurrency: int
+    active: int
+    processed: int
+    loadavg: list[float]
+    queues: list[str]
+    last_heartbeat: datetime
+    started_at: datetime
+    sw_ver: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One queue: messages waiting (and on the database broker, delayed and reserved ones)."""
+
+    name: str
+    waiting: int | None
+    consumers: int
+    delayed: int | None = None
+    reserved: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetters:
+    """How many dead letters the broker keeps, or why that cannot be said."""
+
+    count: int | None
+    error: str = ""
+
+
+def workers(alias: str) -> list[WorkerRow]:
+    """Known workers, online first, then by hostname."""
+    from ..events.models import WorkerState
+
+    rows = [
+        WorkerRow(hostname=w.hostname, online=w.online, pool=w.pool, concurrency=w.concurrency,
+                  active=w.active, processed=w.processed, loadavg=list(w.loadavg or []),
+                  queues=[str(q) for q in w.queues or []], last_heartbeat=w.last_heartbeat,
+                  started_at=w.started_at, sw_ver=w.sw_ver)
+        for w in WorkerState.objects.using(alias).order_by("-last_heartbeat")[:MAX_WORKERS]]
+    return sorted(rows, key=lambda w: (not w.online, w.hostname))
+
+
+def queue_names(known: list[WorkerRow]) -> list[str]:
+    """DEFAULT_QUEUE and every queue a known worker consumes, sorted."""
+    names = {get_settings().DEFAULT_QUEUE}
+    for worker in known:
+        names.update(worker.queues)
+    return sorted(names)
+
+
+def queue_depths(known: list[WorkerRow], broker: Any = None) -> list[QueueDepth]:
+    """The depth of every queue in :func:`queue_names`, on ``broker`` (default: BROKER_URL)."""
+    from ..brokers.database import DatabaseBroker
+
+    names = queue_names(known)
+    consumers = {name: sum(1 for w in known if w.online and name in w.queues) for name in names}
+    try:
+        broker = broker if broker is not None else _broker()
+        if isinstance(broker, DatabaseBroker):
+            return _database_depths(broker.alias, names, consumers)
+    except TaskqError as exc:
+        return [QueueDepth(name, None, consumers[name], error=str(exc)) for name in names]
+    return [_size(broker, name, consumers[name]) for name in names]
+
+
+def _broker() -> Any:
+    from ..brokers import get_broker
+
+    return get_broker()
+
+
+def _size(broker: Any, name: str, consumers: int) -> QueueDepth:
+    try:
+        return QueueDepth(name, broker.size(name), consumers)
+    except TaskqError as exc:
+        return QueueDepth(name, None, consumers, error=str(exc))
+
+
+def _database_depths(alias: str, names: list[str], consumers: dict[str, int]) -> list[QueueDepth]:
+    from ..engines import database_errors
+    from ..exceptions import BrokerConnectionError, BrokerError
+    from ..models import QueuedMessage
+
+    now = timezone.now()
+    ready = Q(state=QueuedMessage.READY)
+    with database_errors(alias, "count queued messages", BrokerError, BrokerConnectionError):
+        counted = {row["queue"]: row for row in QueuedMessage.objects.using(alias).filter(
+            queue__in=names).values("queue").annotate(
+                due=Count("id", filter=ready & Q(available_at__lte=now)),
+                delayed=Count("id", filter=ready & Q(available_at__gt=now)),
+                reserved=Count("id", filter=Q(state=QueuedMessage.RESERVED))).order_by()}
+    empty = {"due": 0, "delayed": 0, "reserved": 0}
+    return [QueueDepth(name, counted.get(name, empty)["due"], consumers[name],
+                       delayed=counted.get(name, empty)["delayed"],
+                       reserved=counted.get(name, empty)["reserved"]) for name in names]
+
+
+def dead_letters(broker: Any = None) -> DeadLetters:
+    """The broker's dead letter count (Redis, RabbitMQ and the database broker keep them)."""
+    from ..brokers.base import dead_letter_store
+
+    try:
+        return DeadLetters(dead_letter_store(broker if broker is not None else _broker())
+                           .dead_letter_count())
+    except TaskqError as exc:
+        return DeadLetters(None, str(exc))
