@@ -40,7 +40,8 @@ class CappedPaginator(BasePaginator):
     @cached_property
     def count(self) -> int:
         objects: Any = self.object_list
-        return int(objects[:COUNT_CAP + 1].count())
+        # Unordered: any COUNT_CAP + 1 matching rows do, so no sort feeds the count.
+        return int(objects.order_by()[:COUNT_CAP + 1].count())
 
     @property
     def capped(self) -> bool:
