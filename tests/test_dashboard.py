@@ -177,6 +177,35 @@ def test_the_numbers_on_the_page_are_the_stored_ones():
     assert "offline" in row_cells(html, 'class="offline"')[1]
 
 
+def test_a_long_window_bins_minutes_and_keeps_the_totals():
+    stored_activity()
+    html = admin().get(f"{DASHBOARD}?hours=24").content.decode()
+    assert "per minute, mean of 9-minute bins" in html  # 24 × 60 + 1 minutes in ≤ 180 bars
+    assert re.search(r'id="chart-tasks".*?succeeded <b>5</b>.*?failed <b>2</b>', html, re.S)
+    assert len(re.findall(r'<g class="bin">', html)) == 2 * 161
+
+
+def test_other_brokers_show_their_queue_sizes(settings):
+    from django_taskq.brokers import get_broker
+    from django_taskq.exceptions import BrokerError
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://"}
+    publish(worker_event("worker-online", "w1@box"))
+    for n in range(4):
+        tasks.add.apply_async((n, n), queue="mail")
+    html = admin().get(DASHBOARD).content.decode()
+    assert row_cells(html, 'data-queue="mail"')[:5] == ["mail", "4", "–", "–", "1"]
+    assert text_of(html, "n-dead") == "0"
+
+    def broken(queue):
+        raise BrokerError("broker down for the test")
+
+    get_broker().size = broken
+    html = admin().get(DASHBOARD).content.decode()
+    assert row_cells(html, 'data-queue="mail"') == ["mail", "–", "–", "–", "1",
+                                                    "broker down for the test"]
+
+
 def test_a_window_that_is_not_offered_is_named_and_the_default_shown():
     page = admin().get(f"{DASHBOARD}?hours=5", follow=True)
     assert page.status_code == 200
