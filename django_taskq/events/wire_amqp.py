@@ -18,13 +18,13 @@ from ..exceptions import BrokerError
 from . import wire
 
 
-def to_message(event: dict[str, Any]) -> Any:
-    """The AMQP message Celery's dispatcher publishes for one event (py-amqp's Message)."""
+def to_message(message: wire.Message) -> Any:
+    """The AMQP message Celery's dispatcher publishes (py-amqp's Message)."""
     import amqp
 
-    return amqp.Message(wire.body(event), content_type=wire.CONTENT_TYPE,
+    return amqp.Message(message.body, content_type=wire.CONTENT_TYPE,
                         content_encoding=wire.CONTENT_ENCODING,
-                        application_headers=wire.headers(event),
+                        application_headers=message.headers,
                         delivery_mode=wire.DELIVERY_MODE, priority=wire.PRIORITY)
 
 
@@ -71,9 +71,9 @@ class AmqpEventSink:
             with translated("publish events"):
                 channel = self._open()
                 declare(channel)
-                for event in events:
-                    channel.basic_publish(to_message(event), exchange=wire.EXCHANGE,
-                                          routing_key=wire.routing_key(event))
+                for message in wire.messages(events):
+                    channel.basic_publish(to_message(message), exchange=wire.EXCHANGE,
+                                          routing_key=message.routing_key)
         except BaseException:
             self.close()
             raise

@@ -25,17 +25,16 @@ def channel_name(db: int, routing_key: str) -> str:
     return f"/{db}.{wire.EXCHANGE}/{routing_key}"
 
 
-def to_message(event: dict[str, Any]) -> str:
-    """The kombu message kombu's Redis transport publishes for one Celery event."""
-    key = wire.routing_key(event)
+def to_message(message: wire.Message) -> str:
+    """The kombu message kombu's Redis transport publishes for one event message."""
     return json.dumps({
-        "body": base64.b64encode(wire.body(event)).decode("ascii"),
+        "body": base64.b64encode(message.body).decode("ascii"),
         "content-encoding": wire.CONTENT_ENCODING,
         "content-type": wire.CONTENT_TYPE,
-        "headers": wire.headers(event),
+        "headers": message.headers,
         "properties": {
             "delivery_mode": wire.DELIVERY_MODE,
-            "delivery_info": {"exchange": wire.EXCHANGE, "routing_key": key},
+            "delivery_info": {"exchange": wire.EXCHANGE, "routing_key": message.routing_key},
             "priority": wire.PRIORITY,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
@@ -71,8 +70,8 @@ class RedisEventSink:
         """
         with translated("publish events"):
             pipe = self._connect().pipeline(transaction=False)
-            for event in events:
-                pipe.publish(channel_name(self._db, wire.routing_key(event)), to_message(event))
+            for message in wire.messages(events):
+                pipe.publish(channel_name(self._db, message.routing_key), to_message(message))
             pipe.execute()
 
     def close(self) -> None:
