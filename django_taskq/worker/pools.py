@@ -109,7 +109,8 @@ class ThreadPool:
             max(self.slots, MAX_THREADS), thread_name_prefix="taskq-worker")
 
     def free_slots(self) -> int:
-        return self.slots - len(self._running)
+        # Never below zero: after a shrink, more may run than there are slots (they finish).
+        return max(0, self.slots - len(self._running))
 
     def submit(self, job: Job) -> None:
         assert self._executor is not None, "start() the pool first"
@@ -208,8 +209,10 @@ class PreforkPool:
         self.slots = slots
         while len([c for c in self._children if not c.retiring]) < slots:
             self._children.append(self._spawn())
-        extra = len([c for c in self._children if not c.retiring]) - slots
-        for child in sorted(self._children, key=lambda c: c.job is not None)[:max(0, extra)]:
+        # Idle children go first; one already retiring is not counted (nor picked) again.
+        staying = sorted((c for c in self._children if not c.retiring),
+                         key=lambda c: c.job is not None)
+        for child in staying[:max(0, len(staying) - slots)]:
             child.retiring = True
             if child.job is None:
                 self._stop_child(child)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..control.rate import parse_rate
 from ..events.build import short_repr
+from ..exceptions import TaskqError
 from ..registry import registry
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class RemoteControl:
         self.worker = worker
         self.cursor: str | None = None
         self._failing = False
+        # Take the cursor now, as the worker starts: a command sent once ``start()`` returned
+        # is answered, instead of being skipped by the first poll a moment later.
+        self.poll()
 
     def poll(self) -> int:
         """Answer the commands posted since the last poll; how many were for this worker."""
@@ -75,7 +79,7 @@ class RemoteControl:
             return {"error": f"unknown command {name!r}; known: {', '.join(sorted(HANDLERS))}"}
         try:
             return handler(self.worker, arguments)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, TaskqError) as exc:  # bad arguments
             return {"error": f"{name}: {exc}"}
         except Exception as exc:  # noqa: BLE001 - a failing command is a reply, not a crash
             logger.exception("remote control command %s failed", name)
