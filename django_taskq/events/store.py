@@ -113,9 +113,8 @@ class DatabaseEventSink:
             manager.update_or_create(hostname=hostname, defaults=values)
 
     def close(self) -> None:
-        from django.db import connections
-
-        connections[self.alias].close()
+        """Nothing to release: connections belong to the thread that used them (the monitor
+        thread closes its own; the last flush runs on the worker's thread)."""
 
 
 def _counts() -> defaultdict[tuple[Any, ...], dict[str, float]]:

@@ -167,6 +167,7 @@ def _queues(default: str, seen: Iterable[Any]) -> tuple[str, ...]:
 def _round(queues: tuple[str, ...], deadline: float, max_tasks: int | None, runs: Runs,
            timeout: float) -> None:
     """One solo worker on ``queues`` until they are empty (or max_tasks, or the deadline)."""
+    from ..events.dispatcher import disabled
     from ..worker import Worker, WorkerOptions
 
     options = WorkerOptions.from_settings(
@@ -175,7 +176,8 @@ def _round(queues: tuple[str, ...], deadline: float, max_tasks: int | None, runs
         # The heartbeat must not beat: its thread would open a database connection of its
         # own, which cannot see the test's transaction. A drain ends long before any lease.
         heartbeat_interval=max(3600.0, timeout * 2))
-    worker = Worker(options)
+    # No monitor thread either (events, remote control): the same reason as the heartbeat.
+    worker = Worker(options, events=disabled(options.hostname), monitor=False)
     expired = threading.Event()
 
     def expire() -> None:

@@ -52,7 +52,7 @@ class Worker(Introspection):
 
     def __init__(self, options: WorkerOptions, *, broker: Broker | None = None,
                  backend: ResultBackend | None = None, clock: Clock = SYSTEM,
-                 events: EventDispatcher | None = None) -> None:
+                 events: EventDispatcher | None = None, monitor: bool = True) -> None:
         self.options = options
         self.clock = clock
         registry.check_options()
@@ -94,6 +94,7 @@ class Worker(Introspection):
         self.events = events or dispatcher_for(options.hostname, self.broker)
         self.monitor = Monitor(self, self.events, freq=settings.EVENTS_HEARTBEAT,
                                control_every=settings.REVOKE_POLL_INTERVAL)
+        self.run_monitor = monitor  # off: no events flushed, no remote control (test drains)
 
     @property
     def capacity(self) -> int:
@@ -127,7 +128,8 @@ class Worker(Introspection):
         signals.send(signals.worker_init, self)
         self.pool.start()
         self.heartbeat.start()
-        self.monitor.start()
+        if self.run_monitor:
+            self.monitor.start()
         signals.send(signals.worker_ready, self)
 
     def step(self) -> None:
