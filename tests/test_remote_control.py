@@ -273,6 +273,19 @@ def test_no_worker_means_none_or_empty_and_destinations_filter(settings, tmp_pat
             destination=["rc-one@test"], reply=True, timeout=PATIENCE), "rc-one@test")["error"]
 
 
+def test_a_command_sent_as_soon_as_the_worker_started_is_answered(settings):
+    from django_taskq.worker import Worker, WorkerOptions
+
+    configure(settings, "memory://", "memory://")
+    worker = Worker(WorkerOptions.from_settings(hostname="rc-new@test", pool="solo"))
+    worker.start()  # no loop: the monitor thread answers read-only commands itself
+    try:
+        assert Control().ping(destination=["rc-new@test"], timeout=PATIENCE) == [
+            {"rc-new@test": {"ok": "pong"}}]
+    finally:
+        worker.shutdown()
+
+
 # -- prefork: children come and go, no task is lost, hard limits apply ---------------------------
 
 def test_prefork_pool_grows_and_shrinks_without_losing_a_task(settings, tmp_path, reset_tasks):
