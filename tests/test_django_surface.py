@@ -73,4 +73,24 @@ def test_taskworker_burst_prints_banner_and_runs(settings, capsys):
     banner = out.getvalue()
     assert "broker:      db://default" in banner
     assert "tests.testapp.tasks.add" in banner
+    assert "events:      task and worker events -> database 'default'" in banner
     assert result.get(timeout=5) == 42
+
+
+@pytest.mark.django_db(transaction=True)
+def test_taskworker_without_task_events_stores_only_the_workers_own(settings):
+    from django_taskq.models import TaskEvent, WorkerState
+    from tests.testapp.tasks import add
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "db://default",
+                      "RESULT_BACKEND": "db://default"}
+    result = add.delay(1, 2)
+    out = io.StringIO()
+    call_command("taskworker", "--pool", "solo", "--burst", "--without-task-events",
+                 "-n", "quiet@x", stdout=out)
+    assert "events:      worker events only -> database 'default'" in out.getvalue()
+    assert result.get(timeout=5) == 3
+    assert not TaskEvent.objects.filter(type__startswith="task-").exists()
+    assert WorkerState.objects.get(hostname="quiet@x").processed == 1
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        call_command("taskworker", "-E", "--without-task-events")

@@ -26,5 +26,17 @@ def banner(worker: Worker) -> str:
         f"- pool:        {options.pool} x {options.concurrency} "
         f"(prefetch {worker.capacity})\n"
         f"- lease:       {options.lease:g}s (heartbeat every {options.heartbeat_interval:g}s)\n"
+        f"- events:      {_events(worker)}\n"
         f"[tasks]\n{tasks}\n"
     )
+
+
+def _events(worker: Worker) -> str:
+    settings, events = get_settings(), worker.events
+    if not events.enabled:
+        return "off (EVENTS_DATABASE is None, no Celery event exchange)"
+    where = [f"database {settings.EVENTS_DATABASE!r}"] if settings.EVENTS_DATABASE else []
+    if len(where) < len(events._outboxes):
+        where.append("Celery's event exchange")
+    kinds = "task and worker events" if events.task_events else "worker events only"
+    return f"{kinds} -> {', '.join(where)}"

@@ -57,10 +57,19 @@ class Command(BaseCommand):
                             help="replace a prefork child whose resident memory exceeds KIB "
                                  "kibibytes after a task (default: WORKER_MAX_MEMORY_PER_CHILD)")
 
+        events = parser.add_mutually_exclusive_group()
+        events.add_argument("-E", "--task-events", action="store_true", dest="task_events",
+                            default=None, help="send task events (the default, unless "
+                                               "EVENTS is False)")
+        events.add_argument("--without-task-events", action="store_false", dest="task_events",
+                            help="send only the worker's own events (online, heartbeat, offline)")
+
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             worker_options = self._worker_options(options)
             worker = Worker(worker_options)
+            if options.get("task_events") is not None:
+                worker.events.task_events = options["task_events"] and worker.events.enabled
         except (ConfigurationError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         # Celery's order: celeryd_init, logging (setup_logging...), celeryd_after_setup, run.
