@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a virtualenv, the package, the SQLite example project migrated, a worker started,
-# example tasks enqueued and their results printed, the worker stopped with SIGTERM.
+# example tasks enqueued and their results printed, `taskq status` shown, the worker stopped
+# with SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 echo "installing django_taskq into .venv (log: .venv/install.log)..."
-if ! .venv/bin/python -m pip install -e . > .venv/install.log 2>&1; then
+if ! .venv/bin/python -m pip install -e ".[metrics]" > .venv/install.log 2>&1; then
     cat .venv/install.log
     exit 1
 fi
@@ -19,6 +20,8 @@ cd example_project
 worker=$!
 trap 'kill -TERM $worker 2>/dev/null || true' EXIT
 ../.venv/bin/python manage.py demo
+echo "manage.py taskq status (what the worker stored; the admin's Task queue > Workers page shows it too):"
+../.venv/bin/python manage.py taskq status | sed 's/^/  /'
 kill -TERM "$worker"
 wait "$worker" && status=0 || status=$?
 trap - EXIT

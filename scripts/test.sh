@@ -8,6 +8,7 @@
 # The django6 and django42 legs run what depends on the Django or Python version: everything
 # but the tests marked network_broker (Redis and RabbitMQ engines, which never touch the ORM)
 # and subprocess (real taskworker processes); those run on the main leg only.
+# The main leg runs first, then django6 and django42 side by side (own test databases each).
 # Extra arguments go to pytest. TASKQ_TEST_LEGS="main" limits the legs.
 # Tests needing PostgreSQL, MariaDB, Redis or RabbitMQ skip when those are unreachable, unless
 # TASKQ_REQUIRE_SERVICES=1 (CI), where they fail. Before the legs, Debian's chromium and
@@ -68,20 +69,40 @@ install_browser() {  # a failed install is not fatal: the browser tests skip, or
 
 install_browser
 status=0
+# The main leg first; then the two version legs side by side (they wait on databases more
+# than on the CPU), each with its own test databases and Redis database, their output kept
+# apart and printed when both are done.
+version_leg() {  # version_leg NAME PYTHON_VERSION DJANGO_SPEC VENV [pytest args]
+    local name=$1 version=$2 django=$3 venv=$4 py
+    shift 4
+    py=$(find_python "$version")
+    if [ -z "$py" ]; then
+        echo "=== $name: skipped, no Python $version on this machine"
+        return 0
+    fi
+    TASKQ_TEST_PG_TESTNAME="test_taskq_$name" TASKQ_TEST_MYSQL_TESTNAME="test_taskq_$name" \
+        run_leg "$name" "$venv" "$py" "$django" -m "$VERSION_LEG_MARKS" "$@"
+}
+pids=()
+logs=()
 for leg in $LEGS; do
     case $leg in
         main) run_leg main .venv "${PYTHON:-python3}" "Django>=4.2" "$@" || status=1 ;;
-        django6)
-            py=$(find_python 3.12)
-            if [ -n "$py" ]; then run_leg django6 .venv-django6 "$py" "Django>=6.0,<7" \
-                -m "$VERSION_LEG_MARKS" "$@" || status=1
-            else echo "=== django6: skipped, no Python 3.12 on this machine"; fi ;;
-        django42)
-            py=$(find_python 3.10)
-            if [ -n "$py" ]; then run_leg django42 .venv-django42 "$py" "Django>=4.2,<5.0" \
-                -m "$VERSION_LEG_MARKS" "$@" || status=1
-            else echo "=== django42: skipped, no Python 3.10 on this machine"; fi ;;
+        django6|django42)
+            log=$(mktemp "${TMPDIR:-/tmp}/taskq-leg-$leg.XXXXXX")
+            if [ "$leg" = django6 ]; then
+                version_leg django6 3.12 "Django>=6.0,<7" .venv-django6 "$@" > "$log" 2>&1 &
+            else
+                version_leg django42 3.10 "Django>=4.2,<5.0" .venv-django42 "$@" > "$log" 2>&1 &
+            fi
+            pids+=("$!")
+            logs+=("$log") ;;
         *) echo "unknown leg $leg"; exit 2 ;;
     esac
+done
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || status=1
+    cat "${logs[$i]}"
+    rm -f "${logs[$i]}"
 done
 exit $status
