@@ -69,6 +69,8 @@ TASKQ = {
     "RESULT_BACKEND": "db://default",
     "WORKER_CONCURRENCY": 2,
     "POLL_INTERVAL": 0.2,
+    # Results keep the task's arguments and queue: the monitoring dashboard's Retry needs them.
+    "RESULT_EXTENDED": True,
     # Celery's task_routes, as Celery takes them (names, globs, router functions).
     "TASK_ROUTES": {"shop.tasks.welcome": {"queue": "mail"}},
     # Celery's beat_schedule, as Celery takes it: beat upserts these rows when it starts
