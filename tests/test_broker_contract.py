@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.db import transaction
 
+from django_taskq.brokers.base import QueueCounts
 from django_taskq.brokers.database import DatabaseBroker
 from tests.helpers import dead_letters, envelope
 
@@ -190,6 +191,21 @@ def test_purge_and_size(broker):
     assert broker.purge("default") == 4
     assert broker.size("default") == 0
     assert broker.size("other") == 1
+
+
+def test_queue_counts(broker, broker_kind, clock):
+    broker.enqueue_many([envelope(), envelope(), envelope(eta=clock() + timedelta(hours=1)),
+                         envelope("other")])
+    [held] = reserve(broker, n=1)  # the ready "default" one is now in flight
+    # RabbitMQ tells a client no queue's unacknowledged count: in flight is None there.
+    in_flight = (lambda n: None) if broker_kind == "amqp" else (lambda n: n)
+    assert broker.queue_counts(["default", "other", "noise"]) == {
+        "default": QueueCounts(depth=2, scheduled=1, in_flight=in_flight(1)),
+        "other": QueueCounts(depth=1, scheduled=0, in_flight=in_flight(0)),
+        "noise": QueueCounts(depth=0, scheduled=0, in_flight=in_flight(0))}
+    assert broker.queue_counts([]) == {}
+    broker.ack(held)
+    assert broker.queue_counts(["default"])["default"].in_flight == in_flight(0)
 
 
 def test_reserve_with_timeout_returns_empty_when_nothing_comes(broker):

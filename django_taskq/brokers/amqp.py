@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -45,7 +46,15 @@ from .amqp_wire import (
     to_dead_letter,
     to_message,
 )
-from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, DeadLetterStore, Delivery, worker_lost_reason
+from .base import (
+    DEFAULT_MAX_DELIVERIES,
+    Broker,
+    DeadLetter,
+    DeadLetterStore,
+    Delivery,
+    QueueCounts,
+    worker_lost_reason,
+)
 
 
 class AmqpBroker(Broker, DeadLetterStore):
@@ -216,11 +225,28 @@ class AmqpBroker(Broker, DeadLetterStore):
 
     def size(self, queue: str) -> int:
         waiting = sum(self.publisher.counts([queue, *delay.delay_queues(queue)]).values())
-        with self._consuming("size"):
+        return waiting + self._buffered("size")[queue]
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Scheduled: the delay queues' messages. In flight: None, as RabbitMQ tells a client
+        no queue's unacknowledged count (its management API does)."""
+        delays = {queue: delay.delay_queues(queue) for queue in dict.fromkeys(queues)}
+        found = self.publisher.counts([*delays, *(name for names in delays.values()
+                                                  for name in names)])
+        buffered = self._buffered("queue_counts")
+        scheduled = {queue: sum(found.get(name, 0) for name in names)
+                     for queue, names in delays.items()}
+        return {queue: QueueCounts(found.get(queue, 0) + scheduled[queue] + buffered[queue],
+                                   scheduled[queue], None) for queue in delays}
+
+    def _buffered(self, what: str) -> Counter[str]:
+        """Messages delivered to this process's consumer and not handed out, by queue: still
+        waiting, so counted in a queue's depth."""
+        with self._consuming(what):
             consumer = self.consumer
             if consumer.conn is not None:  # delivered to us meanwhile: read it, count it here
                 consumer.wait(sys.maxsize, 0.0, self._resolve, expected=False)
-            return waiting + sum(1 for d in consumer.ready if d.envelope.queue == queue)
+            return Counter(d.envelope.queue for d in consumer.ready)
 
     def purge(self, queue: str) -> int:
         purged = self.publisher.purge([queue, *delay.delay_queues(queue)])

@@ -53,6 +53,20 @@ class DeadLetter:
         return self.envelope.message_id
 
 
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """One queue's numbers (``Broker.queue_counts``); None: this broker cannot tell.
+
+    ``depth`` is what ``size`` counts (waiting, delayed ones included, leased ones not);
+    ``scheduled`` is the part of it that waits for an ETA (or a rate-limit slot);
+    ``in_flight`` counts the messages workers hold (reserved, not yet settled).
+    """
+
+    depth: int
+    scheduled: int | None
+    in_flight: int | None
+
+
 #: Deliveries after which a message whose worker keeps dying is dead-lettered (MAX_DELIVERIES).
 DEFAULT_MAX_DELIVERIES = 3
 
@@ -61,7 +75,9 @@ class Broker(ABC):
     """What every broker engine implements; see docs/design.md for the contract.
 
     Capability flags say what an engine can do, so callers ask instead of catching errors.
-    Limits (``max_deliveries``) are given when the broker is built.
+    Limits (``max_deliveries``) are given when the broker is built. Monitoring (``taskq
+    status``, the dashboard, ``/metrics``) reads queues only through ``queue_counts``, which
+    every engine answers from its own structures: no caller reaches into a broker's parts.
     """
 
     #: Whether enqueue joins the caller's database transaction.
@@ -141,6 +157,16 @@ class Broker(ABC):
     @abstractmethod
     def size(self, queue: str) -> int:
         """How many messages wait in ``queue`` (ready or delayed, not leased)."""
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Depth, scheduled and in-flight messages of each of ``queues`` (an unknown queue has
+        zeros), in as few round trips as the engine allows; monitoring asks this.
+
+        This fallback knows only ``size``: scheduled and in flight are None. Engines that can
+        tell override it.
+        """
+        return {queue: QueueCounts(self.size(queue), None, None)
+                for queue in dict.fromkeys(queues)}
 
     def interrupt(self) -> None:
         """Wake a ``reserve`` that is waiting, so a stopping worker does not wait it out."""

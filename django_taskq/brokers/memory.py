@@ -6,6 +6,7 @@ import heapq
 import itertools
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -13,7 +14,15 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from ..message import Envelope
-from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, DeadLetterStore, Delivery, worker_lost_reason
+from .base import (
+    DEFAULT_MAX_DELIVERIES,
+    Broker,
+    DeadLetter,
+    DeadLetterStore,
+    Delivery,
+    QueueCounts,
+    worker_lost_reason,
+)
 
 
 @dataclass(slots=True)
@@ -144,6 +153,14 @@ class MemoryBroker(Broker, DeadLetterStore):
     def size(self, queue: str) -> int:
         with self._lock:
             return len(self._queues.get(queue, []))
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        with self._lock:
+            now = self.now()
+            held = Counter(h.envelope.queue for h in self._held.values())
+            waiting = {queue: self._queues.get(queue, []) for queue in queues}
+            return {queue: QueueCounts(len(entries), sum(1 for e in entries if e[1] > now),
+                                       held[queue]) for queue, entries in waiting.items()}
 
     def _letter(self, envelope: Envelope, reason: str, attempts: int) -> DeadLetter:
         return DeadLetter(envelope, reason, attempts, id=str(next(self._dead_seq)),

@@ -21,6 +21,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from datetime import timezone as dt_timezone
@@ -33,7 +34,15 @@ from ..message import Envelope
 from ..redisconn import client_from_url, reconnecting
 from ..service_url import ParsedUrl
 from . import redis_scripts as scripts
-from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, DeadLetterStore, Delivery, worker_lost_reason
+from .base import (
+    DEFAULT_MAX_DELIVERIES,
+    Broker,
+    DeadLetter,
+    DeadLetterStore,
+    Delivery,
+    QueueCounts,
+    worker_lost_reason,
+)
 
 SEP = "\x06\x16"
 #: kombu's default priority steps; a message of priority p goes to the highest step <= p.
@@ -277,6 +286,26 @@ class RedisBroker(Broker, DeadLetterStore):
         pipe.zcard(self._delayed(queue))
         return int(sum(pipe.execute()))
 
+    @reconnecting
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """One pipeline. Scheduled: delayed entries not yet due (due ones wait for the next
+        claim to move them). In flight: every in-flight record names its list key."""
+        names = list(dict.fromkeys(queues))
+        now_ms = _ms(self.now())
+        pipe = self.client.pipeline(transaction=False)
+        for queue in names:
+            for key in self._lists(queue):
+                pipe.llen(key)
+            pipe.zcard(self._delayed(queue))
+            pipe.zcount(self._delayed(queue), f"({now_ms}", "+inf")
+        pipe.hvals(f"{self.prefix}:inflight")
+        *numbers, held = pipe.execute()
+        in_flight = Counter(_held_queue(entry) for entry in held)
+        step = len(PRIORITY_STEPS) + 2  # the lists, the delayed set, its not-yet-due part
+        return {queue: QueueCounts(int(sum(numbers[i * step:(i + 1) * step - 1])),
+                                   int(numbers[(i + 1) * step - 1]), in_flight[queue])
+                for i, queue in enumerate(names)}
+
     # -- dead letters ------------------------------------------------------------------------
 
     @reconnecting
@@ -342,6 +371,12 @@ def _dead_letter(entry: bytes | str) -> DeadLetter:
     return DeadLetter(from_wire(record["message"], record["list"]), record["reason"],
                       int(record["attempts"]), id=_letter_id(entry),
                       dead_at=datetime.fromtimestamp(died, dt_timezone.utc) if died is not None else None)
+
+
+def _held_queue(entry: bytes | str) -> str:
+    """The queue of an in-flight record ``<attempts>\\n<list key>\\n<message>``."""
+    key = _text(entry.split(b"\n", 2)[1]) if isinstance(entry, bytes) else entry.split("\n", 2)[1]
+    return key.split(SEP, 1)[0]
 
 
 def _text(value: bytes | str) -> str:
