@@ -8,6 +8,7 @@ and the Prometheus view read these tables; ``prune`` drops what is older than EV
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ COUNTED = {"task-received": "received", "task-started": "started",
 #: Event type → the state its total counts (TaskCounter ``state:<STATE>``).
 FINAL_STATES = {"task-succeeded": "SUCCESS", "task-failed": "FAILURE", "task-retried": "RETRY",
                 "task-rejected": "REJECTED", "task-revoked": "REVOKED"}
+logger = logging.getLogger(__name__)
 _WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver")
 
 
@@ -48,12 +50,51 @@ class DatabaseEventSink:
         self.alias = alias
 
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Store the batch in one transaction. If the database refuses it for what it holds
+        (not for being unreachable), store it event by event, each in a savepoint, dropping
+        (and logging) the events it still refuses: a batch that can never be stored would
+        otherwise come back at every flush and hold back every event after it."""
         from django.db import transaction
 
+        cleaned = [_clean(event) for event in events]
+        try:
+            with database_errors(self.alias, "store events", ResultBackendError,
+                                 ResultBackendConnectionError), \
+                    transaction.atomic(using=self.alias):
+                self._store(cleaned)
+        except ResultBackendConnectionError:
+            raise
+        except Exception:
+            if len(cleaned) < 2:
+                raise  # kept: with the next events it is tried alone
+            self._one_by_one(cleaned)
+
+    def _one_by_one(self, events: Sequence[dict[str, Any]]) -> None:
+        """Raises ResultBackendError when no event at all could be stored (a missing table,
+        a permission: nothing to do with the events, so they are kept)."""
+        from django.db import InterfaceError, OperationalError, transaction
+
+        refused: list[dict[str, Any]] = []
         with database_errors(self.alias, "store events", ResultBackendError,
                              ResultBackendConnectionError), \
                 transaction.atomic(using=self.alias):
-            self._store(events)
+            for event in events:
+                try:
+                    with transaction.atomic(using=self.alias):
+                        self._store([event])
+                except (OperationalError, InterfaceError):
+                    raise  # unreachable: the whole batch comes again next flush
+                except Exception:  # noqa: BLE001 - this event only
+                    if not refused:
+                        logger.warning("events: the database refuses %.300r", event,
+                                       exc_info=True)
+                    refused.append(event)
+            if len(refused) == len(events):
+                raise ResultBackendError(f"database {self.alias!r} refuses every event of a "
+                                         "batch (see the log above)")
+        if refused:
+            logger.warning("events: %d event(s) the database refuses were dropped",
+                           len(refused))
 
     def _store(self, events: Sequence[dict[str, Any]]) -> None:
         rows, minutes = [], _counts()
@@ -64,8 +105,9 @@ class DatabaseEventSink:
                 self._worker(event)
                 if kind == "worker-heartbeat":
                     continue
-            name = str(event.get("name") or "")
-            rows.append((kind[:32], str(event.get("uuid") or "")[:255], name[:255],
+            # Cut as the column is, for the counters too (their key is the stored name).
+            name = str(event.get("name") or "")[:255]
+            rows.append((kind[:32], str(event.get("uuid") or "")[:255], name,
                          str(event.get("hostname", ""))[:255], _when(event["timestamp"]),
                          _json(event)))
             if kind in COUNTED and name:
@@ -128,7 +170,8 @@ def _count(minutes: Any, totals: Any, event: dict[str, Any], kind: str, name: st
     runtime = event.get("runtime")
     if kind in FINAL_STATES:
         _total(totals, name, f"state:{FINAL_STATES[kind]}")
-    if kind in ("task-succeeded", "task-failed") and isinstance(runtime, (int, float)):
+    if kind in ("task-succeeded", "task-failed") and isinstance(runtime, (int, float)) \
+            and math.isfinite(runtime):
         row["runtime_sum"] += runtime
         bound = next(b for b in RUNTIME_BUCKETS if runtime <= b)
         for key, amount in ((f"runtime:le:{bucket_label(bound)}", 1), ("runtime:count", 1),
@@ -142,7 +185,28 @@ def _total(totals: Any, name: str, key: str, amount: float = 1) -> None:
 
 def _json(event: dict[str, Any]) -> str:
     """The event as JSON text (a value JSON cannot hold becomes its repr)."""
-    return json.dumps(event, default=repr)
+    return json.dumps(event, default=lambda value: _clean(repr(value)))
+
+
+def _clean(value: Any) -> Any:
+    """``value`` as every database stores it: NUL characters written ``\\x00`` (PostgreSQL
+    refuses them in text and jsonb; an exception quoting bytes can hold one), lone surrogates
+    as ``\\udcff`` (PostgreSQL and MariaDB refuse them), NaN and infinities as text (not JSON)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\\x00")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(_clean(key)): _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(item) for item in value]
+    return value
 
 
 def prune(alias: str, expires: float, now: datetime | None = None) -> int:

@@ -1,0 +1,87 @@
+"""Review of issue 12 (monitoring): defects found, each with the test that shows it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from django_taskq.events import store
+from django_taskq.events.dispatcher import EventDispatcher
+from tests.conftest import require_alias
+
+
+def _event(kind, ts, **fields):
+    return {"type": kind, "timestamp": ts, "hostname": fields.pop("hostname", "w1"), "pid": 1,
+            "clock": 1, "utcoffset": 0, **fields}
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
+def events_alias(request):
+    return require_alias(request.param)
+
+
+MINUTE = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_an_odd_event_never_blocks_the_events_after_it(events_alias):
+    """A NUL in an exception (PostgreSQL refuses it in text and jsonb), a lone surrogate, a
+    NaN runtime, a name past the column: each stored as well as it can be, never a batch that
+    fails on every flush forever."""
+    from django_taskq.events.models import TaskCounter, TaskEvent
+
+    dispatcher = EventDispatcher("w1", [store.DatabaseEventSink(events_alias)])
+    dispatcher.send("task-failed", uuid="nul", name="t.nul", exception="ValueError: a\x00b",
+                    traceback="Traceback\nValueError: a\x00b", runtime=0.1)
+    dispatcher.send("task-failed", uuid="sur", name="t.sur", exception="ValueError: \udcff",
+                    traceback="", runtime=0.1)
+    dispatcher.send("task-succeeded", uuid="nan", name="t.nan", result="1",
+                    runtime=float("nan"))
+    dispatcher.send("task-succeeded", uuid="long", name="t." + "x" * 300, result="1",
+                    runtime=0.1)
+    dispatcher.send("task-succeeded", uuid="ok", name="t.ok", result="1", runtime=0.1)
+    dispatcher.flush()
+    events = TaskEvent.objects.using(events_alias)
+    assert set(events.values_list("task_id", flat=True)) == {"nul", "sur", "nan", "long", "ok"}
+    assert "a\\x00b" in events.get(task_id="nul").fields["exception"]
+    counters = TaskCounter.objects.using(events_alias)
+    assert counters.get(task_name="t.ok", key="state:SUCCESS").value == 1
+    assert counters.get(task_name="t.nul", key="state:FAILURE").value == 1
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_an_event_the_database_refuses_is_dropped_alone(events_alias, caplog):
+    """A heartbeat whose ``active`` the column refuses (negative): the task event beside it
+    is stored, and the refused one does not come back at the next flush."""
+    from django_taskq.events.models import TaskEvent, WorkerState
+
+    dispatcher = EventDispatcher("w1", [store.DatabaseEventSink(events_alias)])
+    dispatcher.send("worker-heartbeat", freq=2.0, active=-1, processed=1)
+    dispatcher.send("task-succeeded", uuid="ok", name="t.ok", result="1", runtime=0.1)
+    dispatcher.flush()
+    assert list(TaskEvent.objects.using(events_alias).values_list("task_id", flat=True)) == ["ok"]
+    assert not WorkerState.objects.using(events_alias).exists()
+    assert "dropped" in caplog.text
+    dispatcher.send("worker-heartbeat", freq=2.0, active=1, processed=2)
+    dispatcher.flush()
+    assert WorkerState.objects.using(events_alias).get(hostname="w1").active == 1
+    assert not any(box.pending for box in dispatcher._outboxes)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_refused_whole_is_kept(monkeypatch):
+    """Nothing of the batch can be stored (say a table is missing): it is kept, as before."""
+    from django.db import ProgrammingError
+
+    sink = store.DatabaseEventSink("default")
+
+    def missing(rows):
+        raise ProgrammingError('relation "taskq_event" does not exist')
+
+    monkeypatch.setattr(sink, "_insert", missing)
+    dispatcher = EventDispatcher("w1", [sink])
+    for uuid in ("a", "b"):
+        dispatcher.send("task-succeeded", uuid=uuid, name="t.ok", result="1", runtime=0.1)
+    dispatcher.flush()
+    assert len(dispatcher._outboxes[0].pending) == 2
