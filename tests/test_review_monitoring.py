@@ -85,3 +85,63 @@ def test_a_batch_refused_whole_is_kept(monkeypatch):
         dispatcher.send("task-succeeded", uuid=uuid, name="t.ok", result="1", runtime=0.1)
     dispatcher.flush()
     assert len(dispatcher._outboxes[0].pending) == 2
+
+
+# -- remote control ---------------------------------------------------------------------------
+
+@pytest.fixture
+def idle_worker(settings):
+    """A threads worker of 2 slots on queues a and b whose loop does not run (yet)."""
+    from django_taskq.worker import Worker, WorkerOptions
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://", "RESULT_BACKEND": "memory://"}
+    worker = Worker(WorkerOptions.from_settings(pool="threads", concurrency=2,
+                                                queues=("a", "b")), monitor=False)
+    worker.pool.start()
+    yield worker
+    worker.heartbeat.stop()
+    worker.pool.stop()
+
+
+def test_commands_read_in_one_poll_are_checked_against_each_other(idle_worker):
+    """Two shrinks of a 2-slot pool, both read before the loop applies the first: the second
+    is refused (it left a pool of 0 slots: a worker online that never runs a task); two
+    cancels of its two queues likewise (it consumed nothing); an add twice adds once."""
+    from django_taskq.worker.remote import RemoteControl
+
+    remote = RemoteControl(idle_worker)
+    assert remote.run("pool_shrink", {"n": 1}) == {"ok": "pool will shrink"}
+    assert "cannot shrink a pool of 1 by 1" in remote.run("pool_shrink", {"n": 1})["error"]
+    assert "ok" in remote.run("cancel_consumer", {"queue": "a"})
+    assert "only queue" in remote.run("cancel_consumer", {"queue": "b"})["error"]
+    assert "not consuming" in remote.run("cancel_consumer", {"queue": "a"})["error"]
+    assert "ok" in remote.run("add_consumer", {"queue": "c"})
+    assert "already" in remote.run("add_consumer", {"queue": "c"})["ok"]
+    assert "ok" in remote.run("pool_grow", {"n": 3})
+    idle_worker.apply_changes()
+    assert (idle_worker.pool_size(), idle_worker.options.queues) == (4, ("b", "c"))
+    assert idle_worker.planned == {}  # from now on the worker's own state tells
+
+
+def test_a_reply_that_cannot_be_posted_does_not_skip_the_next_commands(idle_worker,
+                                                                        monkeypatch):
+    from django_taskq.worker.remote import RemoteControl
+
+    store = idle_worker.control_store()
+    remote = RemoteControl(idle_worker)
+    sent = []
+
+    def flaky(command_id, hostname, reply):
+        if not sent:
+            sent.append(None)
+            raise ConnectionError("store down for a moment")
+        sent.append(command_id)
+
+    monkeypatch.setattr(store, "send_reply", flaky)
+    for command_id, name in (("1", "ping"), ("2", "pool_grow"), ("3", "ping")):
+        store.broadcast({"id": command_id, "name": name, "arguments": {}, "destination": None,
+                         "reply": True, "expires_at": 4e9})
+    assert remote.poll() == 3
+    assert sent == [None, "2", "3"]
+    idle_worker.apply_changes()
+    assert idle_worker.pool_size() == 3

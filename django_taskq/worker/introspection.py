@@ -41,6 +41,10 @@ class Introspection:
         self._changes: deque[Callable[[], object]] = deque()
         self._change_lock = threading.Lock()
         self._lamport = itertools.count(1)
+        # What queued changes will make the pool size and queues ("slots", "queues"): remote
+        # control checks a command against it, so two commands read in one poll (both before
+        # the loop applies the first) cannot shrink the pool to nothing or drop every queue.
+        self.planned: dict[str, Any] = {}
 
     def events_clock(self) -> int:
         """A logical clock value, as Celery's stats report it."""
@@ -74,6 +78,26 @@ class Introspection:
                 action()
             except Exception:  # noqa: BLE001 - a change that fails is logged, the loop goes on
                 logger.exception("remote control: a change failed")
+
+    def plan(self, what: str, target: Any, apply: Callable[[Any], object]) -> None:
+        """Queue ``apply(target)`` and count on ``target`` for ``what`` until it has run."""
+        self.planned[what] = target
+
+        def run() -> None:
+            try:
+                apply(target)
+            finally:  # applied (or failed): the worker's own state tells from now on
+                if self.planned.get(what) == target:
+                    self.planned.pop(what, None)
+        self.change(run)
+
+    def planned_slots(self) -> int:
+        """The pool size once the queued changes have run."""
+        return int(self.planned.get("slots", self.pool_size()))
+
+    def planned_queues(self) -> tuple[str, ...]:
+        """The queues consumed once the queued changes have run."""
+        return tuple(self.planned.get("queues", self.options.queues))
 
     def resize_pool(self, slots: int) -> None:
         """Grow or shrink the pool to ``slots`` (prefork forks or stops children)."""

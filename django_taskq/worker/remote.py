@@ -20,6 +20,7 @@ from ..control.rate import parse_rate
 from ..events.build import short_repr
 from ..exceptions import TaskqError
 from ..registry import registry
+from .pools import MAX_THREADS
 
 if TYPE_CHECKING:
     from .job import Job
@@ -63,7 +64,7 @@ class RemoteControl:
                 answered += 1
                 reply = self.run(entry["name"], entry.get("arguments") or {})
                 if entry.get("reply", True):
-                    self.worker.control_store().send_reply(entry["id"], hostname, reply)
+                    self._reply(entry, hostname, reply)
             self._failing = False
             return answered
         except Exception:  # noqa: BLE001 - remote control never stops the worker
@@ -71,6 +72,16 @@ class RemoteControl:
                 logger.warning("remote control: cannot read commands; retrying", exc_info=True)
             self._failing = True
             return 0
+
+    def _reply(self, entry: dict[str, Any], hostname: str, reply: Any) -> None:
+        """Post a reply; one that cannot be posted is logged (the cursor is past its command
+        already: raising would skip the commands after it in the batch, unanswered and not
+        run)."""
+        try:
+            self.worker.control_store().send_reply(entry["id"], hostname, reply)
+        except Exception:  # noqa: BLE001 - the caller times out, as for a lost reply
+            logger.warning("remote control: cannot reply to %s", entry.get("name"),
+                           exc_info=True)
 
     def run(self, name: str, arguments: dict[str, Any]) -> Any:
         """The reply to one command (an ``{"error": ...}`` for a bad one, never raises)."""
@@ -196,23 +207,26 @@ def _count(arguments: dict[str, Any]) -> int:
     return int(n)
 
 
-@command("pool_grow")
-def pool_grow(worker: Worker, arguments: dict[str, Any]) -> Any:
-    n = _count(arguments)
+def _resize(worker: Worker, target: int) -> None:
     if worker.options.pool == "solo":
         raise ValueError("the solo pool has one slot; use --pool prefork or threads")
-    worker.change(lambda: worker.resize_pool(worker.pool_size() + n))
+    if worker.options.pool == "threads" and target > MAX_THREADS:
+        raise ValueError(f"the threads pool grows to {MAX_THREADS} threads at most")
+    worker.plan("slots", target, worker.resize_pool)
+
+
+@command("pool_grow")
+def pool_grow(worker: Worker, arguments: dict[str, Any]) -> Any:
+    _resize(worker, worker.planned_slots() + _count(arguments))
     return {"ok": "pool will grow"}
 
 
 @command("pool_shrink")
 def pool_shrink(worker: Worker, arguments: dict[str, Any]) -> Any:
-    n = _count(arguments)
-    if worker.options.pool == "solo":
-        raise ValueError("the solo pool has one slot; use --pool prefork or threads")
-    if worker.pool_size() - n < 1:
-        raise ValueError(f"cannot shrink a pool of {worker.pool_size()} by {n}")
-    worker.change(lambda: worker.resize_pool(worker.pool_size() - n))
+    n, size = _count(arguments), worker.planned_slots()
+    if worker.options.pool != "solo" and size - n < 1:
+        raise ValueError(f"cannot shrink a pool of {size} by {n}")
+    _resize(worker, size - n)
     return {"ok": "pool will shrink"}
 
 
@@ -256,21 +270,22 @@ def add_consumer(worker: Worker, arguments: dict[str, Any]) -> Any:
     queue = arguments.get("queue")
     if not isinstance(queue, str) or not queue:
         raise ValueError("queue must be a queue name")
-    if queue in worker.options.queues:
+    queues = worker.planned_queues()
+    if queue in queues:
         return {"ok": f"already consuming from {queue!r}"}
-    worker.change(lambda: worker.set_queues((*worker.options.queues, queue)))
+    worker.plan("queues", (*queues, queue), worker.set_queues)
     return {"ok": f"add consumer {queue}"}
 
 
 @command("cancel_consumer")
 def cancel_consumer(worker: Worker, arguments: dict[str, Any]) -> Any:
     queue = arguments.get("queue")
-    if queue not in worker.options.queues:
+    queues = worker.planned_queues()
+    if queue not in queues:
         return {"error": f"not consuming from {queue!r}"}
-    if len(worker.options.queues) == 1:
+    if len(queues) == 1:
         raise ValueError(f"{queue!r} is the only queue this worker consumes; stop it instead")
-    worker.change(lambda: worker.set_queues(tuple(q for q in worker.options.queues
-                                                  if q != queue)))
+    worker.plan("queues", tuple(q for q in queues if q != queue), worker.set_queues)
     return {"ok": f"no longer consuming from {queue!r}"}
 
 
