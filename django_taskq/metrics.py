@@ -1,7 +1,7 @@
 """Prometheus metrics from stored data: the ``/metrics`` view a project mounts in its URLconf.
 
 Each scrape reads what the workers stored (``taskq_worker``, ``taskq_taskcounter`` in
-EVENTS_DATABASE) and asks the broker for queue depths and dead letters. Nothing is counted in
+EVENTS_DATABASE) and asks the broker for queue numbers and dead letters. Nothing is counted in
 the web process, so every web process serves the same numbers and a restart loses none. Every
 query is bounded; a source that fails (broker down) is reported as ``taskq_scrape_errors`` and
 the rest still renders. Needs ``prometheus_client`` (``pip install django-taskq[metrics]``);
@@ -94,12 +94,23 @@ class TaskqCollector(Collector):
         depth = GaugeMetricFamily("taskq_queue_depth",
                                   "Messages waiting in the queue (ready or delayed, not leased)",
                                   labels=["queue"])
-        broker = self.broker()
-        for queue in _queues(get_settings().DEFAULT_QUEUE, workers):
-            # The first failure ends the loop: a broker that is down would fail every queue,
-            # each after its connect timeout.
-            depth.add_metric([queue], float(broker.size(queue)))
-        return [depth]
+        scheduled = GaugeMetricFamily("taskq_queue_scheduled",
+                                      "Messages of the depth waiting for their ETA (countdown, "
+                                      "eta, retry delay, rate limit)", labels=["queue"])
+        in_flight = GaugeMetricFamily("taskq_queue_in_flight",
+                                      "Messages reserved by workers and not yet acknowledged",
+                                      labels=["queue"])
+        queues = _queues(get_settings().DEFAULT_QUEUE, workers)
+        found = self.broker().queue_counts(queues)  # one call: a broker that is down fails once
+        for queue in queues:
+            counts = found[queue]
+            depth.add_metric([queue], float(counts.depth))
+            if counts.scheduled is not None:
+                scheduled.add_metric([queue], float(counts.scheduled))
+            if counts.in_flight is not None:
+                in_flight.add_metric([queue], float(counts.in_flight))
+        # A number the broker cannot tell is left out, not reported as 0.
+        return [depth, *(family for family in (scheduled, in_flight) if family.samples)]
 
     def _dead_letters(self) -> list[Metric]:
         from .brokers.base import DeadLetterStore

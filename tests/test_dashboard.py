@@ -185,22 +185,27 @@ def test_a_long_window_bins_minutes_and_keeps_the_totals():
     assert len(re.findall(r'<g class="bin">', html)) == 2 * 161
 
 
-def test_other_brokers_show_their_queue_sizes(settings):
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_other_brokers_show_their_queue_sizes(kind, settings, request):
     from django_taskq.brokers import get_broker
     from django_taskq.exceptions import BrokerError
 
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://"}
+    url = "memory://" if kind == "memory" else request.getfixturevalue("redis_url")
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url}
     publish(worker_event("worker-online", "w1@box"))
     for n in range(4):
         tasks.add.apply_async((n, n), queue="mail")
+    tasks.add.apply_async((9, 9), queue="mail", countdown=3600)
+    get_broker().reserve(["mail"], max_messages=1, lease=60, worker="w1@box")
     html = admin().get(DASHBOARD).content.decode()
-    assert row_cells(html, 'data-queue="mail"')[:5] == ["mail", "4", "–", "–", "1"]
+    # waiting (due), delayed, reserved, consumers
+    assert row_cells(html, 'data-queue="mail"')[:5] == ["mail", "3", "1", "1", "1"]
     assert text_of(html, "n-dead") == "0"
 
-    def broken(queue):
+    def broken(queues):
         raise BrokerError("broker down for the test")
 
-    get_broker().size = broken
+    get_broker().queue_counts = broken
     html = admin().get(DASHBOARD).content.decode()
     assert row_cells(html, 'data-queue="mail"') == ["mail", "–", "–", "–", "1",
                                                     "broker down for the test"]

@@ -105,6 +105,27 @@ def test_workers_and_queue_depths(alias):
     assert {value(samples, "taskq_scrape_errors", source=s) for s in metrics.SOURCES} == {0}
 
 
+def test_scheduled_and_in_flight_where_the_broker_can_tell(alias, monkeypatch):
+    from django_taskq.brokers.base import Broker
+    from django_taskq.brokers.database import DatabaseBroker
+
+    broker = get_broker()
+    enqueue("default", 2)
+    broker.enqueue(Envelope(queue="default", body=b"[[], {}, {}]", eta=timezone.now()
+                            + timedelta(hours=1), headers={"id": "later", "task": "tests.noop"}))
+    broker.reserve(["default"], max_messages=1, lease=60, worker="w1@a")
+    samples = scrape()
+    assert value(samples, "taskq_queue_depth", queue="default") == 2
+    assert value(samples, "taskq_queue_scheduled", queue="default") == 1
+    assert value(samples, "taskq_queue_in_flight", queue="default") == 1
+
+    # A broker that can tell only the depth: the other two are left out, not reported as 0.
+    monkeypatch.setattr(DatabaseBroker, "queue_counts", Broker.queue_counts)
+    samples = scrape()
+    assert value(samples, "taskq_queue_depth", queue="default") == 2
+    assert not {"taskq_queue_scheduled", "taskq_queue_in_flight"} & names(samples)
+
+
 def test_task_totals_and_a_histogram_accumulated_from_per_bucket_rows(alias):
     counters(alias, "shop.charge", state__SUCCESS=5, state__FAILURE=2, **{
         "runtime__le__0.1": 3, "runtime__le__1.0": 2, "runtime__le__+Inf": 1,
@@ -225,7 +246,8 @@ def test_without_an_events_database_only_the_broker_is_read(settings):
     settings.TASKQ = {**settings.TASKQ, "EVENTS_DATABASE": None}
     worker("default", "w1@a", queues=["elsewhere"])
     samples = scrape()
-    assert names(samples) == {"taskq_queue_depth", "taskq_dead_letters", "taskq_scrape_errors"}
+    assert names(samples) == {"taskq_queue_depth", "taskq_queue_scheduled", "taskq_queue_in_flight",
+                              "taskq_dead_letters", "taskq_scrape_errors"}
     assert ("taskq_queue_depth", (("queue", "elsewhere"),)) not in samples
 
 

@@ -1,9 +1,9 @@
 """Workers, queue depths and dead letters: what the top of the dashboard shows.
 
-Workers come from ``taskq_worker`` (their last ``worker-*`` event); queue depths from the
-configured broker's ``size(queue)`` for every queue a known worker consumes, plus DEFAULT_QUEUE.
-On the database broker one grouped count per page also splits each queue into due, delayed
-(eta/countdown) and reserved messages (the claim index covers it).
+Workers come from ``taskq_worker`` (their last ``worker-*`` event); queue numbers from the
+configured broker's ``queue_counts`` (one call per page) for every queue a known worker
+consumes, plus DEFAULT_QUEUE: each queue split into waiting (due), delayed (eta/countdown) and
+reserved messages, where the broker can tell them apart.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q
-from django.utils import timezone
-
+from ..brokers.base import QueueCounts
 from ..conf import get_settings
 from ..exceptions import TaskqError
 
@@ -41,7 +39,8 @@ class WorkerRow:
 
 @dataclass(frozen=True, slots=True)
 class QueueDepth:
-    """One queue: messages waiting (and on the database broker, delayed and reserved ones)."""
+    """One queue: messages waiting (due), delayed and reserved; None where the broker cannot
+    tell (waiting then includes the delayed ones if the broker cannot tell those apart)."""
 
     name: str
     waiting: int | None
@@ -81,18 +80,14 @@ def queue_names(known: list[WorkerRow]) -> list[str]:
 
 
 def queue_depths(known: list[WorkerRow], broker: Any = None) -> list[QueueDepth]:
-    """The depth of every queue in :func:`queue_names`, on ``broker`` (default: BROKER_URL)."""
-    from ..brokers.database import DatabaseBroker
-
+    """The numbers of every queue in :func:`queue_names`, on ``broker`` (default: BROKER_URL)."""
     names = queue_names(known)
     consumers = {name: sum(1 for w in known if w.online and name in w.queues) for name in names}
     try:
-        broker = broker if broker is not None else _broker()
-        if isinstance(broker, DatabaseBroker):
-            return _database_depths(broker.alias, names, consumers)
+        found = (broker if broker is not None else _broker()).queue_counts(names)
     except TaskqError as exc:
         return [QueueDepth(name, None, consumers[name], error=str(exc)) for name in names]
-    return [_size(broker, name, consumers[name]) for name in names]
+    return [_depth(name, found[name], consumers[name]) for name in names]
 
 
 def _broker() -> Any:
@@ -101,30 +96,9 @@ def _broker() -> Any:
     return get_broker()
 
 
-def _size(broker: Any, name: str, consumers: int) -> QueueDepth:
-    try:
-        return QueueDepth(name, broker.size(name), consumers)
-    except TaskqError as exc:
-        return QueueDepth(name, None, consumers, error=str(exc))
-
-
-def _database_depths(alias: str, names: list[str], consumers: dict[str, int]) -> list[QueueDepth]:
-    from ..engines import database_errors
-    from ..exceptions import BrokerConnectionError, BrokerError
-    from ..models import QueuedMessage
-
-    now = timezone.now()
-    ready = Q(state=QueuedMessage.READY)
-    with database_errors(alias, "count queued messages", BrokerError, BrokerConnectionError):
-        counted = {row["queue"]: row for row in QueuedMessage.objects.using(alias).filter(
-            queue__in=names).values("queue").annotate(
-                due=Count("id", filter=ready & Q(available_at__lte=now)),
-                delayed=Count("id", filter=ready & Q(available_at__gt=now)),
-                reserved=Count("id", filter=Q(state=QueuedMessage.RESERVED))).order_by()}
-    empty = {"due": 0, "delayed": 0, "reserved": 0}
-    return [QueueDepth(name, counted.get(name, empty)["due"], consumers[name],
-                       delayed=counted.get(name, empty)["delayed"],
-                       reserved=counted.get(name, empty)["reserved"]) for name in names]
+def _depth(name: str, counts: QueueCounts, consumers: int) -> QueueDepth:
+    due = counts.depth if counts.scheduled is None else counts.depth - counts.scheduled
+    return QueueDepth(name, due, consumers, delayed=counts.scheduled, reserved=counts.in_flight)
 
 
 def dead_letters(broker: Any = None) -> DeadLetters:
