@@ -145,3 +145,36 @@ def test_a_reply_that_cannot_be_posted_does_not_skip_the_next_commands(idle_work
     assert sent == [None, "2", "3"]
     idle_worker.apply_changes()
     assert idle_worker.pool_size() == 3
+
+
+# -- dashboard --------------------------------------------------------------------------------
+
+def _admin_client():
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    user = User.objects.create_superuser(f"rev{User.objects.count()}", password="pw")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_without_a_task_id_does_not_break_the_dashboard(settings):
+    """A message with no id that the worker rejects sends task-failed with uuid None; with
+    results outside the database the failures table lists it from the events, and the link
+    to its story (whose URL needs an id) made the whole page fail (NoReverseMatch)."""
+    import time
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://",
+                      "RESULT_BACKEND": "memory://", "EVENTS_DATABASE": "default"}
+    store.DatabaseEventSink("default").publish([
+        {"type": "task-failed", "uuid": None, "name": "", "hostname": "w1",
+         "timestamp": time.time(), "exception": "BadMessage: <b>not JSON</b>", "traceback": ""},
+        {"type": "task-started", "uuid": "", "name": "t.x", "hostname": "w1",
+         "timestamp": time.time()},
+    ])
+    page = _admin_client().get("/admin/django_taskq/workerstate/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "BadMessage: &lt;b&gt;not JSON&lt;/b&gt;" in html
