@@ -1,8 +1,9 @@
 """A real Flower 2.x (``celery flower``) pointed at our broker lists our worker and our tasks.
 
-Flower runs as a subprocess with only ``--broker`` (no Celery app of ours): everything it shows
-comes from the Celery-format events our real ``taskworker`` publishes (events/wire.py). Its
-HTTP API is read as a user's script would.
+Flower runs as a subprocess with only ``--broker`` (no Celery app of ours): what it shows comes
+from the Celery-format events our real ``taskworker`` publishes (events/wire.py) and from its
+inspect/control broadcasts, which the worker answers (worker/pidbox.py). Its HTTP API is read
+as a user's script would.
 """
 
 from __future__ import annotations
@@ -96,6 +97,25 @@ def finished_tasks(flower: Flower, *ids: str) -> dict[str, Any] | None:
     return done if len(done) == len(ids) else None
 
 
+def inspected_by_flower(flower: Flower) -> None:
+    """Flower's inspect calls (Celery's pidbox, worker/pidbox.py) reach our worker: the API
+    without ``status`` and the worker's own page show its stats, queues and tasks."""
+    workers = poll(lambda: flower.get("/api/workers?refresh=1"))
+    ours = workers[HOSTNAME]
+    assert ours["stats"]["pool"]["implementation"] == "solo"
+    assert "tests.testapp.tasks.add" in ours["registered"]
+    assert [queue["name"] for queue in ours["active_queues"]] == ["default"]
+    with urllib.request.urlopen(f"{flower.base}/worker/{HOSTNAME}", timeout=10) as response:
+        page = response.read().decode()
+    assert "tests.testapp.tasks.add" in page and "Max concurrency" in page
+    # A button: Flower's API broadcasts add_consumer and reads our reply.
+    button = urllib.request.Request(
+        f"{flower.base}/api/worker/queue/add-consumer/{HOSTNAME}?queue=extra", data=b"",
+        method="POST")
+    with urllib.request.urlopen(button, timeout=10) as response:
+        assert json.loads(response.read()) == {"message": "add consumer extra"}
+
+
 @pytest.mark.parametrize("kind", ["redis", "amqp"])
 def test_flower_lists_our_worker_and_tasks(kind, request, settings):
     broker_url, results = worker_urls(request, settings, kind)
@@ -115,6 +135,7 @@ def test_flower_lists_our_worker_and_tasks(kind, request, settings):
         info = flower.get(f"/api/task/info/{ok.id}")
         assert info["args"] == "(2, 3)" and info["received"] and info["started"]
         assert poll(lambda: (worker_row(flower) or {}).get("processed") == 2)
+        inspected_by_flower(flower)
 
         worker.signal(signal.SIGTERM)
         code, output = worker.wait()

@@ -49,6 +49,7 @@ class Monitor(threading.Thread):
         self.control_every = control_every
         self._stop_event = threading.Event()
         self._remote: Any = None
+        self._pidbox: Any = None  # Celery's mailbox (worker/pidbox.py), on Redis and RabbitMQ
         self.started = False
 
     def worker_fields(self) -> dict[str, Any]:
@@ -61,9 +62,11 @@ class Monitor(threading.Thread):
                 "queues": list(worker.options.queues)}
 
     def start(self) -> None:
+        from .pidbox import bridge_for
         from .remote import RemoteControl
 
         self._remote = RemoteControl(self.worker)
+        self._pidbox = bridge_for(self.worker, self._remote)
         self.events.send("worker-online", **self.worker_fields())
         self.started = True
         super().start()
@@ -80,8 +83,12 @@ class Monitor(threading.Thread):
                 if now >= next_control:
                     next_control = now + self.control_every
                     self._remote.poll()
+                if self._pidbox is not None:
+                    self._pidbox.poll()
                 self.events.flush()
         finally:
+            if self._pidbox is not None:
+                self._pidbox.close()
             connections.close_all()
 
     def stop(self) -> None:

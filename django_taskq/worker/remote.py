@@ -300,3 +300,39 @@ def enable_events(worker: Worker, arguments: dict[str, Any]) -> Any:
 def disable_events(worker: Worker, arguments: dict[str, Any]) -> Any:
     worker.events.task_events = False
     return {"ok": "task events disabled"}
+
+
+@command("revoke")
+def revoke(worker: Worker, arguments: dict[str, Any]) -> Any:
+    """Celery's broadcast revoke (``celery control revoke``, Flower's buttons): our durable
+    revoke, which every worker then honours (``signal`` is not chosen: terminate kills)."""
+    from ..revoking import revoke as revoke_durably
+
+    ids = arguments.get("task_id")
+    ids = [ids] if isinstance(ids, str) else list(ids or [])
+    revoke_durably(ids, terminate=bool(arguments.get("terminate")))
+    return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+
+
+@command("revoked")
+def revoked(worker: Worker, arguments: dict[str, Any]) -> Any:
+    """The unexpired revoked ids (Flower's worker page asks for them)."""
+    return sorted(worker.control_store().revocations())
+
+
+@command("conf")
+def conf(worker: Worker, arguments: dict[str, Any]) -> Any:
+    """The TASKQ settings (Flower's config tab): URLs without their passwords, values JSON
+    cannot hold as their repr."""
+    from ..conf import get_settings
+    from ..service_url import mask
+
+    def shown(name: str, value: Any) -> Any:
+        if isinstance(value, str) and (name.endswith("_URL") or name == "RESULT_BACKEND"):
+            return mask(value)
+        if isinstance(value, (str, int, float, bool, list, tuple, dict, type(None))):
+            return value
+        return repr(value)
+
+    return {name: shown(name, value)
+            for name, value in dataclasses.asdict(get_settings()).items()}
