@@ -277,3 +277,23 @@ def test_celery_inspect_and_control_reach_a_live_worker(
         gate.touch()
         assert sent.get(timeout=PATIENCE) == "done"
         assert worker.processed >= 1
+
+
+@pytest.mark.network_broker
+def test_a_second_worker_with_the_same_hostname_is_told_to_rename(amqp_url: str) -> None:
+    from django_taskq.brokers.amqp_options import parse_options
+    from django_taskq.exceptions import BrokerError
+    from django_taskq.service_url import parse
+    from django_taskq.worker.pidbox_amqp import AmqpPidbox
+
+    options = parse_options(parse(amqp_url, setting="BROKER_URL"))
+    first, second = AmqpPidbox(options, "twin@test"), AmqpPidbox(options, "twin@test")
+    try:
+        assert first.receive(10) == []
+        with pytest.raises(BrokerError, match="another worker runs with this hostname"):
+            second.receive(10)
+        first.close()  # the queue goes with its connection: the second one takes it over
+        assert second.receive(10) == []
+    finally:
+        first.close()
+        second.close()
