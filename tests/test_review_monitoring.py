@@ -178,3 +178,58 @@ def test_a_failure_without_a_task_id_does_not_break_the_dashboard(settings):
     assert page.status_code == 200
     html = page.content.decode()
     assert "BadMessage: &lt;b&gt;not JSON&lt;/b&gt;" in html
+
+
+# -- the database mailbox ---------------------------------------------------------------------
+
+def _command(name):
+    import time
+
+    return {"id": name, "name": "ping", "arguments": {}, "destination": None, "reply": False,
+            "expires_at": time.time() + 60}
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_a_command_committed_after_a_later_one_is_still_read(kind):
+    """Command A's row takes its id first but commits last (its sender was in a transaction,
+    ATOMIC_REQUESTS say); a worker that read B meanwhile went past A's id for good."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from django_taskq.control.database import DatabaseControlStore
+
+    alias = require_alias(kind)
+    store = DatabaseControlStore(alias)
+    cursor, _ = store.read_commands(None)
+    inserted, commit = threading.Event(), threading.Event()
+
+    def sender_in_a_transaction():
+        try:
+            with transaction.atomic(using=alias):
+                store.broadcast(_command("A"))
+                inserted.set()
+                commit.wait(10)
+        finally:
+            connections[alias].close()
+
+    sender = threading.Thread(target=sender_in_a_transaction)
+    sender.start()
+    assert inserted.wait(10)
+    store.broadcast(_command("B"))
+    cursor, first = store.read_commands(cursor)
+    commit.set()
+    sender.join(10)
+    cursor, second = store.read_commands(cursor)
+    assert [c["id"] for c in first] == ["B"] and [c["id"] for c in second] == ["A"]
+    assert store.read_commands(cursor)[1] == []  # each read once
+
+
+def test_the_database_cursor_keeps_few_holes_and_only_recent_ones():
+    from django_taskq.control.mailboxes import HOLE_SPAN, HOLES, _next_cursor, _parse_cursor
+
+    assert _next_cursor(10, [], [12, 14]) == "14:11,13"
+    assert _next_cursor(14, [11, 13], [13]) == "14:11"
+    top, holes = _parse_cursor(_next_cursor(0, [], [10**9]))
+    assert top == 10**9 and len(holes) == HOLES and min(holes) > top - HOLE_SPAN

@@ -92,18 +92,26 @@ class DatabaseMailbox(Mailbox):
 
     @_translated
     def read_commands(self, cursor: str | None) -> tuple[str, list[dict[str, Any]]]:
+        """The cursor is the highest row id read and the lower ids not seen yet ("holes"):
+        an id is taken when a row is inserted but seen when its transaction commits, so a
+        command committed after a later one (its sender was in a transaction, or slower) is
+        still read at a later poll instead of being passed over for good."""
+        from django.db.models import Q
+
         from ..models import ControlCommand
 
         rows = ControlCommand.objects.using(self.alias).order_by("id")
         if cursor is None:
             newest = rows.order_by("-id").values_list("id", flat=True).first()
             return str(newest or 0), []
-        found = list(rows.filter(id__gt=int(cursor or 0))[:BATCH])
+        top, holes = _parse_cursor(cursor)
+        wanted = Q(id__gt=top) | Q(id__in=holes) if holes else Q(id__gt=top)
+        found = list(rows.filter(wanted)[:BATCH])
         commands = [{"id": r.command_id, "name": r.name, "arguments": r.arguments,
                      "destination": r.destination, "reply": r.reply,
                      "expires_at": r.expires_at.timestamp()} for r in found]
-        last = str(found[-1].id) if found else cursor
-        return last, [c for c in commands if _live(c, self.now())]
+        return _next_cursor(top, holes, [r.id for r in found]), [
+            c for c in commands if _live(c, self.now())]
 
     @_translated
     def send_reply(self, command_id: str, hostname: str, reply: Any) -> None:
@@ -118,6 +126,25 @@ class DatabaseMailbox(Mailbox):
 
         rows = ControlReply.objects.using(self.alias).filter(command_id=command_id)
         return dict(rows.order_by("id").values_list("hostname", "reply"))
+
+
+#: Ids below the highest one read that are still looked for, at most (and how far below).
+HOLES, HOLE_SPAN = 100, 1000
+
+
+def _parse_cursor(cursor: str) -> tuple[int, list[int]]:
+    top, _, holes = (cursor or "0").partition(":")
+    return int(top or 0), [int(h) for h in holes.split(",") if h]
+
+
+def _next_cursor(top: int, holes: list[int], read: list[int]) -> str:
+    seen = set(read)
+    new_top = max([top, *read])
+    missing = [h for h in holes if h not in seen]
+    missing += [i for i in range(max(top + 1, new_top - HOLE_SPAN + 1), new_top)
+                if i not in seen]
+    kept = sorted(h for h in missing if h > new_top - HOLE_SPAN)[-HOLES:]
+    return f"{new_top}:{','.join(map(str, kept))}" if kept else str(new_top)
 
 
 class RedisMailbox(Mailbox):
