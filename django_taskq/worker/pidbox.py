@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..exceptions import TaskqError
+
 if TYPE_CHECKING:
     from .remote import RemoteControl
     from .worker import Worker
@@ -51,6 +53,8 @@ BATCH = 100
 EXPIRES_GRACE = 5.0
 #: Seconds between attempts while the broker fails (each one may open a connection).
 RETRY_AFTER = 2.0
+#: Distinct skipped-command warnings logged per worker (odd traffic cannot flood the log).
+WARNED_MAX = 50
 
 
 def queue_name(hostname: str) -> str:
@@ -142,10 +146,10 @@ class PidboxBridge:
             return 0
         try:
             ran = sum(self.handle(message) for message in self.transport.receive(BATCH))
-        except Exception:  # noqa: BLE001 - remote control never stops the worker
-            if not self._failing:
-                logger.warning("Celery remote control (pidbox): broker call failed; retrying "
-                               "at the next poll", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - remote control never stops the worker
+            if not self._failing:  # our own errors say what is wrong; others get a traceback
+                logger.warning("Celery remote control (pidbox): %s; retrying every %.0f s",
+                               exc, RETRY_AFTER, exc_info=not isinstance(exc, TaskqError))
             self._failing, self._retry_at = True, time.monotonic() + RETRY_AFTER
             self.close()
             return 0
@@ -178,7 +182,7 @@ class PidboxBridge:
 
     def _warn_once(self, problem: str) -> None:
         key = problem[:80]
-        if key not in self._warned:
+        if key not in self._warned and len(self._warned) < WARNED_MAX:
             self._warned.add(key)
             logger.warning("Celery remote control (pidbox): command skipped: %s", problem)
 
