@@ -233,3 +233,23 @@ def test_the_database_cursor_keeps_few_holes_and_only_recent_ones():
     assert _next_cursor(14, [11, 13], [13]) == "14:11"
     top, holes = _parse_cursor(_next_cursor(0, [], [10**9]))
     assert top == 10**9 and len(holes) == HOLES and min(holes) > top - HOLE_SPAN
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiting_for_replies_inside_a_transaction_is_refused_with_the_fix():
+    """Inside a transaction no worker sees the command before the commit: the caller waited
+    its timeout for nothing (None, "no worker answered") and the workers ran it afterwards."""
+    from django.db import transaction
+
+    from django_taskq.control.database import DatabaseControlStore
+    from django_taskq.control.remote import Control
+    from django_taskq.exceptions import ControlStoreError
+    from django_taskq.models import ControlCommand
+
+    control = Control(DatabaseControlStore("default"))
+    with transaction.atomic(), pytest.raises(ControlStoreError, match="non_atomic_requests"):
+        control.inspect(timeout=0.1).ping()
+    assert not ControlCommand.objects.exists()
+    with transaction.atomic():
+        control.pool_grow()  # no reply wanted: it goes when the transaction commits
+    assert ControlCommand.objects.get().name == "pool_grow"

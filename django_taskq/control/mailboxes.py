@@ -83,8 +83,19 @@ class DatabaseMailbox(Mailbox):
 
     @_translated
     def broadcast(self, command: dict[str, Any]) -> None:
+        from django.db import connections
+
         from ..models import ControlCommand
 
+        if command.get("reply") and connections[self.alias].in_atomic_block:
+            # Workers see the row only once the transaction commits: after the caller gave
+            # up waiting, and then they would still run it.
+            raise ControlStoreError(
+                f"remote control command {command.get('name')!r} waits for replies, but it "
+                f"is sent inside a transaction on database {self.alias!r} (ATOMIC_REQUESTS, "
+                "transaction.atomic), where no worker sees it before the transaction commits: "
+                "send it outside (transaction.non_atomic_requests on the view), or set "
+                "TASKQ['CONTROL_URL'] to a Redis URL.")
         ControlCommand.objects.using(self.alias).create(
             command_id=command["id"], name=command["name"], arguments=command["arguments"],
             destination=command.get("destination"), reply=command.get("reply", True),
