@@ -253,3 +253,25 @@ def test_waiting_for_replies_inside_a_transaction_is_refused_with_the_fix():
     with transaction.atomic():
         control.pool_grow()  # no reply wanted: it goes when the transaction commits
     assert ControlCommand.objects.get().name == "pool_grow"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_control_store_prunes_its_own_mailbox(settings):
+    """Commands and replies live in the control store's alias; only the events' prune (in
+    EVENTS_DATABASE, and not at all when it is None) deleted them: every inspect() added rows
+    for ever."""
+    import time
+
+    from django_taskq.control.database import DatabaseControlStore
+    from django_taskq.models import ControlCommand, ControlReply
+
+    settings.TASKQ = {**settings.TASKQ, "EVENTS_DATABASE": None}
+    now = [time.time()]
+    store = DatabaseControlStore("default", now=lambda: now[0])
+    store.broadcast({**_command("old"), "expires_at": now[0] + 60})
+    store.send_reply("old", "w1", {"ok": "pong"})
+    store.broadcast({**_command("new"), "expires_at": now[0] + 7200})
+    now[0] += 3700
+    store.prune()
+    assert list(ControlCommand.objects.values_list("command_id", flat=True)) == ["new"]
+    assert not ControlReply.objects.exists()

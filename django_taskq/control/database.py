@@ -128,4 +128,4 @@ class DatabaseControlStore(DatabaseMailbox, ControlStore):
         now = self.now()
         buckets, _ = self._buckets().filter(full_at__lte=now).delete()
         revoked, _ = self._revocations().filter(expires_at__lte=self._when(now)).delete()
-        return buckets + revoked
+        return buckets + revoked + self.prune_mailbox()

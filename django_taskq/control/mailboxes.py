@@ -22,6 +22,8 @@ from .mailbox import COMMAND_TTL, Mailbox
 #: Commands read per call, and kept in the Redis stream.
 BATCH = 100
 STREAM_LENGTH = 1000
+#: Seconds the database keeps a reply (a caller waits far less).
+REPLY_KEEP = 3600.0
 
 _translated = translating(ControlStoreError)
 
@@ -123,6 +125,19 @@ class DatabaseMailbox(Mailbox):
                      "expires_at": r.expires_at.timestamp()} for r in found]
         return _next_cursor(top, holes, [r.id for r in found]), [
             c for c in commands if _live(c, self.now())]
+
+    @_translated
+    def prune_mailbox(self) -> int:
+        """Delete expired commands and replies older than ``REPLY_KEEP`` (the store's
+        ``prune``: they live in its alias, whatever EVENTS_DATABASE says)."""
+        from ..models import ControlCommand, ControlReply
+
+        now = self.now()
+        commands = ControlCommand.objects.using(self.alias).filter(
+            expires_at__lt=self._at(now)).delete()[0]
+        replies = ControlReply.objects.using(self.alias).filter(
+            created_at__lt=self._at(now - REPLY_KEEP)).delete()[0]
+        return commands + replies
 
     @_translated
     def send_reply(self, command_id: str, hostname: str, reply: Any) -> None:
