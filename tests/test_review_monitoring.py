@@ -275,3 +275,28 @@ def test_the_control_store_prunes_its_own_mailbox(settings):
     store.prune()
     assert list(ControlCommand.objects.values_list("command_id", flat=True)) == ["new"]
     assert not ControlReply.objects.exists()
+
+
+def test_inspect_shows_the_arguments_themselves_as_celery_does(idle_worker):
+    """Celery's ``inspect().active()``/``reserved()`` give a request's args as a list and its
+    kwargs as a dict (their reprs only with ``safe=True``); a value JSON cannot carry goes as
+    the repr."""
+    from datetime import date
+
+    from django_taskq.context import Request
+    from django_taskq.worker.job import Job
+    from django_taskq.worker.remote import RemoteControl
+
+    def job(key, *args, **kwargs):
+        request = Request(id=f"id{key}", task="t.x", args=args, kwargs=kwargs, hostname="h")
+        return Job(key=key, task_name="t.x", request=request, ignore_result=False,
+                   result_serializer="json")
+
+    idle_worker.prefetched.extend([(None, job(1, 2, 3, to="a")),
+                                   (None, job(2, date(2026, 1, 2)))])
+    remote = RemoteControl(idle_worker)
+    plain, odd = remote.run("reserved", {"safe": None})
+    assert (plain["args"], plain["kwargs"]) == ([2, 3], {"to": "a"})
+    assert odd["args"] == "(datetime.date(2026, 1, 2),)"
+    safe = remote.run("reserved", {"safe": True})[0]
+    assert (safe["args"], safe["kwargs"]) == ("(2, 3)", "{'to': 'a'}")

@@ -164,10 +164,11 @@ class Inspect:
         return self._ask("ping")
 
     def active(self, safe: bool | None = None) -> dict[str, Any] | None:
-        return self._ask("active")
+        """Running requests; their arguments as reprs with ``safe`` (as Celery's)."""
+        return self._ask("active", safe=safe)
 
     def reserved(self, safe: bool | None = None) -> dict[str, Any] | None:
-        return self._ask("reserved")
+        return self._ask("reserved", safe=safe)
 
     def scheduled(self, safe: bool | None = None) -> dict[str, Any] | None:
         return self._ask("scheduled")

@@ -9,6 +9,7 @@ loop (``Worker.apply_changes``), which runs them at its next step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import resource
@@ -99,13 +100,17 @@ class RemoteControl:
 
 # -- inspect ----------------------------------------------------------------------------------
 
-def request_info(worker: Worker, job: Job, *, started: bool) -> dict[str, Any]:
-    """A request as Celery's ``inspect active``/``reserved`` shows it."""
+def request_info(worker: Worker, job: Job, *, started: bool, safe: Any = False
+                 ) -> dict[str, Any]:
+    """A request as Celery's ``inspect active``/``reserved`` shows it: the arguments
+    themselves, or their reprs with ``safe`` (as Celery's ``Request.info(safe)``)."""
     request = job.request
     info = request.delivery_info
+    argsrepr = request.argsrepr or short_repr(tuple(request.args))
+    kwargsrepr = request.kwargsrepr or short_repr(request.kwargs)
     return {"id": request.id, "name": job.task_name, "type": job.task_name,
-            "args": request.argsrepr or short_repr(tuple(request.args)),
-            "kwargs": request.kwargsrepr or short_repr(request.kwargs),
+            "args": argsrepr if safe else _plain(list(request.args), argsrepr),
+            "kwargs": kwargsrepr if safe else _plain(dict(request.kwargs), kwargsrepr),
             "hostname": worker.options.hostname, "time_start": job_started(worker, job),
             "acknowledged": False, "worker_pid": None, "retries": request.retries,
             "root_id": request.root_id, "parent_id": request.parent_id,
@@ -113,6 +118,16 @@ def request_info(worker: Worker, job: Job, *, started: bool) -> dict[str, Any]:
                               "routing_key": info.get("routing_key"),
                               "priority": info.get("priority"), "redelivered": False},
             } | ({} if started else {"time_start": None})
+
+
+def _plain(value: Any, text: str) -> Any:
+    """``value`` when a JSON reply can carry it as it is (a pickled argument may not), else
+    its repr ``text``."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return text
+    return value
 
 
 def job_started(worker: Worker, job: Job) -> float | None:
@@ -129,14 +144,16 @@ def ping(worker: Worker, arguments: dict[str, Any]) -> Any:
 def active(worker: Worker, arguments: dict[str, Any]) -> Any:
     with worker._held_lock:
         jobs = [job for _, job in worker.running.values()]
-    return [request_info(worker, job, started=True) for job in jobs]
+    return [request_info(worker, job, started=True, safe=arguments.get("safe"))
+            for job in jobs]
 
 
 @command("reserved")
 def reserved(worker: Worker, arguments: dict[str, Any]) -> Any:
     with worker._held_lock:
         jobs = [job for _, job in worker.prefetched]
-    return [request_info(worker, job, started=False) for job in jobs]
+    return [request_info(worker, job, started=False, safe=arguments.get("safe"))
+            for job in jobs]
 
 
 @command("scheduled")
