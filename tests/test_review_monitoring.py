@@ -300,3 +300,47 @@ def test_inspect_shows_the_arguments_themselves_as_celery_does(idle_worker):
     assert odd["args"] == "(datetime.date(2026, 1, 2),)"
     safe = remote.run("reserved", {"safe": True})[0]
     assert (safe["args"], safe["kwargs"]) == ("(2, 3)", "{'to': 'a'}")
+
+
+# -- a sink that does not answer --------------------------------------------------------------
+
+def test_a_sink_that_fails_slowly_is_tried_less_often(monkeypatch):
+    """Each try at a broker that does not answer waits out a 3 s timeout, on the monitor
+    thread that also heart-beats and answers remote control (whose callers wait 1 s): tries
+    are put off, doubling, while the other sinks go on; ``close`` tries once more."""
+    from django_taskq.events import dispatcher as module
+
+    now = [100.0]
+    monkeypatch.setattr(module, "_monotonic", lambda: now[0])
+
+    class Hung:
+        tries = 0
+        batches: list = []
+
+        def publish(self, events):
+            self.tries += 1
+            if now[0] < 200:
+                now[0] += 3.0  # its timeout
+                raise ConnectionError("no answer")
+            self.batches.append(list(events))
+
+        def close(self):
+            pass
+
+    hung, up = Hung(), type("Up", (), {"publish": lambda self, e: None, "close": lambda self: None})()
+    events = EventDispatcher("w", [hung, up])
+    events.send("worker-heartbeat")
+    events.flush()
+    events.send("worker-heartbeat")
+    events.flush()  # put off: not tried
+    assert hung.tries == 1
+    now[0] += module.RETRY_FIRST
+    events.flush()  # tried again, fails again: put off twice as long
+    assert hung.tries == 2
+    now[0] += module.RETRY_FIRST
+    events.flush()
+    assert hung.tries == 2
+    now[0] = 300.0
+    events.send("worker-offline")
+    events.close()
+    assert [e["type"] for e in hung.batches[0]] == ["worker-heartbeat"] * 2 + ["worker-offline"]

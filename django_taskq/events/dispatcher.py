@@ -23,6 +23,13 @@ logger = logging.getLogger(__name__)
 MAX_PENDING = 50_000
 #: Celery's event type groups: ``task-*`` events are sent only when task events are on.
 TASK_EVENT_PREFIX = "task-"
+#: A failed try that took this long (seconds: a broker or database that does not answer, each
+#: try waiting out its timeout) puts the sink's next tries off, RETRY_FIRST seconds doubling
+#: up to RETRY_MAX: the monitor thread that flushes also heart-beats and answers remote
+#: control, which a 3 s wait at every flush held back.
+SLOW_FAILURE = 0.5
+RETRY_FIRST, RETRY_MAX = 2.0, 30.0
+_monotonic = time.monotonic
 
 
 class Sink(Protocol):
@@ -50,11 +57,20 @@ class _Outbox:
         self.sink = sink
         self.pending: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING)
         self.failing = False
+        self.delay = 0.0  # seconds the next try is put off after a slow failure
+        self.retry_at = 0.0
 
-    def deliver(self, events: list[dict[str, Any]]) -> None:
+    def deliver(self, events: list[dict[str, Any]], *, force: bool = False) -> None:
         dropped = max(0, len(self.pending) + len(events) - MAX_PENDING)
         self.pending.extend(events)
-        batch = list(self.pending)
+        started = _monotonic()
+        if force or started >= self.retry_at:
+            self._try(list(self.pending), started)
+        if dropped:
+            logger.warning("events: %d event(s) dropped for %s (its backlog is full)",
+                           dropped, type(self.sink).__name__)
+
+    def _try(self, batch: list[dict[str, Any]], started: float) -> None:
         try:
             self.sink.publish(batch)
         except Exception:  # noqa: BLE001 - monitoring never stops the worker
@@ -62,14 +78,16 @@ class _Outbox:
                 logger.warning("events: %s failed; keeping %d event(s) for the next try",
                                type(self.sink).__name__, len(batch), exc_info=True)
             self.failing = True
+            ended = _monotonic()
+            if ended - started >= SLOW_FAILURE:
+                self.delay = min(RETRY_MAX, self.delay * 2 if self.delay else RETRY_FIRST)
+                self.retry_at = ended + self.delay
         else:
             if self.failing:
                 logger.info("events: %s works again", type(self.sink).__name__)
             self.failing = False
+            self.delay, self.retry_at = 0.0, 0.0
             self.pending.clear()
-        if dropped:
-            logger.warning("events: %d event(s) dropped for %s (its backlog is full)",
-                           dropped, type(self.sink).__name__)
 
 
 class EventDispatcher:
@@ -98,20 +116,21 @@ class EventDispatcher:
         with self._lock:
             self._buffer.append(fields)
 
-    def flush(self) -> int:
-        """Hand what is buffered to every sink; the number of new events handed."""
+    def flush(self, *, force: bool = False) -> int:
+        """Hand what is buffered to every sink (a sink put off after a slow failure keeps it
+        for later, unless ``force``); the number of new events handed."""
         with self._flush_lock:
             with self._lock:
                 events, self._buffer = self._buffer, []
             if not events and not any(box.pending for box in self._outboxes):
                 return 0
             for box in self._outboxes:
-                box.deliver(events)
+                box.deliver(events, force=force)
             return len(events)
 
     def close(self) -> None:
-        """Flush, then close the sinks."""
-        self.flush()
+        """Flush (every sink tries once more), then close the sinks."""
+        self.flush(force=True)
         for box in self._outboxes:
             try:
                 box.sink.close()
