@@ -344,3 +344,42 @@ def test_a_sink_that_fails_slowly_is_tried_less_often(monkeypatch):
     events.send("worker-offline")
     events.close()
     assert [e["type"] for e in hung.batches[0]] == ["worker-heartbeat"] * 2 + ["worker-offline"]
+
+
+# -- dead letters from lease recovery ---------------------------------------------------------
+
+def test_a_dead_letter_recorded_again_after_an_outage_sends_one_task_failed(idle_worker,
+                                                                             monkeypatch):
+    """The heartbeat records a recovered dead letter again (alone, then every round) while
+    the result backend is down; its task-failed event went out at every try, so the stored
+    FAILURE totals counted one dead letter several times."""
+    from django_taskq.brokers.base import DeadLetter
+    from django_taskq.exceptions import ResultBackendConnectionError
+    from django_taskq.worker import chords
+    from tests.helpers import envelope
+
+    class Sink:
+        events: list = []
+
+        def publish(self, events):
+            self.events.extend(events)
+
+        def close(self):
+            pass
+
+    sink = Sink()
+    idle_worker.events = EventDispatcher("w1", [sink])
+    idle_worker.heartbeat.on_dead = idle_worker._record_dead
+    down = [True]
+
+    def record_dead(*args, **kwargs):
+        if down[0]:
+            raise ResultBackendConnectionError("results down")
+
+    monkeypatch.setattr(chords, "record_dead", record_dead)
+    letter = DeadLetter(envelope(), "worker lost 3 times", 3)
+    idle_worker.heartbeat.record([letter])  # the batch, then the letter alone: both fail
+    down[0] = False
+    idle_worker.heartbeat.record(idle_worker.heartbeat._unrecorded)  # the next round
+    idle_worker.events.flush()
+    assert [e["type"] for e in sink.events] == ["task-failed"]

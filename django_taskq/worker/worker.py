@@ -325,12 +325,14 @@ class Worker(Introspection):
             self.broker.requeue(delivery)
 
     def _record_dead(self, letters: list[DeadLetter]) -> None:
+        chords.record_dead(self.backend, self.broker, letters, self.options.hostname,
+                           self.clock.now())
+        # Once recorded: the heartbeat records a letter again after a failure, and its event
+        # would be counted again each time.
         for letter in letters:
             self.events.send("task-failed", uuid=letter.envelope.message_id,
                              name=letter.envelope.task_name, exception=letter.reason,
                              traceback="")
-        chords.record_dead(self.backend, self.broker, letters, self.options.hostname,
-                           self.clock.now())
 
     # -- running and stopping -------------------------------------------------------------
 
