@@ -383,3 +383,23 @@ def test_a_dead_letter_recorded_again_after_an_outage_sends_one_task_failed(idle
     idle_worker.heartbeat.record(idle_worker.heartbeat._unrecorded)  # the next round
     idle_worker.events.flush()
     assert [e["type"] for e in sink.events] == ["task-failed"]
+
+
+def test_replies_that_expire_in_the_store_before_the_timeout_are_kept():
+    """Redis keeps a reply list 60 s; with a longer timeout the caller re-read it empty at
+    the end and returned nothing ("no worker answered")."""
+    from django_taskq.control.memory import MemoryControlStore
+    from django_taskq.control.remote import Control
+
+    class Expiring(MemoryControlStore):
+        reads = 0
+
+        def read_replies(self, command_id):
+            self.reads += 1
+            if self.reads == 1:
+                self.send_reply(command_id, "w1", {"ok": "pong"})
+                return super().read_replies(command_id)
+            return {}  # expired
+
+    control = Control(Expiring())
+    assert control.broadcast("ping", reply=True, timeout=0.2) == [{"w1": {"ok": "pong"}}]

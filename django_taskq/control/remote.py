@@ -58,7 +58,8 @@ class Control:
         deadline = time.monotonic() + timeout
         replies: dict[str, Any] = {}
         while True:
-            replies = self.store.read_replies(command_id)
+            # Kept as they come: a store may expire replies before a long timeout ends.
+            replies.update(self.store.read_replies(command_id))
             if expected is not None and len(replies) >= expected:
                 break
             left = deadline - time.monotonic()
