@@ -403,3 +403,32 @@ def test_replies_that_expire_in_the_store_before_the_timeout_are_kept():
 
     control = Control(Expiring())
     assert control.broadcast("ping", reply=True, timeout=0.2) == [{"w1": {"ok": "pong"}}]
+
+
+def test_inspect_asks_every_command_the_workers_answer(idle_worker):
+    """Workers answer ``revoked`` and ``conf`` (Flower asks them); ``app.control.inspect()``
+    had no method for them (AttributeError), unlike Celery's."""
+    import threading
+
+    from django_taskq import revoke
+    from django_taskq.control.remote import Control
+    from django_taskq.worker.remote import RemoteControl
+
+    remote = RemoteControl(idle_worker)
+    revoke("gone-1")
+    done = threading.Event()
+
+    def serve():
+        while not done.wait(0.01):
+            remote.poll()
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        host = idle_worker.options.hostname
+        ask = Control().inspect(destination=[host], timeout=10)
+        assert ask.revoked() == {host: ["gone-1"]}
+        assert ask.conf()[host]["BROKER_URL"] == "memory://"
+    finally:
+        done.set()
+        server.join()

@@ -185,6 +185,14 @@ class Inspect:
     def active_queues(self) -> dict[str, Any] | None:
         return self._ask("active_queues")
 
+    def revoked(self) -> dict[str, Any] | None:
+        """The revoked task ids the workers honour (durable: every worker has the same)."""
+        return self._ask("revoked")
+
+    def conf(self, with_defaults: bool = False) -> dict[str, Any] | None:
+        """The workers' TASKQ settings, URLs without their passwords."""
+        return self._ask("conf", with_defaults=with_defaults)
+
     def query_task(self, *ids: str) -> dict[str, Any] | None:
         flat = [i for entry in ids for i in ([entry] if isinstance(entry, str) else entry)]
         return self._ask("query_task", ids=flat)
