@@ -432,3 +432,23 @@ def test_inspect_asks_every_command_the_workers_answer(idle_worker):
     finally:
         done.set()
         server.join()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_beats_after_an_old_namesakes_offline_is_online():
+    """A new worker started while the old one with the same hostname drains its tasks (a
+    deploy): the old one's worker-offline comes last and marked the row stopped for good,
+    though the new one heart-beats on."""
+    import time
+
+    from django_taskq.events.models import WorkerState
+
+    sink = store.DatabaseEventSink("default")
+    now = time.time()
+    sink.publish([_event("worker-online", now - 3, pid=2, freq=2.0)])
+    sink.publish([_event("worker-heartbeat", now - 2, pid=1, freq=2.0, active=1)])
+    sink.publish([_event("worker-offline", now - 1, pid=1, freq=2.0)])
+    assert not WorkerState.objects.get(hostname="w1").online
+    sink.publish([_event("worker-heartbeat", now, pid=2, freq=2.0, active=0)])
+    row = WorkerState.objects.get(hostname="w1")
+    assert row.online and row.pid == 2

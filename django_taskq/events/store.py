@@ -147,6 +147,10 @@ class DatabaseEventSink:
         values["last_heartbeat"] = when
         if kind == "worker-online":
             values.update(started_at=when, stopped_at=None)
+        elif kind == "worker-heartbeat":
+            # A worker that beats is alive: the offline of an older one of the same hostname
+            # (draining while this one started, in a deploy) may have come after its online.
+            values.update(stopped_at=None)
         elif kind == "worker-offline":
             values.update(stopped_at=when, active=0)
         hostname = str(event.get("hostname", ""))[:255]
