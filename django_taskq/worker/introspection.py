@@ -81,14 +81,16 @@ class Introspection:
 
     def plan(self, what: str, target: Any, apply: Callable[[Any], object]) -> None:
         """Queue ``apply(target)`` and count on ``target`` for ``what`` until it has run."""
-        self.planned[what] = target
+        with self._change_lock:
+            self.planned[what] = target
 
         def run() -> None:
             try:
                 apply(target)
             finally:  # applied (or failed): the worker's own state tells from now on
-                if self.planned.get(what) == target:
-                    self.planned.pop(what, None)
+                with self._change_lock:  # unless a later plan came meanwhile
+                    if self.planned.get(what) == target:
+                        del self.planned[what]
         self.change(run)
 
     def planned_slots(self) -> int:
