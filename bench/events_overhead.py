@@ -40,7 +40,7 @@ MODES = {"off": {"EVENTS_DATABASE": None, "EVENTS_CELERY": False},
          "both": {"EVENTS_DATABASE": "default", "EVENTS_CELERY": True}}
 
 
-def configure(db: str) -> None:
+def configure(db: str, redis_url: str) -> None:
     import django
     from django.conf import settings
 
@@ -57,7 +57,7 @@ def configure(db: str) -> None:
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_taskq"],
         DATABASES={"default": database},
-        TASKQ={"BROKER_URL": REDIS_URL, "RESULT_BACKEND": REDIS_URL, "WORKER_POOL": "solo"})
+        TASKQ={"BROKER_URL": redis_url, "RESULT_BACKEND": redis_url, "WORKER_POOL": "solo"})
     django.setup()
     if db == "postgres":
         _create_postgres_database(database["NAME"])
@@ -84,7 +84,7 @@ def run_once(mode: str, tasks: int) -> dict[str, float]:
     from django_taskq.registry import registry
     from django_taskq.worker import Worker, WorkerOptions
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(settings.TASKQ["BROKER_URL"]).flushdb()
     settings.TASKQ = {**settings.TASKQ, **MODES[mode]}
     reset_settings()
     store = registry.get("bench.store")
@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--modes", default="off,database,celery,both")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--redis", default=REDIS_URL, help="a Redis database to FLUSH and use")
     args = parser.parse_args(argv)
-    configure(args.db)
+    configure(args.db, args.redis)
     modes = args.modes.split(",")
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for _ in range(args.repeat):  # interleaved, so a noisy moment hits every mode alike

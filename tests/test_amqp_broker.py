@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -364,15 +365,18 @@ class WorkerProcess:
         env["TASKQ_TEST_OVERRIDES"] = json.dumps({
             "BROKER_URL": url, "RESULT_BACKEND": "db://default", "POLL_INTERVAL": 0.1,
             "LEASE_TIMEOUT": 3.0})
+        # A file, not a pipe nobody reads until the end: a full pipe blocks the worker's logging.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "taskworker", "--loglevel", "INFO", "--pool", "solo",
-             *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             *args], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
 
     def stop(self) -> tuple[int, str]:
         """SIGTERM (warm stop), then its exit code and output."""
         self.proc.send_signal(signal.SIGTERM)
-        output, _ = self.proc.communicate(timeout=30)
-        return self.proc.returncode, output
+        self.proc.wait(timeout=30)
+        self.log.seek(0)
+        return self.proc.returncode, self.log.read()
 
     def __enter__(self) -> WorkerProcess:
         return self
@@ -380,7 +384,8 @@ class WorkerProcess:
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
+        self.log.close()
 
 
 def succeeded(results) -> bool:
@@ -417,7 +422,7 @@ def test_sigkill_mid_task_loses_nothing_and_reruns_once(configured, tmp_path):
     with WorkerProcess(configured) as first:
         wait_for(lambda: runs(marker) == 1)
         first.proc.kill()  # SIGKILL: RabbitMQ takes the unacked message back
-        first.proc.communicate()
+        first.proc.wait()
     assert result.state == states.PENDING
     with WorkerProcess(configured) as second:
         assert result.get(timeout=30) == "slept"

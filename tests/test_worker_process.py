@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,21 +52,30 @@ class WorkerProcess:
             "BROKER_URL": broker_url or f"db://{alias}",
             "RESULT_BACKEND": result_backend or f"db://{alias}",
             "LEASE_TIMEOUT": lease, "HEARTBEAT_INTERVAL": lease / 4, "POLL_INTERVAL": 0.1})
+        # Output goes to a file, not a pipe: a pipe nobody reads until the end fills up (64 KiB)
+        # and then blocks the worker's next log line, whichever thread writes it.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "taskworker", "--loglevel", "INFO", *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def output(self) -> str:
+        """Everything the worker wrote so far."""
+        self.log.seek(0)
+        return self.log.read()
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
     def wait(self, timeout: float = 30) -> tuple[int, str]:
-        output, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, output
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self.output()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
+        self.log.close()
 
     def __enter__(self) -> WorkerProcess:
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -56,7 +57,7 @@ class DatabaseEventSink:
         otherwise come back at every flush and hold back every event after it."""
         from django.db import transaction
 
-        cleaned = [_clean(event) for event in events]
+        cleaned = [_prepared(event) for event in events]
         try:
             with database_errors(self.alias, "store events", ResultBackendError,
                                  ResultBackendConnectionError), \
@@ -69,12 +70,12 @@ class DatabaseEventSink:
                 raise  # kept: with the next events it is tried alone
             self._one_by_one(cleaned)
 
-    def _one_by_one(self, events: Sequence[dict[str, Any]]) -> None:
+    def _one_by_one(self, events: Sequence[Prepared]) -> None:
         """Raises ResultBackendError when no event at all could be stored (a missing table,
         a permission: nothing to do with the events, so they are kept)."""
         from django.db import InterfaceError, OperationalError, transaction
 
-        refused: list[dict[str, Any]] = []
+        refused: list[Prepared] = []
         with database_errors(self.alias, "store events", ResultBackendError,
                              ResultBackendConnectionError), \
                 transaction.atomic(using=self.alias):
@@ -86,7 +87,7 @@ class DatabaseEventSink:
                     raise  # unreachable: the whole batch comes again next flush
                 except Exception:  # noqa: BLE001 - this event only
                     if not refused:
-                        logger.warning("events: the database refuses %.300r", event,
+                        logger.warning("events: the database refuses %.300r", event[0],
                                        exc_info=True)
                     refused.append(event)
             if len(refused) == len(events):
@@ -96,10 +97,10 @@ class DatabaseEventSink:
             logger.warning("events: %d event(s) the database refuses were dropped",
                            len(refused))
 
-    def _store(self, events: Sequence[dict[str, Any]]) -> None:
+    def _store(self, events: Sequence[Prepared]) -> None:
         rows, minutes = [], _counts()
         totals: defaultdict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: {"value": 0})
-        for event in events:
+        for event, text in events:
             kind = event.get("type", "")
             if kind.startswith("worker-"):
                 self._worker(event)
@@ -109,7 +110,7 @@ class DatabaseEventSink:
             name = str(event.get("name") or "")[:255]
             rows.append((kind[:32], str(event.get("uuid") or "")[:255], name,
                          str(event.get("hostname", ""))[:255], _when(event["timestamp"]),
-                         _json(event)))
+                         text))
             if kind in COUNTED and name:
                 _count(minutes, totals, event, kind, name)
         self._insert(rows)
@@ -117,18 +118,25 @@ class DatabaseEventSink:
         increment(self.alias, "taskq_taskcounter", ("task_name", "key"), totals)
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        """One multi-row INSERT per 500 events: model instances would cost more than the
-        rest of a task's events together."""
+        """COPY on PostgreSQL with psycopg 3, else one multi-row INSERT per 500 events: model
+        instances cost more than the rest of a task's events together, and psycopg parses a
+        long multi-row statement again for every batch size."""
         from django.db import connections
 
         if not rows:
             return
         connection = connections[self.alias]
-        adapt = connection.ops.adapt_datetimefield_value
-        marks = "(%s, %s, %s, %s, %s, %s)"
-        columns = ", ".join(connection.ops.quote_name(c) for c in (
-            "type", "task_id", "task_name", "hostname", "timestamp", "fields"))
+        names = ("type", "task_id", "task_name", "hostname", "timestamp", "fields")
+        columns = ", ".join(connection.ops.quote_name(c) for c in names)
         with connection.cursor() as cursor:
+            raw: Any = getattr(cursor, "cursor", None)
+            if connection.vendor == "postgresql" and hasattr(raw, "copy"):
+                with raw.copy(f"COPY taskq_event ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return
+            adapt = connection.ops.adapt_datetimefield_value
+            marks = "(%s, %s, %s, %s, %s, %s)"
             for start in range(0, len(rows), 500):
                 chunk = rows[start:start + 500]
                 cursor.execute(
@@ -187,9 +195,24 @@ def _total(totals: Any, name: str, key: str, amount: float = 1) -> None:
     totals[(name, key)]["value"] += amount
 
 
-def _json(event: dict[str, Any]) -> str:
-    """The event as JSON text (a value JSON cannot hold becomes its repr)."""
-    return json.dumps(event, default=lambda value: _clean(repr(value)))
+#: An event and its JSON text, as stored.
+Prepared = tuple[dict[str, Any], str]
+#: What JSON text shows of a value some database refuses: NUL, a surrogate (a lone one, or
+#: half of a pair: both are rare enough to take the careful road).
+_SUSPECT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _prepared(event: dict[str, Any]) -> Prepared:
+    """The event, cleaned only when it needs it, and its JSON text. The common event is
+    encoded once and checked on its text; walking every value costs twice the insert."""
+    try:
+        text = json.dumps(event, allow_nan=False, default=repr)
+    except ValueError:  # NaN or an infinity
+        text = None
+    if text is None or _SUSPECT.search(text):
+        event = _clean(event)
+        text = json.dumps(event, default=lambda value: _clean(repr(value)))
+    return event, text
 
 
 def _clean(value: Any) -> Any:
