@@ -100,6 +100,7 @@ class TaskResult(models.Model):
         db_table = "taskq_result"
         verbose_name = "task result"
         ordering = ["-date_created"]
+        permissions = [("retry_taskresult", "Can retry failed tasks (send them again)")]
         # The dashboard's and admin's searches stay index scans with millions of results.
         indexes = [
             models.Index(fields=["-date_created"], name="taskq_result_created"),

@@ -115,6 +115,18 @@ def test_the_dashboard_is_for_staff_with_the_view_permission():
     assert signed_in().get(f"{DASHBOARD}task/abc/").status_code == 403
 
 
+def test_arguments_and_tracebacks_need_the_view_permission_on_results():
+    """Failures and a task's page show arguments, results and tracebacks: a user who may see
+    workers but not task results sees neither."""
+    workers_only = signed_in("view_workerstate")
+    page = workers_only.get(DASHBOARD).content.decode()
+    assert 'id="failures-hidden"' in page and 'id="failures"' not in page
+    assert workers_only.get(f"{DASHBOARD}task/abc/").status_code == 403
+    reader = signed_in("view_workerstate", "view_taskresult")
+    assert 'id="failures-hidden"' not in reader.get(DASHBOARD).content.decode()
+    assert reader.get(f"{DASHBOARD}task/abc/").status_code == 404  # allowed; nothing stored
+
+
 def test_the_admin_index_and_the_results_list_lead_to_the_dashboard():
     client = admin()
     assert DASHBOARD in client.get("/admin/").content.decode()
@@ -236,7 +248,7 @@ def failed_task(*args) -> str:
 
 def test_retry_sends_the_failed_task_again_with_its_stored_arguments():
     task_id = failed_task("kaput")
-    client = signed_in("view_workerstate", "requeue_deadlettermessage")
+    client = signed_in("view_workerstate", "view_taskresult", "retry_taskresult")
     html = client.get(DASHBOARD).content.decode()
     failures = re.search(r'<table id="failures".*?</table>', html, re.S).group(0)
     assert f'data-task-id="{task_id}"' in failures and "kaput" in failures
@@ -261,7 +273,7 @@ def test_retry_sends_the_failed_task_again_with_its_stored_arguments():
     ({"task_id": "nobody"}, "No stored result for task nobody"),
 ])
 def test_bad_retries_are_refused_with_a_message(posted, error):
-    client = signed_in("view_workerstate", "requeue_deadlettermessage")
+    client = signed_in("view_workerstate", "view_taskresult", "retry_taskresult")
     page = client.post(RETRY, posted, follow=True)
     assert page.status_code == 200
     assert f"Not retried: {error}" in page.content.decode()
@@ -285,8 +297,9 @@ def test_only_failures_with_stored_arguments_are_retried(settings):
 
 def test_retry_needs_the_permission_a_post_and_a_csrf_token():
     task_id = failed_task("x")
-    assert signed_in("view_workerstate").post(RETRY, {"task_id": task_id}).status_code == 403
-    allowed = signed_in("view_workerstate", "requeue_deadlettermessage")
+    assert signed_in("view_workerstate", "view_taskresult").post(
+        RETRY, {"task_id": task_id}).status_code == 403
+    allowed = signed_in("view_workerstate", "view_taskresult", "retry_taskresult")
     assert allowed.get(RETRY).status_code == 405
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(User.objects.get(username="user1"))
@@ -354,7 +367,7 @@ def test_a_tasks_page_tells_its_story_and_links_its_workflow():
             event("task-started", "parent", host="w2@box", ago=6),
             event("task-succeeded", "parent", host="w2@box", ago=5, runtime=0.25, result="3"),
             event("task-received", "child", FAIL, ago=4, root_id="parent", parent_id="parent"))
-    client = signed_in("view_workerstate")
+    client = signed_in("view_workerstate", "view_taskresult")
     html = client.get(f"{DASHBOARD}task/parent/").content.decode()
     order = re.findall(r'class="event-type">([\w-]+)<', html)
     assert order == ["task-received", "task-started", "task-retried", "task-received",

@@ -1,8 +1,9 @@
 """The dashboard's pages, served by the workers' ModelAdmin (admin.py mounts them).
 
-Staff only (``admin_view``), and reading needs the view permission on workers; retrying a
-failed task is a CSRF-protected POST that needs ``django_taskq.requeue_deadlettermessage`` (the
-permission that already sends failed work back to its queue).
+Staff only (``admin_view``), and reading needs the view permission on workers; what shows a
+task's arguments, result or traceback (recent failures, a task's page) also needs the view
+permission on task results; retrying a failed task is a CSRF-protected POST that needs
+``django_taskq.retry_taskresult``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,19 @@ from .sources import events_alias, results_alias
 
 #: The chart windows offered (hours); the first is the default.
 WINDOWS = (1, 3, 6, 12, 24)
-RETRY_PERMISSION = "django_taskq.requeue_deadlettermessage"
+RETRY_PERMISSION = "django_taskq.retry_taskresult"
+READ_TASKS_PERMISSION = "django_taskq.view_taskresult"
 TEMPLATES = "admin/django_taskq/dashboard/"
 
 
 def can_retry(request: HttpRequest) -> bool:
     """Whether the user may send failed tasks again."""
     return bool(request.user.has_perm(RETRY_PERMISSION))
+
+
+def can_read_tasks(request: HttpRequest) -> bool:
+    """Whether the user may see tasks' arguments, results and tracebacks."""
+    return bool(request.user.has_perm(READ_TASKS_PERMISSION))
 
 
 def _window(request: HttpRequest) -> int:
@@ -62,13 +69,14 @@ def dashboard(model_admin: Any, request: HttpRequest) -> HttpResponse:
         **model_admin.admin_site.each_context(request), "opts": model_admin.opts,
         "title": "Monitoring", "hours": hours, "windows": WINDOWS, "now": now,
         "events_alias": alias, "can_retry": can_retry(request),
-        "retry_url": _url(model_admin, "retry"),
+        "retry_url": _url(model_admin, "retry"), "can_read_tasks": can_read_tasks(request),
     }
     workers = fleet.workers(alias) if alias is not None else []
     context.update(workers=workers, online=sum(w.online for w in workers),
                    active=sum(w.active for w in workers if w.online),
                    queues=fleet.queue_depths(workers), dead=fleet.dead_letters(),
-                   failures=activity.failures(results, alias, since))
+                   failures=activity.failures(results, alias, since)
+                   if context["can_read_tasks"] else [])
     if alias is not None:
         context.update(_activity(alias, since, now, workers))
     return TemplateResponse(request, f"{TEMPLATES}dashboard.html", context)
@@ -103,7 +111,7 @@ def _activity(alias: str, since: datetime, now: datetime,
 
 def story(model_admin: Any, request: HttpRequest, task_id: str) -> HttpResponse:
     """One task's events in time order, its result, parents and children."""
-    if not model_admin.has_view_permission(request):
+    if not model_admin.has_view_permission(request) or not can_read_tasks(request):
         raise PermissionDenied
     results = results_alias()
     told = stories.story(task_id, events_alias(), results)

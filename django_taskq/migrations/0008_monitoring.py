@@ -153,4 +153,8 @@ class Migration(migrations.Migration):
             model_name='taskminute',
             constraint=models.UniqueConstraint(fields=('minute', 'task_name'), name='taskq_minute_unique'),
         ),
+        migrations.AlterModelOptions(
+            name='taskresult',
+            options={'ordering': ['-date_created'], 'permissions': [('retry_taskresult', 'Can retry failed tasks (send them again)')], 'verbose_name': 'task result'},
+        ),
     ]
