@@ -173,11 +173,16 @@ def test_revoked_and_rejected_messages_send_their_events(settings):
     revoke(doomed.id)
     get_broker().enqueue(Envelope(body=b"{not json", headers={"id": "bad-1", "task": "events.add"},
                                   queue="default", content_type="application/json"))
+    get_broker().enqueue(Envelope(body=b"[[], {}, {}]", headers={"id": "bad-2", "task": "no.such"},
+                                  queue="default", content_type="application/json"))
     _drain(worker)
     worker.events.flush()
     kinds = {e["uuid"]: e for e in sink.events if e["type"] in ("task-revoked", "task-failed")}
     assert kinds[doomed.id]["type"] == "task-revoked" and kinds[doomed.id]["expired"] is False
     assert kinds["bad-1"]["type"] == "task-failed" and kinds["bad-1"]["exception"]
+    assert kinds["bad-1"]["name"] == "events.add"
+    # An unknown name is not repeated: it would make a counter (a metrics series) for good.
+    assert kinds["bad-2"]["name"] == "" and "no.such" in kinds["bad-2"]["exception"]
 
 
 # -- the database sink -------------------------------------------------------------------------

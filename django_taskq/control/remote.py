@@ -146,7 +146,8 @@ class Control:
 
 class Inspect:
     """Celery's ``Inspect``: each method returns ``{hostname: reply}``, or None when no worker
-    answered within the timeout."""
+    answered within the timeout; with ``destination`` given as one hostname (a string), that
+    worker's reply alone, as Celery's."""
 
     def __init__(self, control: Control, *, destination: Sequence[str] | None = None,
                  timeout: float = 1.0, limit: int | None = None) -> None:
@@ -159,6 +160,8 @@ class Inspect:
         replies = self.control.broadcast(command, arguments, destination=self.destination,
                                          reply=True, timeout=self.timeout, limit=self.limit)
         merged = {host: answer for reply in replies for host, answer in reply.items()}
+        if isinstance(self.destination, str):  # Celery: one named worker, its bare reply
+            return merged.get(self.destination)
         return merged or None
 
     def ping(self) -> dict[str, Any] | None:

@@ -258,7 +258,10 @@ class Worker(Introspection):
             envelope.message_id or "", envelope.task_name, exc, date_done=self.clock.now(),
             worker=self.options.hostname, ignore_result=not envelope.message_id,
             disposition="dead_letter", reason=str(exc)))
-        self.events.send("task-failed", uuid=envelope.message_id, name=envelope.task_name,
+        # The name only when registered: a name from a stranger's message would become a
+        # counter row and a metrics series of its own, for good.
+        self.events.send("task-failed", uuid=envelope.message_id,
+                         name=envelope.task_name if envelope.task_name in registry else "",
                          exception=f"{type(exc).__name__}: {exc}", traceback="")
         # Celery's message is a kombu Message; ours is the Envelope (see signals.py).
         if isinstance(exc.__cause__, NotRegistered):

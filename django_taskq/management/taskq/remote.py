@@ -101,6 +101,8 @@ def inspect(command: BaseCommand, options: dict[str, Any]) -> None:
     asked = Control().inspect(destination=destination, timeout=options["timeout"])
     if action == "query_task":
         replies = asked.query_task(*options["task_ids"])
+    elif action in ("active", "reserved"):  # arguments as reprs: one line each
+        replies = getattr(asked, action)(safe=True)
     else:
         replies = getattr(asked, action)()
     report(command, options, replies or {}, destination, SHOW.get(action, show_value))
