@@ -406,3 +406,13 @@ def test_known_workers_feed_the_state_of_the_worker_rows():
     assert not WorkerState.objects.get(hostname="old@box").online
     html = admin().get(DASHBOARD).content.decode()
     assert "old@box" in row_cells(html, 'class="offline"')[0]
+
+
+def test_chart_tops_halve_to_whole_tasks_and_run_times_read_as_people_read_them():
+    from django_taskq.dashboard.charts import nice_ceiling
+    from django_taskq.dashboard.story import seconds
+
+    assert [nice_ceiling(v) for v in (0, 1, 3, 5, 12, 41)] == [2, 2, 4, 10, 20, 100]
+    assert all(nice_ceiling(v) % 2 == 0 for v in range(200))
+    assert [seconds(v) for v in (6.4e-05, 0.0123, 0.5, 3.2, 250)] == [
+        "64 µs", "12.3 ms", "500 ms", "3.2 s", "250 s"]

@@ -113,12 +113,12 @@ def legend(browser: Browser, chart: str) -> dict[str, int]:
 
 
 def bars(browser: Browser, chart: str, series: str) -> dict[str, int]:
-    """HH:MM -> ``series``' value in that minute's bar tooltip ("00:31 — succeeded 5, ..."),
+    """HH:MM -> ``series``' value in that minute's bar tooltip ("00:31 — succeeded 5 · ..."),
     for the bars where it is not 0."""
     found = {}
     for tip in texts(browser, f"#{chart} g.bin > title", "textContent"):
         minute, values = tip.split(" — ", 1)
-        value = re.search(rf"(?:^|, ){re.escape(series)} ([\d.]+)(?:,|$)", values)
+        value = re.search(rf"(?:^| · ){re.escape(series)} ([\d.]+)(?: · |$)", values)
         assert value, tip
         if float(value.group(1)):
             found[minute] = int(float(value.group(1)))

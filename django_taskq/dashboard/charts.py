@@ -38,11 +38,13 @@ class Series:
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2 or 5 × 10ⁿ at least ``value`` (1 for nothing): the y axis' top."""
-    if value <= 1:
-        return 1.0
+    """The smallest 2, 4, 10 or 20 × 10ⁿ at least ``value`` (2 for nothing): the y axis' top,
+    whose half (the middle grid line) is then a whole number of tasks too."""
+    if value <= 2:
+        return 2.0
     power = 10 ** math.floor(math.log10(value))
-    return float(next(step * power for step in (1, 2, 5, 10) if step * power >= value))
+    return float(next(step * power for step in (1, 2, 4, 10, 20) if step * power >= value
+                      and (step * power) % 2 == 0))
 
 
 def bin_size(count: int) -> int:
@@ -112,7 +114,8 @@ def _bar(i: int, start: datetime, size: int, bar_w: float, plot_h: float, top: f
     gap = bar_w * 0.15 if bar_w > 4 else 0.0
     x, y = LEFT + bar_w * i + gap / 2, TOP + plot_h
     local = timezone.localtime(start).strftime("%H:%M")
-    tip = ", ".join(f"{s.label} {_number(layer[i])}" for s, layer in zip(series, layers, strict=True))
+    tip = " · ".join(f"{s.label} {_number(layer[i])}"
+                     for s, layer in zip(series, layers, strict=True))
     rects = []
     for s, layer in zip(series, layers, strict=True):
         h = plot_h * layer[i] / top

@@ -25,6 +25,15 @@ GROUP_WINDOW = timedelta(minutes=10)
 MAX_GROUPS = 500
 
 
+def seconds(value: float) -> str:
+    """A run time as people read it: ``850 µs``, ``12.5 ms``, ``3.20 s``."""
+    if value < 0.001:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1000:.3g} ms"
+    return f"{value:.3g} s" if value < 100 else f"{value:.0f} s"
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One event as the story shows it."""
@@ -83,9 +92,10 @@ def _events(told: Story, alias: str) -> None:
                 .order_by("timestamp", "id")[:MAX_EVENTS])
     for row in rows:
         fields = row.fields or {}
-        told.steps.append(Step(row.type, row.timestamp, row.hostname,
-                               {k: fields[k] for k in SHOWN_FIELDS if fields.get(k) not in
-                                (None, "", [], {})}))
+        shown = {k: fields[k] for k in SHOWN_FIELDS if fields.get(k) not in (None, "", [], {})}
+        if isinstance(shown.get("runtime"), (int, float)):
+            shown["runtime"] = seconds(shown["runtime"])
+        told.steps.append(Step(row.type, row.timestamp, row.hostname, shown))
         told.task_name = told.task_name or row.task_name
         told.parent_id = told.parent_id or str(fields.get("parent_id") or "")
         told.root_id = told.root_id or str(fields.get("root_id") or "")
