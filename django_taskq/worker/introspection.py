@@ -116,6 +116,8 @@ class Introspection:
 
     def report_finished(self, outcome: Any, **extra: Any) -> None:
         """The event of a settled run (task-succeeded, -failed, -retried, -rejected, -revoked)."""
+        if not self.events.task_events:
+            return
         found = build.finished(outcome)
         if found is not None:
             kind, fields = found

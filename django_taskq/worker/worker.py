@@ -207,7 +207,8 @@ class Worker(Introspection):
             self.broker.defer(delivery, decoded.eta)
             return
         signals.send(signals.task_received, self, request=job.request)
-        self.events.send("task-received", **build.received(job))
+        if self.events.task_events:  # the fields cost a repr of the arguments: only when sent
+            self.events.send("task-received", **build.received(job))
         with self._held_lock:
             self.prefetched.append((delivery, job))
 
@@ -282,7 +283,8 @@ class Worker(Introspection):
                 self.prefetched.popleft()
                 self.running[job.key] = (delivery, job)
             self.started_at[job.key] = time.time()
-            self.events.send("task-started", **build.started(job))
+            if self.events.task_events:
+                self.events.send("task-started", **build.started(job))
             self._in_task = True
             try:
                 self.pool.submit(job)
