@@ -263,6 +263,10 @@ def test_retry_sends_the_failed_task_again_with_its_stored_arguments():
     resent = QueuedMessage.objects.get(message_id=new_id)
     assert (resent.task_name, resent.queue) == (FAIL, "default")
     assert json.loads(bytes(resent.body))[:2] == [["kaput"], {}]
+    # A second press (a double click) finds the retry and sends nothing more.
+    twice = client.post(RETRY, {"task_id": task_id}, follow=True).content.decode()
+    assert f"Not retried: Task {task_id} was retried already, as task {new_id}" in twice
+    assert QueuedMessage.objects.filter(task_name=FAIL).count() == 1
     work_off()
     again = TaskResult.objects.get(task_id=new_id)
     assert again.state == states.FAILURE and "kaput" in again.traceback

@@ -2,11 +2,14 @@
 
 Only extended results (RESULT_EXTENDED) keep a task's arguments; without them nothing is
 guessed from the events' reprs. The retry is a new task (a new id) so that the failure stays
-on record beside it; it goes to the queue the failed run was delivered from.
+on record beside it; it goes to the queue the failed run was delivered from. Its id is derived
+from the failed task's (``retry_id``), so a second press (a double click, two people at once)
+finds it and is refused instead of sending the task twice.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from .. import states
@@ -15,6 +18,15 @@ from ..exceptions import TaskqError
 
 class RetryRefused(TaskqError):
     """The task cannot be sent again from here; the message says why and what to do."""
+
+
+#: The namespace of retry ids (uuid5 of the failed task's id).
+RETRY_NAMESPACE = uuid.UUID("6f1d6c1e-5a3b-4c6e-9d1e-2b7f4e0a9c31")
+
+
+def retry_id(task_id: str) -> str:
+    """The id the dashboard's retry of ``task_id`` gets (the same for every press)."""
+    return str(uuid.uuid5(RETRY_NAMESPACE, task_id))
 
 
 def retry(task_id: str, backend: Any = None) -> str:
@@ -48,5 +60,10 @@ def retry(task_id: str, backend: Any = None) -> str:
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         raise RetryRefused(f"Task {task_id}'s arguments were stored as text (the result "
                            "serializer could not encode them): send it again from your code.")
+    new_id = retry_id(task_id)
+    if (backend or get_backend()).get(new_id) is not None:
+        raise RetryRefused(f"Task {task_id} was retried already, as task {new_id}: if that one "
+                           "failed too, retry it instead.")
     options = {"queue": meta.queue} if meta.queue else {}
-    return str(send_task(meta.task_name, list(args), dict(kwargs), **options).id)
+    return str(send_task(meta.task_name, list(args), dict(kwargs), task_id=new_id,
+                         **options).id)
