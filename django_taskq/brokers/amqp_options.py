@@ -161,6 +161,16 @@ def connect(options: AmqpOptions, *, heartbeat: float) -> Any:
     return client.connection
 
 
+def disconnect(connection: Any) -> None:
+    """Close ``connection`` politely, or drop it when that fails (it is going away either way)."""
+    if connection is None:
+        return
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - a broken connection cannot say goodbye
+        connection.collect()
+
+
 def connection_errors() -> tuple[type[BaseException], ...]:
     """What py-amqp and kombu raise when the broker is unreachable or the connection broke."""
     import amqp

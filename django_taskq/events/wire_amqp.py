@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..brokers.amqp_options import AmqpOptions, connect, translated
+from ..brokers.amqp_options import AmqpOptions, connect, disconnect, translated
 from ..exceptions import BrokerError
 from . import wire
 
@@ -80,8 +80,4 @@ class AmqpEventSink:
 
     def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:  # noqa: BLE001 - it is going away either way
-                connection.collect()
+        disconnect(connection)

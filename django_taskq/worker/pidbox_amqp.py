@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..brokers.amqp_options import AmqpOptions, connect, translated
+from ..brokers.amqp_options import AmqpOptions, connect, disconnect, translated
 from ..exceptions import BrokerError
 from . import pidbox
 
@@ -108,11 +108,7 @@ class AmqpPidbox:
 
     def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:  # noqa: BLE001 - it is going away either way
-                connection.collect()
+        disconnect(connection)
 
 
 def incoming(message: Any) -> pidbox.Incoming:
