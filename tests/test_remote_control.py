@@ -414,3 +414,22 @@ def test_remote_control_tour_on_rabbitmq(store, settings, request, tmp_path, res
     host = f"rc-amqp-{store}@test"
     with live_worker(host, pool="threads", concurrency=2) as (worker, thread):
         tour(host, worker, thread, tmp_path / "gate")
+
+
+def test_a_command_long_expired_by_the_workers_clock_is_dropped_and_said(caplog):
+    """Clocks out of step drop every command: the worker says so instead of keeping quiet."""
+    import logging
+    import time as clock
+
+    from django_taskq.control.memory import MemoryControlStore
+
+    store = MemoryControlStore()
+    cursor, _ = store.read_commands(None)
+    store.broadcast({"id": "old", "name": "ping", "arguments": {}, "destination": None,
+                     "reply": True, "expires_at": clock.time() - 120})
+    store.broadcast({"id": "new", "name": "ping", "arguments": {}, "destination": None,
+                     "reply": True, "expires_at": clock.time() + 60})
+    with caplog.at_level(logging.WARNING, "django_taskq.control.mailboxes"):
+        _, commands = store.read_commands(cursor)
+    assert [c["id"] for c in commands] == ["new"]
+    assert "command old (ping) expired 120s ago by this clock" in caplog.text

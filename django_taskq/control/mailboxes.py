@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -19,6 +20,10 @@ from ..exceptions import ControlStoreError
 from ..redisconn import reconnecting
 from .mailbox import COMMAND_TTL, Mailbox
 
+logger = logging.getLogger(__name__)
+
+#: Seconds past its expiry after which a command read for the first time means skewed clocks.
+SKEWED = 30.0
 #: Commands read per call, and kept in the Redis stream.
 BATCH = 100
 STREAM_LENGTH = 1000
@@ -29,7 +34,15 @@ _translated = translating(ControlStoreError)
 
 
 def _live(command: dict[str, Any], now: float) -> bool:
-    return float(command.get("expires_at") or 0) > now
+    """Whether ``command`` is still wanted. One that expired long ago (a command lives a minute
+    at least) says this machine's clock and the caller's disagree: that is logged, since every
+    command would otherwise be dropped without a word."""
+    late = now - float(command.get("expires_at") or 0)
+    if late > SKEWED:
+        logger.warning("remote control: command %s (%s) expired %.0fs ago by this clock; are "
+                       "the clocks of this worker and its caller in step (NTP)?",
+                       command.get("id"), command.get("name"), late)
+    return late < 0
 
 
 class MemoryMailbox(Mailbox):
