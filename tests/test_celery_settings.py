@@ -266,7 +266,6 @@ def test_w013_unknown_celery_setting():
 
 
 @pytest.mark.parametrize("name, value, in_hint", [
-    ("CELERY_BEAT_ENABLE_REMOTE_CONTROL", True, "monitoring issue"),
     ("CELERY_SECURITY_KEY", "/k.pem", "signing issue"),
     ("CELERY_TASK_SERIALIZER", "auth", "signing issue"),
     ("CELERY_TASK_COMPRESSION", "gzip", "serializers issue"),
@@ -286,6 +285,7 @@ def test_w014_not_yet_names_the_issue(name, value, in_hint):
      "DatabaseScheduler is built in"),
     ("CELERY_BEAT_SCHEDULE_FILENAME", "celerybeat-schedule", "schedules live in the database"),
     ("CELERY_BEAT_CRON_STARTING_DEADLINE", 60, "catch-up policy"),
+    ("CELERY_BEAT_ENABLE_REMOTE_CONTROL", True, "Beat instances page shows each beat's last tick"),
 ])
 def test_beat_settings_that_are_not_needed_say_what_replaces_them(name, value, in_hint):
     [(id_, message, hint)] = notes(TASKQ={}, **{name: value})

@@ -15,8 +15,9 @@ _BEAT = ("Not needed: schedules live in the database (django-celery-beat's Datab
 _BEAT_DEADLINE = ("Each periodic task has its own catch-up policy (skip missed runs, run the latest "
                   "once, or all within a window: catch_up and catch_up_window in the admin); "
                   "see docs/beat.md. Remove it.")
-_BEAT_CONTROL = ("Beat's liveness is stored and shown in the admin; remote control of beat "
-                 "arrives with the monitoring issue.")
+_BEAT_CONTROL = ("Not offered: beat does not answer remote control. Its liveness is stored "
+                 "instead: the admin's Beat instances page shows each beat's last tick (and "
+                 "warns when none ticked recently). Remove it.")
 _EVENT_EXCHANGE = ("Not offered: events go out on Celery's default event exchange, celeryev, as "
                    "JSON (Redis and RabbitMQ, TASKQ['EVENTS_CELERY']), where Flower and celery "
                    "events find them with their defaults; see docs/monitoring.md. Remove it.")
@@ -59,7 +60,7 @@ _POOL = "Not needed: each process keeps its own broker connections, no pool to s
 _NOT_READ: tuple[tuple[str, str, str], ...] = (
     (NO_EFFECT, _BEAT, "beat_schedule_filename beat_scheduler beat_sync_every"),
     (NO_EFFECT, _BEAT_DEADLINE, "beat_cron_starting_deadline"),
-    (NOT_YET, _BEAT_CONTROL, "beat_enable_remote_control beat_remote_control_max_tick_age"),
+    (NO_EFFECT, _BEAT_CONTROL, "beat_enable_remote_control beat_remote_control_max_tick_age"),
     (NO_EFFECT, _EVENT_EXCHANGE, "event_exchange event_serializer"),
     (NO_EFFECT, _EVENT_QUEUES, "event_queue_durable event_queue_exclusive event_queue_expires "
      "event_queue_prefix event_queue_ttl"),
