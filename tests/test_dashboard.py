@@ -223,6 +223,24 @@ def test_other_brokers_show_their_queue_sizes(kind, settings, request):
                                                     "broker down for the test"]
 
 
+def test_a_broker_that_is_down_is_asked_once_per_page(settings):
+    from django_taskq.brokers import get_broker
+    from django_taskq.exceptions import BrokerError
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://"}
+    broker, asked = get_broker(), []
+
+    def down(*args):
+        asked.append(args)
+        raise BrokerError("broker down for the test")
+
+    broker.queue_counts = broker.dead_letter_count = down
+    html = admin().get(DASHBOARD).content.decode()
+    assert len(asked) == 1  # each call to a broker that is down waits out its timeout
+    assert text_of(html, "n-dead") == "–"
+    assert "Dead letters: not asked: broker down for the test" in html
+
+
 def test_a_window_that_is_not_offered_is_named_and_the_default_shown():
     page = admin().get(f"{DASHBOARD}?hours=5", follow=True)
     assert page.status_code == 200

@@ -72,9 +72,14 @@ def dashboard(model_admin: Any, request: HttpRequest) -> HttpResponse:
         "retry_url": _url(model_admin, "retry"), "can_read_tasks": can_read_tasks(request),
     }
     workers = fleet.workers(alias) if alias is not None else []
+    queues = fleet.queue_depths(workers)
+    # A broker that failed for the queues is not asked again (a second timeout) for its dead
+    # letters, as a metrics scrape does.
+    down = next((q.error for q in queues if q.error), "")
     context.update(workers=workers, online=sum(w.online for w in workers),
-                   active=sum(w.active for w in workers if w.online),
-                   queues=fleet.queue_depths(workers), dead=fleet.dead_letters(),
+                   active=sum(w.active for w in workers if w.online), queues=queues,
+                   dead=fleet.DeadLetters(None, f"not asked: {down}") if down
+                   else fleet.dead_letters(),
                    failures=activity.failures(results, alias, since)
                    if context["can_read_tasks"] else [])
     if alias is not None:
