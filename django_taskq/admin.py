@@ -1,10 +1,10 @@
 """Admin pages: task results, queued messages and dead letters, read-only; the monitoring
 dashboard (the workers' entry: dashboard/).
 
-The writes are requeueing dead letters and retrying failed tasks, for users with
-``django_taskq.requeue_deadlettermessage``: an action on the dead letter table (database broker),
-the "dead letters in the broker" page, which reads whichever broker BROKER_URL names (Redis and
-RabbitMQ keep no rows here), and the dashboard's Retry buttons.
+The writes are requeueing dead letters, for users with ``django_taskq.requeue_deadlettermessage``
+(an action on the dead letter table (database broker), and the "dead letters in the broker"
+page, which reads whichever broker BROKER_URL names: Redis and RabbitMQ keep no rows here), and
+the dashboard's Retry of a failed task, for users with ``django_taskq.retry_taskresult``.
 """
 
 from __future__ import annotations
