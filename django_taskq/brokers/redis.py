@@ -21,7 +21,6 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from datetime import timezone as dt_timezone
@@ -116,7 +115,7 @@ class RedisBroker(Broker, DeadLetterStore):
         self.client = client_from_url(url, "BROKER_URL", min_timeout=poll_interval)
         self._scripts = {name: self.client.register_script(getattr(scripts, name))
                          for name in ("CLAIM", "REQUEUE", "RELEASE", "DEAD_LETTER", "RECOVER",
-                                      "DEAD_TAKE")}
+                                      "DEAD_TAKE", "IN_FLIGHT")}
         self._interrupted = threading.Event()
         self._bound: set[str] = set()
 
@@ -289,7 +288,7 @@ class RedisBroker(Broker, DeadLetterStore):
     @reconnecting
     def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
         """One pipeline. Scheduled: delayed entries not yet due (due ones wait for the next
-        claim to move them). In flight: every in-flight record names its list key."""
+        claim to move them). In flight: counted in Lua from the list key each record names."""
         names = list(dict.fromkeys(queues))
         now_ms = _ms(self.now())
         pipe = self.client.pipeline(transaction=False)
@@ -298,12 +297,12 @@ class RedisBroker(Broker, DeadLetterStore):
                 pipe.llen(key)
             pipe.zcard(self._delayed(queue))
             pipe.zcount(self._delayed(queue), f"({now_ms}", "+inf")
-        pipe.hvals(f"{self.prefix}:inflight")
-        *numbers, held = pipe.execute()
-        in_flight = Counter(_held_queue(entry) for entry in held)
+        self._scripts["IN_FLIGHT"](keys=[f"{self.prefix}:inflight"], args=[SEP, *names],
+                                   client=pipe)
+        *numbers, in_flight = pipe.execute()
         step = len(PRIORITY_STEPS) + 2  # the lists, the delayed set, its not-yet-due part
         return {queue: QueueCounts(int(sum(numbers[i * step:(i + 1) * step - 1])),
-                                   int(numbers[(i + 1) * step - 1]), in_flight[queue])
+                                   int(numbers[(i + 1) * step - 1]), int(in_flight[i]))
                 for i, queue in enumerate(names)}
 
     # -- dead letters ------------------------------------------------------------------------
@@ -371,12 +370,6 @@ def _dead_letter(entry: bytes | str) -> DeadLetter:
     return DeadLetter(from_wire(record["message"], record["list"]), record["reason"],
                       int(record["attempts"]), id=_letter_id(entry),
                       dead_at=datetime.fromtimestamp(died, dt_timezone.utc) if died is not None else None)
-
-
-def _held_queue(entry: bytes | str) -> str:
-    """The queue of an in-flight record ``<attempts>\\n<list key>\\n<message>``."""
-    key = _text(entry.split(b"\n", 2)[1]) if isinstance(entry, bytes) else entry.split("\n", 2)[1]
-    return key.split(SEP, 1)[0]
 
 
 def _text(value: bytes | str) -> str:

@@ -187,3 +187,20 @@ if all then  -- one DEL instead of an LREM per entry; what could not be requeued
 end
 return n
 """
+
+# In-flight messages of each queue (ARGV[2..]): counted here, so only the numbers cross the
+# network, not every held message body. KEYS: inflight. ARGV: the priority separator, queues.
+IN_FLIGHT = """
+local at, counts = {}, {}
+for i = 2, #ARGV do at[ARGV[i]] = i - 1; counts[i - 1] = 0 end
+for _, held in ipairs(redis.call('HVALS', KEYS[1])) do
+  local from = string.find(held, '\\n', 1, true)
+  local to = string.find(held, '\\n', from + 1, true)
+  local key = string.sub(held, from + 1, to - 1)
+  local cut = string.find(key, ARGV[1], 1, true)
+  if cut then key = string.sub(key, 1, cut - 1) end
+  local i = at[key]
+  if i then counts[i] = counts[i] + 1 end
+end
+return counts
+"""
