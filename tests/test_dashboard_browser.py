@@ -147,3 +147,18 @@ def test_the_dashboard_shows_a_live_worker_its_tasks_and_failures(browser, worke
     new_id = sent.rsplit(" ", 1)[1].rstrip(".")
     wait_until(lambda: TaskResult.objects.filter(task_id=new_id, state="FAILURE").exists(),
                "the retried task's run", timeout=WAIT)
+
+    # The results list as the dashboard's task link opens it (filtered by name), then searched
+    # by the beginning of one failed task's id, as a person would type it.
+    browser.open(DASHBOARD)
+    browser.find(f'#task-totals tr[data-task-name="{FAIL}"] a').click()
+    browser.find("#result_list")
+    rows = browser.find_all("#result_list tbody tr")
+    assert len(rows) == TaskResult.objects.filter(task_name=FAIL).count() >= 4
+    assert all(FAIL in row.text and "FAILURE" in row.text for row in rows)
+    box = browser.find("#searchbar")
+    box.send_keys(failed[1].id[:13])
+    box.submit()
+    wait_until(lambda: len(browser.find_all("#result_list tbody tr")) == 1, "the search")
+    browser.shot("dashboard-04-results-search")
+    assert failed[1].id in browser.text("#result_list")
