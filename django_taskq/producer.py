@@ -8,7 +8,6 @@ envelope is fixed: nothing may change it afterwards (message signing will sign t
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import socket
@@ -109,13 +108,10 @@ def _sent_events(envelopes: Sequence[Envelope]) -> None:
     if not settings.TASK_SEND_SENT_EVENT or settings.EVENTS_DATABASE is None:
         return
     from .events import build
-    from .events.dispatcher import utcoffset
     from .events.store import DatabaseEventSink
 
-    # Celery names a process that is not a worker gen<pid>@<host> (after a fork: the child's).
-    stamp = {"type": "task-sent", "hostname": f"gen{os.getpid()}@{socket.gethostname()}",
-             "timestamp": time.time(), "utcoffset": utcoffset(), "pid": os.getpid()}
-    events = [{**build.sent(e), **stamp, "clock": next(_clock)} for e in envelopes]
+    stamper = _producer_events()
+    events = [stamper.stamp("task-sent", build.sent(e)) for e in envelopes]
     try:
         DatabaseEventSink(settings.EVENTS_DATABASE).publish(events)
     except TaskqError as exc:
@@ -123,8 +119,19 @@ def _sent_events(envelopes: Sequence[Envelope]) -> None:
                        len(events), exc)
 
 
-#: The producer's Lamport clock for its events.
-_clock = itertools.count(1)
+#: This process's producer identity for events, by pid (a forked child is a producer of its
+#: own): Celery names a process that is not a worker ``gen<pid>@<host>``.
+_producers: dict[int, Any] = {}
+
+
+def _producer_events() -> Any:
+    """The EventDispatcher (no sinks: it only stamps) of this process's producer."""
+    from .events.dispatcher import EventDispatcher
+
+    pid = os.getpid()
+    if pid not in _producers:
+        _producers[pid] = EventDispatcher(f"gen{pid}@{socket.gethostname()}", ())
+    return _producers[pid]
 
 
 def _delivery(envelope: Envelope) -> dict[str, Any]:

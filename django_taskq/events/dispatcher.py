@@ -111,10 +111,21 @@ class EventDispatcher:
         """Queue one event (``task-*`` ones only when task events are on)."""
         if not self.enabled or (not self.task_events and type.startswith(TASK_EVENT_PREFIX)):
             return
+        event = self.stamp(type, fields)
+        with self._lock:
+            self._buffer.append(event)
+
+    def stamp(self, type: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` (changed in place) with ``type`` and Celery's common fields: hostname,
+        timestamp, utcoffset, pid and the next value of this dispatcher's Lamport clock."""
         fields.update(type=type, hostname=self.hostname, timestamp=self._clock(),
                       utcoffset=self._utcoffset, pid=self._pid, clock=next(self._lamport))
-        with self._lock:
-            self._buffer.append(fields)
+        return fields
+
+    @property
+    def sinks(self) -> list[Sink]:
+        """Where the events go."""
+        return [box.sink for box in self._outboxes]
 
     def flush(self, *, force: bool = False) -> int:
         """Hand what is buffered to every sink (a sink put off after a slow failure keeps it

@@ -36,7 +36,7 @@ def _events(worker: Worker) -> str:
     if not events.enabled:
         return "off (EVENTS_DATABASE is None, no Celery event exchange)"
     where = [f"database {settings.EVENTS_DATABASE!r}"] if settings.EVENTS_DATABASE else []
-    if len(where) < len(events._outboxes):
+    if len(where) < len(events.sinks):
         where.append("Celery's event exchange")
     kinds = "task and worker events" if events.task_events else "worker events only"
     return f"{kinds} -> {', '.join(where)}"
