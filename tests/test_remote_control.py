@@ -433,3 +433,16 @@ def test_a_command_long_expired_by_the_workers_clock_is_dropped_and_said(caplog)
         _, commands = store.read_commands(cursor)
     assert [c["id"] for c in commands] == ["new"]
     assert "command old (ping) expired 120s ago by this clock" in caplog.text
+
+
+def test_celery_calls_not_offered_say_what_to_do_instead():
+    from django_taskq.app import Celery
+    from django_taskq.control.memory import MemoryControlStore
+
+    app, control = Celery("rc"), Control(MemoryControlStore())
+    with pytest.raises(AttributeError, match=r"app\.control\.autoscale .*pool_grow"):
+        app.control.autoscale(4, 1)
+    with pytest.raises(AttributeError, match=r"inspect\(\)\.clock .*stats"):
+        control.inspect(timeout=0.1).clock()
+    with pytest.raises(ValueError, match="destination="):
+        control.broadcast("ping", reply=True, pattern="w*", matcher="glob")

@@ -18,6 +18,21 @@ from .mailbox import COMMAND_TTL
 
 #: How often the caller looks for replies while it waits.
 REPLY_POLL = 0.05
+#: Celery's control and inspect calls this module lacks, and what to do instead.
+INSTEAD = {
+    "autoscale": "use pool_grow/pool_shrink", "pool_restart": "restart the worker",
+    "purge": "run manage.py taskq purge", "discard_all": "run manage.py taskq purge",
+    "heartbeat": "workers send worker-heartbeat events on their own",
+    "election": "no worker needs electing here",
+    "revoke_by_stamped_headers": "revoke by task id (revoke)",
+    "clock": "stats() carries each worker's clock",
+}
+
+
+def unsupported(where: str, name: str) -> AttributeError:
+    """The error for a Celery call this module does not offer, naming what to do."""
+    hint = INSTEAD.get(name, "manage.py taskq lists what there is")
+    return AttributeError(f"{where}.{name} is not supported by django_taskq: {hint}")
 
 
 class Control:
@@ -25,6 +40,9 @@ class Control:
 
     def __init__(self, store: Any = None) -> None:
         self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        raise unsupported("app.control", name)
 
     @property
     def store(self) -> Any:
@@ -37,12 +55,16 @@ class Control:
 
     def broadcast(self, command: str, arguments: dict[str, Any] | None = None,
                   destination: Sequence[str] | None = None, reply: bool = False,
-                  timeout: float = 1.0, limit: int | None = None) -> list[dict[str, Any]]:
+                  timeout: float = 1.0, limit: int | None = None, pattern: str | None = None,
+                  matcher: str | None = None) -> list[dict[str, Any]]:
         """Send ``command`` to every worker (or those in ``destination``).
 
         Returns ``[{hostname: reply}, ...]`` collected until ``timeout`` seconds passed or
         ``limit`` replies came (or every destination answered); ``[]`` when ``reply`` is False.
         """
+        if pattern or matcher:
+            raise ValueError("pattern/matcher are not supported: name the workers with "
+                             "destination=[hostname, ...]")
         if isinstance(destination, str):
             destination = [destination]
         if timeout <= 0:
@@ -155,6 +177,9 @@ class Inspect:
         self.destination = destination
         self.timeout = timeout
         self.limit = limit
+
+    def __getattr__(self, name: str) -> Any:
+        raise unsupported("app.control.inspect()", name)
 
     def _ask(self, command: str, **arguments: Any) -> dict[str, Any] | None:
         replies = self.control.broadcast(command, arguments, destination=self.destination,
