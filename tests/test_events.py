@@ -348,3 +348,26 @@ def test_a_running_worker_registers_heartbeats_and_goes_offline(settings):
     assert not row.online and row.stopped_at is not None and row.processed == 1
     assert list(TaskEvent.objects.filter(hostname="hb@x", task_id="").values_list(
         "type", flat=True)) == ["worker-online", "worker-offline"]
+
+
+@task(name="events.quiet", send_events=False)
+def quiet():
+    return "shh"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_with_send_events_false_sends_no_task_events(settings):
+    """Celery's task option ``send_events=False``: that task's runs send nothing; others do."""
+    from django_taskq.worker import Worker, WorkerOptions
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://se", "RESULT_BACKEND": "memory://se"}
+    sink = Capture()
+    worker = Worker(WorkerOptions.from_settings(pool="solo", queues=("default",)),
+                    events=EventDispatcher("w", [sink]))
+    hushed, loud = quiet.delay(), add.delay(1, 1)
+    _drain(worker)
+    worker.events.flush()
+    assert hushed.get(timeout=5) == "shh"
+    assert not [e for e in sink.events if e.get("uuid") == hushed.id]
+    assert [e["type"] for e in sink.events if e.get("uuid") == loud.id] == [
+        "task-received", "task-started", "task-succeeded"]

@@ -446,3 +446,22 @@ def test_celery_calls_not_offered_say_what_to_do_instead():
         control.inspect(timeout=0.1).clock()
     with pytest.raises(ValueError, match="destination="):
         control.broadcast("ping", reply=True, pattern="w*", matcher="glob")
+
+
+def test_query_task_takes_one_id_as_a_string_and_a_timeout_must_be_seconds(settings):
+    from django_taskq.worker import Worker, WorkerOptions
+    from django_taskq.worker.remote import RemoteControl
+
+    configure(settings, "memory://qt", "memory://qt")
+    worker = Worker(WorkerOptions.from_settings(pool="solo", queues=(QUEUE,), hostname="qt@x"),
+                    monitor=False)
+    sent = ticket.apply_async((1,), queue=QUEUE)
+    worker._fill()  # prefetched, not started
+    remote = RemoteControl(worker)
+    # Celery wraps a lone id; iterating the string would look up its characters.
+    found = remote.run("query_task", {"ids": sent.id})
+    assert list(found) == [sent.id] and found[sent.id][0] == "reserved"
+    assert remote.run("query_task", {"ids": [sent.id]}) == found
+    with pytest.raises(ValueError, match="timeout must be a number of seconds above zero"):
+        Control().ping(timeout="1")
+    worker.shutdown()

@@ -67,8 +67,8 @@ class Control:
                              "destination=[hostname, ...]")
         if isinstance(destination, str):
             destination = [destination]
-        if timeout <= 0:
-            raise ValueError(f"timeout must be above zero seconds, not {timeout!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"timeout must be a number of seconds above zero, not {timeout!r}")
         command_id = uuid.uuid4().hex
         self.store.broadcast({
             "id": command_id, "name": command, "arguments": dict(arguments or {}),

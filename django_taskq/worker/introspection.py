@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import build
 from ..events.dispatcher import EventDispatcher
+from ..registry import registry
 
 if TYPE_CHECKING:
     from .options import WorkerOptions
@@ -114,9 +115,17 @@ class Introspection:
 
     # -- events, from the loop ---------------------------------------------------------------
 
+    def sends_events(self, task_name: str) -> bool:
+        """Whether runs of ``task_name`` send task events: task events on, and the task's
+        ``send_events`` option (Celery's; True unless the task says False)."""
+        if not self.events.task_events:
+            return False
+        task = registry.get(task_name) if task_name in registry else None
+        return task is None or task.options.send_events
+
     def report_finished(self, outcome: Any, **extra: Any) -> None:
         """The event of a settled run (task-succeeded, -failed, -retried, -rejected, -revoked)."""
-        if not self.events.task_events:
+        if not self.sends_events(outcome.task_name):
             return
         found = build.finished(outcome)
         if found is not None:

@@ -170,7 +170,8 @@ def registered(worker: Worker, arguments: dict[str, Any]) -> Any:
 
 @command("query_task")
 def query_task(worker: Worker, arguments: dict[str, Any]) -> Any:
-    ids = set(arguments.get("ids") or [])
+    given = arguments.get("ids") or []
+    ids = {given} if isinstance(given, str) else set(given)  # one id, as Celery takes it
     with worker._held_lock:
         running = [job for _, job in worker.running.values()]
         waiting = [job for _, job in worker.prefetched]

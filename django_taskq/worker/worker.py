@@ -207,7 +207,7 @@ class Worker(Introspection):
             self.broker.defer(delivery, decoded.eta)
             return
         signals.send(signals.task_received, self, request=job.request)
-        if self.events.task_events:  # the fields cost a repr of the arguments: only when sent
+        if self.sends_events(job.task_name):  # the fields cost a repr of the arguments
             self.events.send("task-received", **build.received(job))
         with self._held_lock:
             self.prefetched.append((delivery, job))
@@ -283,7 +283,7 @@ class Worker(Introspection):
                 self.prefetched.popleft()
                 self.running[job.key] = (delivery, job)
             self.started_at[job.key] = time.time()
-            if self.events.task_events:
+            if self.sends_events(job.task_name):
                 self.events.send("task-started", **build.started(job))
             self._in_task = True
             try:
