@@ -462,6 +462,6 @@ def test_query_task_takes_one_id_as_a_string_and_a_timeout_must_be_seconds(setti
     found = remote.run("query_task", {"ids": sent.id})
     assert list(found) == [sent.id] and found[sent.id][0] == "reserved"
     assert remote.run("query_task", {"ids": [sent.id]}) == found
-    with pytest.raises(ValueError, match="timeout must be a number of seconds above zero"):
+    with pytest.raises(ValueError, match="timeout must be above zero seconds, a number, not '1'"):
         Control().ping(timeout="1")
     worker.shutdown()

@@ -68,7 +68,7 @@ class Control:
         if isinstance(destination, str):
             destination = [destination]
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"timeout must be a number of seconds above zero, not {timeout!r}")
+            raise ValueError(f"timeout must be above zero seconds, a number, not {timeout!r}")
         command_id = uuid.uuid4().hex
         self.store.broadcast({
             "id": command_id, "name": command, "arguments": dict(arguments or {}),
