@@ -23,7 +23,7 @@ from . import options as checks
 from . import routing
 from .conf import get_settings, on_reset
 from .context import current_request
-from .message import SendOptions
+from .message import SENSITIVE, SendOptions
 
 if TYPE_CHECKING:
     from .options import TaskOptions
@@ -59,9 +59,6 @@ def check_names(given: Mapping[str, Any]) -> None:
     if unknown:
         raise TypeError(f"apply_async() got unknown option(s) {', '.join(unknown)}; accepted: "
                         f"{', '.join(sorted(ACCEPTED))}.")
-    if given.get("compression"):
-        logger.warning("compression=%r is not applied yet: the message is sent uncompressed",
-                       given["compression"])
 
 
 def resolve_eta(countdown: float | None, eta: datetime | None, now: datetime) -> datetime | None:
@@ -94,7 +91,7 @@ def resolve_expires(expires: float | timedelta | datetime | None, now: datetime
 
 
 _TASK_LEVEL = ("queue", "exchange", "routing_key", "priority", "expires", "serializer",
-               "ignore_result")
+               "compression", "ignore_result")
 
 
 def merged(name: str, task: Any, args: Any, kwargs: Any,
@@ -166,6 +163,7 @@ def _resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any
         eta=resolve_eta(values.get("countdown"), values.get("eta"), now),
         expires=resolve_expires(values.get("expires"), now),
         serializer=values.get("serializer") or settings.TASK_SERIALIZER,
+        compression=values.get("compression") or settings.TASK_COMPRESSION,
         ignore_result=settings.TASK_IGNORE_RESULT if ignore is None else bool(ignore),
         headers=_headers(values),
         timelimit=(checks.positive_seconds(values.get("time_limit"), "time_limit"),
@@ -173,8 +171,7 @@ def _resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any
         parent_id=values.get("parent_id") or (parent.id if parent else None),
         root_id=values.get("root_id") or ((parent.root_id or parent.id) if parent else None),
         group_id=values.get("group_id"), group_index=values.get("group_index"),
-        shadow=values.get("shadow"), argsrepr=values.get("argsrepr"),
-        kwargsrepr=values.get("kwargsrepr"), exchange=values.get("exchange") or "",
+        shadow=values.get("shadow"), **_reprs(task, values), exchange=values.get("exchange") or "",
         routing_key=values.get("routing_key"), reply_to=values.get("reply_to") or "",
         correlation_id=values.get("correlation_id"),
         retry=values.get("retry", settings.TASK_PUBLISH_RETRY), retry_policy=retry_policy,
@@ -182,6 +179,14 @@ def _resolve(name: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any
         errbacks=signature_dicts(values.get("link_error"), "link_error"),
         chain=signature_dicts(values.get("chain"), "chain"), chord=_chord(values.get("chord")),
     )
+
+
+def _reprs(task: Any, values: Mapping[str, Any]) -> dict[str, str | None]:
+    """``argsrepr``/``kwargsrepr``: the caller's, else SENSITIVE for a ``sensitive=True`` task
+    (else None: the message shows a short repr of the arguments)."""
+    hidden = SENSITIVE if task is not None and task.options.sensitive else None
+    return {"argsrepr": values.get("argsrepr", hidden),
+            "kwargsrepr": values.get("kwargsrepr", hidden)}
 
 
 def signature_dicts(value: Any, option: str) -> list[dict[str, Any]] | None:

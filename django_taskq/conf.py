@@ -12,10 +12,11 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
+from . import setting_values as values
 from .exceptions import ConfigurationError
+from .setting_values import DEFAULT_PUBLISH_RETRY_POLICY
 
 #: Environment variables that override TASKQ keys (read with django-environ).
 ENV_OVERRIDES = {
@@ -23,12 +24,9 @@ ENV_OVERRIDES = {
     "TASKQ_RESULT_BACKEND": "RESULT_BACKEND",
 }
 
-POOLS = ("prefork", "threads", "solo")
 DEFAULT_LEASE = 60.0
-#: Celery's ``task_publish_retry_policy`` default: how often a send is retried when the broker
-#: cannot be reached (seconds between tries: start, growing by step, capped at max).
-DEFAULT_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2,
-                                "interval_max": 1.0}
+#: Settings whose values are never printed (errors, checks, ``repr``).
+SECRET_SETTINGS = frozenset({"SIGNING_KEYS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +84,12 @@ class TaskqSettings:
     EVENTS_EXPIRES: float = 86400.0
     EVENTS_HEARTBEAT: float = 2.0
     EVENTS_CELERY: bool = True
+    TASK_COMPRESSION: str | None = None
+    RESULT_COMPRESSION: str | None = None
+    SIGNING_KEYS: tuple[bytes, ...] = field(default=(), repr=False)
+    SIGNING_MAX_AGE: float = 86400.0
+    MESSAGE_MAX_BYTES: int = 4 * 1024 * 1024
+    JSON_MAX_DEPTH: int = 128
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -102,176 +106,70 @@ class TaskqSettings:
 SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(TaskqSettings) if f.name != "sources")
 
 
-def _seconds(value: Any) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("a number of seconds or a timedelta")
-    return float(value)
-
-
-def _optional_seconds(value: Any) -> float | None:
-    return None if value is None else _seconds(value)
-
-
-def _positive_int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TypeError("a whole number of at least 1")
-    return value
-
-
-def _optional_positive_int(value: Any) -> int | None:
-    return None if value is None else _positive_int(value)
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError("a non-empty string")
-    return value
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _dotted_paths(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not all(isinstance(v, str) and "." in v for v in value):
-        raise TypeError("a list of dotted import paths, e.g. ['myapp.middleware.Tracing']")
-    return tuple(value)
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-        raise TypeError("a list of serializer names, e.g. ['json']")
-    return tuple(value)
-
-
-def _module_names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
-        raise TypeError("a list of module names, e.g. ['myapp.jobs']")
-    return tuple(value)
-
-
-def _routes(value: Any) -> tuple[Any, ...]:
-    """Celery's ``task_routes``: a dict, a router (function or dotted path), or a list of them;
-    each entry is checked when routing is first used (routing.py)."""
-    if value is None:
-        return ()
-    if isinstance(value, (list, tuple)):
-        return tuple(value)
-    if isinstance(value, (dict, str)) or callable(value):
-        return (value,)
-    raise TypeError("a dict of task name (or glob) to queue or options, a router function or "
-                    "its dotted path, or a list of those")
-
-
-def _annotations(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, (list, tuple)):
-        return tuple(value)
-    if isinstance(value, (dict, str)) or callable(value) or hasattr(value, "annotate") \
-            or hasattr(value, "annotate_any"):
-        return (value,)  # one entry, as Celery also takes it
-    raise TypeError("a dict of task name (or '*') to attributes, or a list of such dicts")
-
-
-def _optional_priority(value: Any) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9:
-        raise TypeError("a whole number from 0 to 9, or None")
-    return value
-
-
-def _retry_policy(value: Any) -> dict[str, float]:
-    known = set(DEFAULT_PUBLISH_RETRY_POLICY)
-    if not isinstance(value, Mapping) or set(value) - known or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-            for v in value.values()):
-        raise TypeError(f"a dict with some of {', '.join(sorted(known))} (numbers, not negative)")
-    return {**DEFAULT_PUBLISH_RETRY_POLICY, **value}
-
-
-def _beat_schedule(value: Any) -> dict[str, Any]:
-    """Celery's ``beat_schedule``: entry name -> dict; each entry is checked when beat starts
-    and by the system checks (beat/declared.py)."""
-    if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()):
-        raise TypeError("a dict of entry name to {'task': ..., 'schedule': ..., 'args': ..., "
-                        "'kwargs': ..., 'options': ...}")
-    return dict(value)
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("True or False")
-    return value
-
-
-def _pool(value: Any) -> str:
-    if value not in POOLS:
-        raise TypeError(f"one of {', '.join(POOLS)}")
-    return str(value)
-
-
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "BROKER_URL": _text,
-    "RESULT_BACKEND": _text,
-    "DEFAULT_QUEUE": _text,
-    "TASK_SERIALIZER": _text,
-    "RESULT_SERIALIZER": _text,
-    "ACCEPT_CONTENT": _names,
-    "TASK_IGNORE_RESULT": _bool,
-    "TASK_ALWAYS_EAGER": _bool,
-    "RESULT_EXPIRES": _seconds,
-    "LEASE_TIMEOUT": _seconds,
-    "HEARTBEAT_INTERVAL": _optional_seconds,
-    "MAX_DELIVERIES": _positive_int,
-    "POLL_INTERVAL": _seconds,
-    "WORKER_CONCURRENCY": _optional_positive_int,
-    "WORKER_POOL": _pool,
-    "WORKER_PREFETCH_MULTIPLIER": _positive_int,
-    "WORKER_SHUTDOWN_TIMEOUT": _optional_seconds,
-    "WORKER_TIME_LIMIT": _optional_seconds,
-    "WORKER_SOFT_TIME_LIMIT": _optional_seconds,
-    "WORKER_MAX_TASKS_PER_CHILD": _optional_positive_int,
-    "WORKER_MAX_MEMORY_PER_CHILD": _optional_positive_int,
-    "TASK_TRACK_STARTED": _bool,
-    "CONTROL_URL": _optional_text,
-    "REVOKE_EXPIRES": _seconds,
-    "REVOKE_POLL_INTERVAL": _seconds,
-    "MIDDLEWARE": _dotted_paths,
-    "TASK_EAGER_PROPAGATES": _bool,
-    "TASK_STORE_EAGER_RESULT": _bool,
-    "TASK_ROUTES": _routes,
-    "TASK_ANNOTATIONS": _annotations,
-    "TASK_DEFAULT_PRIORITY": _optional_priority,
-    "TASK_CLASS": _optional_text,
-    "TASK_MODULES": _module_names,
-    "IMPORTS": _module_names,
-    "RESULT_EXTENDED": _bool,
-    "TASK_PUBLISH_RETRY": _bool,
-    "TASK_PUBLISH_RETRY_POLICY": _retry_policy,
-    "BEAT_SCHEDULE": _beat_schedule,
-    "BEAT_DATABASE": _text,
-    "BEAT_SYNC_INTERVAL": _seconds,
-    "BEAT_MAX_LOOP_INTERVAL": _seconds,
-    "BEAT_CLAIM_TIMEOUT": _seconds,
-    "BEAT_RUN_HISTORY": _seconds,
-    "BEAT_BACKEND_CLEANUP": _bool,
-    "EVENTS": _bool,
-    "TASK_SEND_SENT_EVENT": _bool,
-    "EVENTS_DATABASE": _optional_text,
-    "EVENTS_EXPIRES": _seconds,
-    "EVENTS_HEARTBEAT": _seconds,
-    "EVENTS_CELERY": _bool,
+    "BROKER_URL": values.text,
+    "RESULT_BACKEND": values.text,
+    "DEFAULT_QUEUE": values.text,
+    "TASK_SERIALIZER": values.text,
+    "RESULT_SERIALIZER": values.text,
+    "ACCEPT_CONTENT": values.names,
+    "TASK_IGNORE_RESULT": values.boolean,
+    "TASK_ALWAYS_EAGER": values.boolean,
+    "RESULT_EXPIRES": values.seconds,
+    "LEASE_TIMEOUT": values.seconds,
+    "HEARTBEAT_INTERVAL": values.optional_seconds,
+    "MAX_DELIVERIES": values.positive_int,
+    "POLL_INTERVAL": values.seconds,
+    "WORKER_CONCURRENCY": values.optional_positive_int,
+    "WORKER_POOL": values.pool,
+    "WORKER_PREFETCH_MULTIPLIER": values.positive_int,
+    "WORKER_SHUTDOWN_TIMEOUT": values.optional_seconds,
+    "WORKER_TIME_LIMIT": values.optional_seconds,
+    "WORKER_SOFT_TIME_LIMIT": values.optional_seconds,
+    "WORKER_MAX_TASKS_PER_CHILD": values.optional_positive_int,
+    "WORKER_MAX_MEMORY_PER_CHILD": values.optional_positive_int,
+    "TASK_TRACK_STARTED": values.boolean,
+    "CONTROL_URL": values.optional_text,
+    "REVOKE_EXPIRES": values.seconds,
+    "REVOKE_POLL_INTERVAL": values.seconds,
+    "MIDDLEWARE": values.dotted_paths,
+    "TASK_EAGER_PROPAGATES": values.boolean,
+    "TASK_STORE_EAGER_RESULT": values.boolean,
+    "TASK_ROUTES": values.routes,
+    "TASK_ANNOTATIONS": values.task_annotations,
+    "TASK_DEFAULT_PRIORITY": values.optional_priority,
+    "TASK_CLASS": values.optional_text,
+    "TASK_MODULES": values.module_names,
+    "IMPORTS": values.module_names,
+    "RESULT_EXTENDED": values.boolean,
+    "TASK_PUBLISH_RETRY": values.boolean,
+    "TASK_PUBLISH_RETRY_POLICY": values.retry_policy,
+    "BEAT_SCHEDULE": values.beat_schedule,
+    "BEAT_DATABASE": values.text,
+    "BEAT_SYNC_INTERVAL": values.seconds,
+    "BEAT_MAX_LOOP_INTERVAL": values.seconds,
+    "BEAT_CLAIM_TIMEOUT": values.seconds,
+    "BEAT_RUN_HISTORY": values.seconds,
+    "BEAT_BACKEND_CLEANUP": values.boolean,
+    "EVENTS": values.boolean,
+    "TASK_SEND_SENT_EVENT": values.boolean,
+    "EVENTS_DATABASE": values.optional_text,
+    "EVENTS_EXPIRES": values.seconds,
+    "EVENTS_HEARTBEAT": values.seconds,
+    "EVENTS_CELERY": values.boolean,
+    "TASK_COMPRESSION": values.optional_text,
+    "RESULT_COMPRESSION": values.optional_text,
+    "SIGNING_KEYS": values.signing_keys,
+    "SIGNING_MAX_AGE": values.seconds,
+    "MESSAGE_MAX_BYTES": values.positive_int,
+    "JSON_MAX_DEPTH": values.positive_int,
 }
 
 _POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES", "REVOKE_EXPIRES",
                      "REVOKE_POLL_INTERVAL", "WORKER_TIME_LIMIT", "WORKER_SOFT_TIME_LIMIT",
                      "BEAT_SYNC_INTERVAL", "BEAT_MAX_LOOP_INTERVAL", "BEAT_CLAIM_TIMEOUT",
-                     "BEAT_RUN_HISTORY", "EVENTS_EXPIRES", "EVENTS_HEARTBEAT")
+                     "BEAT_RUN_HISTORY", "EVENTS_EXPIRES", "EVENTS_HEARTBEAT",
+                     "SIGNING_MAX_AGE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +226,8 @@ def find_problems(raw: Mapping[str, Any]) -> list[Problem]:
         try:
             converted = _CONVERTERS[key](value)
         except TypeError as exc:
-            problems.append(Problem(key, f"TASKQ[{key!r}] = {value!r} is not valid.",
+            shown = "[...]" if key in SECRET_SETTINGS else repr(value)
+            problems.append(Problem(key, f"TASKQ[{key!r}] = {shown} is not valid.",
                                     f"{key} must be {exc}."))
             continue
         if key in _POSITIVE_SECONDS and converted is not None and converted <= 0:
@@ -341,8 +240,8 @@ def _heartbeat_problems(raw: Mapping[str, Any], found: list[Problem]) -> list[Pr
     """The heartbeat must renew a lease before it runs out."""
     if any(p.key in ("HEARTBEAT_INTERVAL", "LEASE_TIMEOUT") for p in found):
         return []
-    beat = _optional_seconds(raw.get("HEARTBEAT_INTERVAL"))
-    lease = _seconds(raw.get("LEASE_TIMEOUT", DEFAULT_LEASE))
+    beat = values.optional_seconds(raw.get("HEARTBEAT_INTERVAL"))
+    lease = values.seconds(raw.get("LEASE_TIMEOUT", DEFAULT_LEASE))
     if beat is not None and not 0 < beat < lease:
         return [Problem("HEARTBEAT_INTERVAL",
                         f"TASKQ['HEARTBEAT_INTERVAL'] = {beat:g} must be above zero and below "

@@ -19,6 +19,9 @@ from typing import Any
 from . import serializers
 from .exceptions import MessageError
 
+#: What ``argsrepr``/``kwargsrepr`` say for a task marked ``sensitive=True``.
+SENSITIVE = "<sensitive>"
+
 _repr = reprlib.Repr()
 _repr.maxstring = 256
 _repr.maxother = 256
@@ -111,6 +114,7 @@ class SendOptions:
     eta: datetime | None = None
     expires: datetime | None = None
     serializer: str = "json"
+    compression: str | None = None
     ignore_result: bool = False
     headers: dict[str, Any] = field(default_factory=dict)
     timelimit: tuple[float | None, float | None] = (None, None)

@@ -159,7 +159,7 @@ class TaskOptions:
     priority: int | None = _option(priority, None)
     expires: float | datetime | None = _option(_expires, None)
     serializer: str | None = _option(_optional_text, None)
-    compression: str | None = _option(_optional_text, None, "accepted; not applied yet")
+    compression: str | None = _option(_optional_text, None)
     ignore_result: bool | None = _option(_optional_bool, None)
     store_errors_even_if_ignored: bool = _option(_bool, False)
     track_started: bool | None = _option(_optional_bool, None)
@@ -188,6 +188,8 @@ class TaskOptions:
     trail: bool = _option(_bool, True)
     send_events: bool = _option(_bool, True)
     resultrepr_maxsize: int = _option(_positive_int, 1024)
+    #: Arguments stay out of logs, events, the admin and stored results (argsrepr SENSITIVE).
+    sensitive: bool = _option(_bool, False)
     pydantic: bool = _option(_bool, False)
     pydantic_strict: bool = _option(_bool, False)
     pydantic_context: Mapping[str, Any] = _option(_mapping, {})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, fields
 from datetime import datetime
@@ -58,10 +57,6 @@ class Task(CanvasMethods, Generic[P, R]):
             cls = type(self)
             self.name = f"{cls.__module__}.{cls.__qualname__}"
         self._own_options = resolve(self, self.name)  # checked when the task is defined
-        if self._own_options.compression:
-            warnings.warn(f"Task {self.name}: compression={self._own_options.compression!r} is "
-                          "not applied yet; its messages are sent uncompressed.", UserWarning,
-                          stacklevel=2)
         self._options: TaskOptions | None = None
         self._pushed: list[Any] = []
         self._plain_run = self.run

@@ -80,5 +80,9 @@ def test_the_limit_holds_across_worker_processes(urls, tmp_path):  # noqa: F811
         outputs = [proc.wait()[1] for proc in (one, two)]
     times = stamps(marker)
     assert len(times) == 20
-    assert most_in_one_second(times) <= RATE + 1, times
+    # Tokens are taken at dispatch and the stamp is written when the task runs, so on a loaded
+    # machine a run can be late by a fraction of a second: one token of burst, one of lateness.
+    assert most_in_one_second(times) <= RATE + 2, times
+    # Shared across both processes: two separate 5/s buckets would finish 20 tasks in about 2 s.
+    assert times[-1] - times[0] >= (20 - 2) / RATE * 0.9, times
     assert all("task succeeded" in output for output in outputs), "both workers took part"

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import signals
-from ...conf import POOLS, get_settings
+from ...conf import get_settings
 from ...exceptions import ConfigurationError
 from ...log import setup_worker_logging
+from ...setting_values import POOLS
 from ...worker import Worker, WorkerOptions
 from ...worker.banner import banner
 
