@@ -8,13 +8,20 @@ a hash of the stored message on Redis and RabbitMQ); see docs/dead-letters.md.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import producer, sensitive, signing
 from .brokers import get_broker
 from .brokers.base import Broker, DeadLetter, DeadLetterStore, dead_letter_store
-from .exceptions import TaskqError
+from .clock import clock_now
+from .conf import get_settings
+from .exceptions import SignatureError, TaskqError
+from .message import Envelope
+
+logger = logging.getLogger(__name__)
 
 #: Dead letters read per round trip when filtering by queue.
 PAGE = 500
@@ -37,11 +44,13 @@ class Body:
     embed: Any = None
     json: Any = None  # JSON that is not [args, kwargs, embed]
     raw: str | None = None  # anything else, shown as a bytes literal
+    #: (argsrepr, kwargsrepr) shown instead of a body whose arguments are hidden (sensitive.py)
+    hidden: tuple[str, str] | None = None
 
     @property
     def decoded(self) -> bool:
         """Whether the body is [args, kwargs, embed]."""
-        return self.raw is None and self.json is None
+        return self.raw is None and self.json is None and self.hidden is None
 
 
 def broker_or_default(broker: Broker | None) -> DeadLetterStore:
@@ -99,11 +108,88 @@ def check_known(letter_ids: Sequence[str], broker: Broker | None = None) -> None
 
 
 def requeue(letter_ids: Sequence[str] | None, broker: Broker | None = None) -> int:
-    """Send dead letters (None: all) back to their queues as fresh messages; how many went."""
+    """Send dead letters (None: all) back to their queues as fresh messages; how many went.
+
+    A letter refused for its signature never goes back (that would launder a forged, changed
+    or replayed message), nor, with SIGNING_KEYS set, one whose signature does not check out
+    with a current key (its age aside): named ones raise RequeueRefused before anything is
+    sent; with None they stay where they are (logged). With SIGNING_KEYS set the others are
+    signed again, with a fresh time, and sent; then their letters are dropped (on the database
+    broker in one transaction; elsewhere a crash in between leaves a duplicate, never a loss).
+
+    Raises:
+        RequeueRefused: one of ``letter_ids`` may not go back.
+    """
     if letter_ids is not None and not letter_ids:
         return 0
     unique = None if letter_ids is None else list(dict.fromkeys(letter_ids))
-    return broker_or_default(broker).dead_letter_requeue(unique)
+    chosen = broker if broker is not None else get_broker()
+    store = broker_or_default(chosen)
+    keys = get_settings().SIGNING_KEYS
+    letters = _letters(store, unique)
+    refused = {letter.id: why for letter in letters if (why := _refusal(letter, keys))}
+    if refused and unique is not None:
+        raise RequeueRefused(refused)
+    if refused:
+        logger.warning("requeue: %d dead letter(s) refused for their signature stay: %s",
+                       len(refused), ", ".join(refused))
+    # A letter that names no queue cannot go back (the brokers' own requeue skips it too).
+    going = [letter for letter in letters if letter.id not in refused and letter.envelope.queue]
+    if not going:
+        return 0
+    if not keys:
+        return store.dead_letter_requeue([letter.id for letter in going])
+    fresh = producer.seal_all([_as_sent(letter.envelope) for letter in going])
+    with chosen.atomic():
+        chosen.enqueue_many(fresh)
+        store.dead_letter_purge([letter.id for letter in going])
+    return len(fresh)
+
+
+class RequeueRefused(TaskqError):
+    """Dead letters that must not go back to their queues (see ``requeue``)."""
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        self.refused = refused
+        listed = "; ".join(f"{letter_id}: {why}" for letter_id, why in refused.items())
+        super().__init__(f"not requeued (a message refused for its signature must not run): "
+                         f"{listed}. Purge these letters; if the task should run, send it "
+                         "again from your code.")
+
+
+def _letters(store: DeadLetterStore, letter_ids: list[str] | None) -> list[DeadLetter]:
+    if letter_ids is not None:
+        found = (store.dead_letter_get(letter_id) for letter_id in letter_ids)
+        return [letter for letter in found if letter is not None]
+    letters: list[DeadLetter] = []
+    while True:
+        batch = store.dead_letter_list(PAGE, len(letters))
+        letters.extend(batch)
+        if len(batch) < PAGE:
+            return letters
+
+
+def _refusal(letter: DeadLetter, keys: tuple[bytes, ...]) -> str:
+    """Why ``letter`` may not go back ("" when it may)."""
+    if signing.is_refusal(letter.reason):
+        return letter.reason
+    if keys:
+        try:
+            signing.verify(letter.envelope, keys, None, clock_now().timestamp())
+        except SignatureError as exc:
+            return f"{signing.REFUSED}: {exc}"
+    return ""
+
+
+#: Header prefixes a broker added on the way (bookkeeping, RabbitMQ's dead-lettering): a
+#: requeued message starts without them, as it was first sent.
+_BROKER_PREFIXES = ("x-taskq-", "x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
+def _as_sent(envelope: Envelope) -> Envelope:
+    headers = {key: value for key, value in envelope.headers.items()
+               if not key.startswith(_BROKER_PREFIXES)}
+    return envelope.replace(headers=headers, eta=None)
 
 
 def purge(letter_ids: Sequence[str] | None, broker: Broker | None = None) -> int:
@@ -116,8 +202,10 @@ def purge(letter_ids: Sequence[str] | None, broker: Broker | None = None) -> int
 
 def body_of(letter: DeadLetter) -> Body:
     """The body decoded for display. Only JSON is decoded: nothing else is ever deserialized
-    here (a pickle body stays bytes)."""
+    here (a pickle body stays bytes); a body whose arguments are hidden is not shown."""
     envelope = letter.envelope
+    if sensitive.hidden(envelope.task_name, envelope.headers):
+        return Body(hidden=sensitive.reprs(envelope.task_name, envelope.headers, (), {}))
     if envelope.content_type == "application/json":
         try:
             data = json.loads(envelope.body.decode(envelope.content_encoding or "utf-8"))

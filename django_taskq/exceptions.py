@@ -55,6 +55,23 @@ class MessageError(TaskqError):
     """A message is malformed: missing headers, wrong body shape, or undecodable content."""
 
 
+class SignatureError(MessageError):
+    """A message's signature does not check out (SIGNING_KEYS is set); ``reason`` says how:
+    "unsigned", "unknown key", "bad signature", "expired" or "signed in the future"."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.reason, self.detail))
+
+
+class MessageTooLarge(MessageError):
+    """A message's body is larger than MESSAGE_MAX_BYTES; nothing was sent."""
+
+
 class NotRegistered(TaskqError, KeyError):
     """No task with that name is registered in this process."""
 

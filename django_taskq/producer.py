@@ -3,7 +3,9 @@
 ``send`` is the one road every message takes out of a process (``delay``, ``apply_async``,
 ``send_task``, retries sent by a worker are the exception: they go straight to the broker in the
 worker's settle transaction). The last step before the broker, ``seal``, is where the final
-envelope is fixed: nothing may change it afterwards (message signing will sign there).
+envelope is fixed: nothing may change it afterwards. It checks MESSAGE_MAX_BYTES and, with
+SIGNING_KEYS set, signs (signing.py). Every road to a broker seals: this one, the worker's
+settle (retries, follow-ups, chord bodies) and the dead letters' requeue.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import serializers, signals
+from . import serializers, signals, signing
 from .calloptions import arguments, new_task_id, resolve
-from .exceptions import BrokerConnectionError, TaskqError
+from .clock import clock_now
+from .exceptions import BrokerConnectionError, MessageTooLarge, TaskqError
 from .message import Envelope, SendOptions, build_envelope
 from .registry import registry
 
@@ -29,7 +32,8 @@ logger = logging.getLogger(__name__)
 #: Seconds: a send that failed after this long hit a deadline; it is not tried again.
 SLOW_FAILURE = 1.0
 
-__all__ = ["SendOptions", "envelope_for", "new_task_id", "send", "send_task", "seal"]
+__all__ = ["SendOptions", "envelope_for", "new_task_id", "seal", "seal_all", "send",
+           "send_task"]
 
 
 def envelope_for(task_name: str, task_id: str, args: Sequence[Any], kwargs: dict[str, Any],
@@ -74,15 +78,45 @@ def send(envelopes: list[Envelope], record_results: bool,
 
 
 def seal(envelope: Envelope) -> Envelope:
-    """The last step before the broker: the envelope is final from here on."""
-    return envelope
+    """The last step before the broker: the envelope is final from here on.
+
+    Raises:
+        MessageTooLarge: the body is over MESSAGE_MAX_BYTES (nothing is sent).
+        MessageError: SIGNING_KEYS is set and a header value cannot be signed.
+    """
+    return seal_all([envelope])[0]
+
+
+def seal_all(envelopes: Sequence[Envelope]) -> list[Envelope]:
+    """``seal`` each of ``envelopes`` (the settings read once); all or none: an error is raised
+    before any is returned."""
+    from .conf import get_settings
+
+    settings = get_settings()
+    limit, keys = settings.MESSAGE_MAX_BYTES, settings.SIGNING_KEYS
+    for envelope in envelopes:
+        if len(envelope.body) > limit:
+            raise too_large(envelope, limit)
+    if not keys:
+        return list(envelopes)
+    now = clock_now().timestamp()  # a worker's clock in a worker: its own checks use it too
+    return [signing.sign(envelope, keys, now) for envelope in envelopes]
+
+
+def too_large(envelope: Envelope, limit: int) -> MessageTooLarge:
+    """The error for a body over ``limit`` bytes, naming the setting to change."""
+    return MessageTooLarge(
+        f"The message of task {envelope.task_name!r} (id {envelope.message_id}) is "
+        f"{len(envelope.body)} bytes, over MESSAGE_MAX_BYTES ({limit} bytes): pass a reference "
+        "to the data (a primary key, a file name) instead of the data, or raise "
+        "TASKQ['MESSAGE_MAX_BYTES'] on producers and workers alike.")
 
 
 def _publish(envelopes: Sequence[Envelope], record_results: bool,
              options: SendOptions | None) -> None:
     if signals.before_task_publish.receivers:
         envelopes = [_before_publish(e, options) for e in envelopes]
-    sealed = [seal(e) for e in envelopes]
+    sealed = seal_all(envelopes)
     retry = options.retry if options is not None else True
     policy = options.retry_policy if options is not None and options.retry_policy else None
     try:

@@ -7,7 +7,8 @@ backend (atomically there: a row lock in the database, one Lua script in Redis).
 completes the count starts the body with the header's results in header order, or, when a header
 task failed, fails the body with a ChordError naming it and calls the body's errbacks: nobody
 waits for ever. The body's messages are sent with the settle (one transaction on the database
-broker), and ``chord_sent`` closes the chord once they are.
+broker), and ``chord_sent`` closes the chord once they are. What is sent from here is sealed
+(signed, size checked) here: a body too large to send fails the chord instead.
 
 Group members without a chord (no ``embed.chord``) cost a header look-up; other tasks nothing.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
-from .. import serializers, states
+from .. import producer, serializers, states
 from ..brokers.base import Broker, DeadLetter
 from ..canvas.dispatch import envelopes_for
 from ..canvas.fields import steps_of
@@ -162,7 +163,8 @@ class _Settling:
                            parent)
             return
         try:
-            self.sent.extend(envelopes_for(body, ([part.value for part in parts],), parent))
+            self.sent.extend(producer.seal_all(
+                envelopes_for(body, ([part.value for part in parts],), parent)))
         except ServiceError:
             raise  # a store or broker outage: the settle is tried again
         except Exception as exc:  # noqa: BLE001 - bad input fails the body, not the worker
@@ -231,7 +233,7 @@ def errbacks_for(request: Any, exc: BaseException) -> list[Envelope]:
         one = dataclasses.replace(request, errbacks=[errback])
         try:
             with transaction.atomic():
-                sent.extend(followups.after_failure(one, exc, None))
+                sent.extend(producer.seal_all(followups.after_failure(one, exc, None)))
         except ServiceError:
             raise
         except Exception:  # noqa: BLE001 - the failure stands; the errback is logged

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import message
+from .. import message, signing
+from ..clock import clock_now
+from ..conf import get_settings
 from ..context import Request
-from ..exceptions import BadMessage, NotRegistered, TaskqError
+from ..exceptions import BadMessage, NotRegistered, SignatureError, TaskqError
 from ..registry import registry
 
 
@@ -74,8 +76,12 @@ def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], ho
     one of the message's name; ``eager``: a run in the caller's process).
 
     Raises:
-        BadMessage: malformed, refused content, unknown task or arguments that do not fit.
+        BadMessage: too large, refused for its signature (with SIGNING_KEYS set; its cause is
+            the SignatureError), malformed, refused content, unknown task or arguments that do
+            not fit.
     """
+    if not eager:
+        check_sealed(envelope)
     try:
         decoded = message.decode(envelope, accept)
         task = task if task is not None else registry.get(decoded.task_name)
@@ -95,6 +101,26 @@ def prepare(key: int, envelope: message.Envelope, *, accept: tuple[str, ...], ho
               else options.track_started,
               content_type=envelope.content_type, extended=extended)
     return job, decoded
+
+
+def check_sealed(envelope: message.Envelope) -> None:
+    """What the producer's ``seal`` promised, checked before anything is decoded: the body is
+    within MESSAGE_MAX_BYTES and, with SIGNING_KEYS set, the signature checks out.
+
+    Raises:
+        BadMessage: with the reason (a SignatureError as its cause).
+    """
+    settings = get_settings()
+    size = len(envelope.body)
+    if size > settings.MESSAGE_MAX_BYTES:
+        raise BadMessage(f"message too large: {size} bytes, over MESSAGE_MAX_BYTES "
+                         f"({settings.MESSAGE_MAX_BYTES} bytes)")
+    if settings.SIGNING_KEYS:
+        try:
+            signing.verify(envelope, settings.SIGNING_KEYS, settings.SIGNING_MAX_AGE,
+                           clock_now().timestamp())
+        except SignatureError as exc:
+            raise BadMessage(f"{signing.REFUSED}: {exc}") from exc
 
 
 def make_request(decoded: message.DecodedMessage, envelope: message.Envelope, hostname: str,

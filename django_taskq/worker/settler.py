@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import message
+from .. import message, producer
 from ..brokers.base import Broker, Delivery
 from ..exceptions import RejectedError, ResultBackendConnectionError, ResultBackendError
 from ..outcome import Outcome, failure
@@ -175,23 +175,32 @@ class Settler:
 
     def _retry_envelopes(self) -> list[message.Envelope]:
         """The next deliveries of RETRY outcomes, and the follow-ups of finished runs, not sent
-        yet. A retry that cannot be built (its new arguments do not encode) fails its task
-        instead of stopping the worker."""
+        yet, sealed (signed, size checked). A retry or follow-up that cannot be built or sealed
+        (new arguments that do not encode, a result too large for the next step) fails its
+        task instead of stopping the worker."""
         envelopes: list[message.Envelope] = []
         for index in range(self._retries_sent, len(self._pending)):
             delivery, outcome = self._pending[index]
-            if outcome is not None and outcome.disposition != "requeue":  # runs again: not yet
-                envelopes.extend(outcome.follow_ups)  # callbacks, chain steps, errbacks
-            if outcome is None or outcome.retry is None:
+            if outcome is None:
                 continue
             try:
-                envelopes.append(message.retry_envelope(
-                    delivery.envelope, eta=outcome.retry.eta, args=outcome.retry.args,
-                    kwargs=outcome.retry.kwargs, options=outcome.retry.options))
+                envelopes.extend(self._sends_of(delivery, outcome))
             except Exception as exc:  # noqa: BLE001 - bad input fails one task, not the worker
-                logger.error("cannot send the retry of id=%s: %s", outcome.task_id, exc)
+                logger.error("cannot send the %s of id=%s: %s",
+                             "retry" if outcome.retry else "follow-ups", outcome.task_id, exc)
                 self._pending[index] = (delivery, failure(
                     outcome.task_id, outcome.task_name, exc, date_done=outcome.date_done,
                     worker=outcome.worker, retries=outcome.retries,
                     ignore_result=outcome.ignore_result))
         return envelopes
+
+    @staticmethod
+    def _sends_of(delivery: Delivery, outcome: Outcome) -> list[message.Envelope]:
+        """What settling ``outcome`` sends: its follow-ups (callbacks, chain steps, errbacks;
+        none while it runs again) and its retry, sealed."""
+        sends = list(outcome.follow_ups) if outcome.disposition != "requeue" else []
+        if outcome.retry is not None:
+            sends.append(message.retry_envelope(
+                delivery.envelope, eta=outcome.retry.eta, args=outcome.retry.args,
+                kwargs=outcome.retry.kwargs, options=outcome.retry.options))
+        return producer.seal_all(sends)

@@ -23,7 +23,7 @@ from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
 from ..events import build, dispatcher_for
 from ..events.dispatcher import EventDispatcher
-from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError
+from ..exceptions import BadMessage, NotRegistered, ServiceError, SignatureError, TaskRevokedError
 from ..outcome import Outcome, failure
 from ..registry import registry
 from ..results import get_backend
@@ -250,8 +250,17 @@ class Worker(Introspection):
                                task_id, self.options.pool)
 
     def _reject(self, delivery: Delivery, exc: BadMessage) -> None:
-        """Bad input: FAILURE result (when the id is known), dead letter, keep going."""
+        """Bad input: FAILURE result (when the id is known), dead letter, keep going.
+
+        A message refused for its signature is only dead-lettered: its id and name are a
+        stranger's, so nothing is written under them (no result, chord count or event)."""
         envelope = delivery.envelope
+        if isinstance(exc.__cause__, SignatureError):
+            logger.error("message refused (unverified id=%s task=%s) reason=%s",
+                         envelope.message_id or "?", envelope.task_name or "?", exc)
+            self.broker.dead_letter(delivery, str(exc))
+            signals.send(signals.task_rejected, self, message=envelope, exc=exc)
+            return
         logger.error("message rejected id=%s task=%s reason=%s", envelope.message_id or "?",
                      envelope.task_name or "?", exc)
         # Settled like a run: its FAILURE stored (and counted in its chord), then dead-lettered.
