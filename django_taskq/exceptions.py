@@ -109,8 +109,14 @@ class WorkerLostError(TaskqError):
 class BadMessage(TaskqError):
     """A delivered message cannot be run: malformed, refused content, unknown task, bad arguments.
 
-    The worker dead-letters such a message with this error's text as the reason.
+    The worker dead-letters such a message with this error's text as the reason. ``untrusted``:
+    its headers were not verified (signing on, refused before or by the signature check), so
+    nothing is written under its id.
     """
+
+    def __init__(self, message: str, *, untrusted: bool = False) -> None:
+        super().__init__(message)
+        self.untrusted = untrusted
 
 
 class SoftTimeLimitExceeded(TaskqError):

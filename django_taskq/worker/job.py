@@ -108,19 +108,20 @@ def check_sealed(envelope: message.Envelope) -> None:
     within MESSAGE_MAX_BYTES and, with SIGNING_KEYS set, the signature checks out.
 
     Raises:
-        BadMessage: with the reason (a SignatureError as its cause).
+        BadMessage: with the reason (a SignatureError as its cause); ``untrusted`` when
+            SIGNING_KEYS is set (the message's id and name are not verified).
     """
     settings = get_settings()
-    size = len(envelope.body)
+    size, signed = len(envelope.body), bool(settings.SIGNING_KEYS)
     if size > settings.MESSAGE_MAX_BYTES:
         raise BadMessage(f"message too large: {size} bytes, over MESSAGE_MAX_BYTES "
-                         f"({settings.MESSAGE_MAX_BYTES} bytes)")
-    if settings.SIGNING_KEYS:
+                         f"({settings.MESSAGE_MAX_BYTES} bytes)", untrusted=signed)
+    if signed:
         try:
             signing.verify(envelope, settings.SIGNING_KEYS, settings.SIGNING_MAX_AGE,
                            clock_now().timestamp())
         except SignatureError as exc:
-            raise BadMessage(f"{signing.REFUSED}: {exc}") from exc
+            raise BadMessage(f"{signing.REFUSED}: {exc}", untrusted=True) from exc
 
 
 def make_request(decoded: message.DecodedMessage, envelope: message.Envelope, hostname: str,

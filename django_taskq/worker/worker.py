@@ -23,7 +23,7 @@ from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
 from ..events import build, dispatcher_for
 from ..events.dispatcher import EventDispatcher
-from ..exceptions import BadMessage, NotRegistered, ServiceError, SignatureError, TaskRevokedError
+from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError
 from ..outcome import Outcome, failure
 from ..registry import registry
 from ..results import get_backend
@@ -252,10 +252,11 @@ class Worker(Introspection):
     def _reject(self, delivery: Delivery, exc: BadMessage) -> None:
         """Bad input: FAILURE result (when the id is known), dead letter, keep going.
 
-        A message refused for its signature is only dead-lettered: its id and name are a
-        stranger's, so nothing is written under them (no result, chord count or event)."""
+        A message refused unverified (for its signature, or too large with signing on) is
+        only dead-lettered: its id and name may be a stranger's, so nothing is written under
+        them (no result, chord count or event)."""
         envelope = delivery.envelope
-        if isinstance(exc.__cause__, SignatureError):
+        if exc.untrusted:
             logger.error("message refused (unverified id=%s task=%s) reason=%s",
                          envelope.message_id or "?", envelope.task_name or "?", exc)
             self.broker.dead_letter(delivery, str(exc))
