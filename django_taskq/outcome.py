@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import serializers, states
+from . import exceptions, serializers, states
 
 if TYPE_CHECKING:
     from .message import Envelope
@@ -46,8 +49,8 @@ class Outcome:
     retries: int = 0
     ignore_result: bool = False
     retry: RetryOrder | None = None
-    args: tuple[Any, ...] | list[Any] | None = None
-    kwargs: dict[str, Any] | None = None
+    args: tuple[Any, ...] | list[Any] | str | None = None  # str: hidden (sensitive.py)
+    kwargs: dict[str, Any] | str | None = None
     queue: str | None = None
     #: How the worker settles the message: "ack", or "dead_letter"/"requeue" with ``reason``
     #: (Celery's ``Reject``; ``acks_on_failure_or_timeout=False`` dead-letters failures).
@@ -76,12 +79,61 @@ class Outcome:
 
 
 def exception_payload(exc: BaseException) -> dict[str, Any]:
-    """How a failure is stored: Celery's ``{exc_type, exc_message, exc_module}`` shape."""
+    """How a failure is stored: Celery's ``{exc_type, exc_message, exc_module}`` shape.
+
+    A RemoteTaskError a task let through (from ``get()`` on another task) is stored as the
+    remote type it stands for, so it reads back the same, not nested in a second one.
+    """
+    if isinstance(exc, exceptions.RemoteTaskError):
+        return {"exc_type": exc.exc_type, "exc_message": [exc.message],
+                "exc_module": exc.exc_module}
     args = exc.args if all(_plain(a) for a in exc.args) else tuple(str(a) for a in exc.args)
     if not args and str(exc):  # an exception that keeps its message elsewhere (pydantic's)
         args = (str(exc),)
     return {"exc_type": type(exc).__name__, "exc_message": list(args),
             "exc_module": type(exc).__module__}
+
+
+#: Exceptions raised from ``get()`` inside a task steer that task (retry, reject, ignore,
+#: replace): stored data must never choose them.
+_CONTROL_FLOW = (exceptions.Retry, exceptions.Reject, exceptions.Ignore)
+
+
+def _classes(module: Any, base: type[Exception]) -> dict[tuple[str, str], type[Exception]]:
+    return {(module.__name__, name): cls for name, cls in vars(module).items()
+            if isinstance(cls, type) and issubclass(cls, base)
+            and not issubclass(cls, _CONTROL_FLOW) and cls.__module__ == module.__name__}
+
+
+#: The only classes a stored failure is rebuilt as, keyed by ``(exc_module, exc_type)``: fixed
+#: here from the code, never looked up by a name the data gives (promise 7). Builtins keep
+#: ``except ValueError`` working; django_taskq's own keep ``except TaskRevokedError``.
+REBUILT_EXCEPTIONS: Mapping[tuple[str, str], type[Exception]] = MappingProxyType(
+    {**_classes(builtins, Exception), **_classes(exceptions, exceptions.TaskqError)})
+
+
+def rebuild_exception(value: Any, traceback: str | None = None) -> BaseException:
+    """Turn a stored failure back into an exception, as data: nothing it names is imported,
+    looked up or called but the classes of ``REBUILT_EXCEPTIONS``.
+
+    Any other type (the task's own, or a name a hostile writer chose) comes back as
+    ``RemoteTaskError`` carrying the remote type's name, module and message. An eager run's
+    result holds the live exception, which is returned as it is.
+    """
+    if isinstance(value, BaseException):
+        return value
+    if not isinstance(value, Mapping) or "exc_type" not in value:
+        return exceptions.RemoteTaskError("Exception", "", repr(value))
+    name, module = str(value["exc_type"]), str(value.get("exc_module") or "")
+    args = value.get("exc_message") or []
+    args = args if isinstance(args, (list, tuple)) else [args]
+    cls = REBUILT_EXCEPTIONS.get((module, name))
+    if cls is not None:
+        try:
+            return cls(*args)
+        except Exception:  # noqa: BLE001 - arguments its constructor refuses: the generic error
+            pass
+    return exceptions.RemoteTaskError(name, module, " ".join(str(a) for a in args), traceback)
 
 
 def _plain(value: Any) -> bool:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import exceptions, states
 from .context import current_request
-from .results.meta import PROPAGATE_STATES, ResultMeta, rebuild_exception
+from .outcome import rebuild_exception
+from .results.meta import PROPAGATE_STATES, ResultMeta
 from .revoking import revoke, workflow_ids
 
 if TYPE_CHECKING:

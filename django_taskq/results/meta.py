@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import builtins
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .. import exceptions, states
+from .. import states
+from ..outcome import rebuild_exception
+
+__all__ = ["PROPAGATE_STATES", "PartResult", "ResultMeta", "rebuild_exception"]
 
 PROPAGATE_STATES = states.PROPAGATE_STATES
 
@@ -59,27 +61,3 @@ class PartResult:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def rebuild_exception(value: Any, traceback: str | None = None) -> BaseException:
-    """Turn a stored failure back into an exception, importing nothing named by the data.
-
-    Builtin exception types and django_taskq's own are rebuilt; anything else becomes a
-    RemoteTaskError carrying the remote type's name. An eager run's result holds the live
-    exception, which is returned as it is.
-    """
-    if isinstance(value, BaseException):
-        return value
-    if not isinstance(value, dict) or "exc_type" not in value:
-        return exceptions.RemoteTaskError("Exception", "", repr(value))
-    name, module = str(value["exc_type"]), str(value.get("exc_module") or "")
-    args = value.get("exc_message") or []
-    args = args if isinstance(args, (list, tuple)) else [args]
-    namespace = {"builtins": builtins, "django_taskq.exceptions": exceptions}.get(module)
-    cls = getattr(namespace, name, None) if namespace else None
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            return cls(*args)
-        except Exception:  # noqa: BLE001 - an exotic constructor; fall back to the generic error
-            pass
-    return exceptions.RemoteTaskError(name, module, " ".join(str(a) for a in args), traceback)
