@@ -105,11 +105,21 @@ def _classes(module: Any, base: type[Exception]) -> dict[tuple[str, str], type[E
             and not issubclass(cls, _CONTROL_FLOW) and cls.__module__ == module.__name__}
 
 
+#: Celery's classes that have a namesake here, by the module Celery stores: a failure a Celery
+#: worker stored (a revocation, a time limit) is caught as ours.
+_CELERY_NAMESAKES = {
+    "celery.exceptions": ("TaskRevokedError", "MaxRetriesExceededError", "ChordError",
+                          "TimeoutError", "NotRegistered"),
+    "billiard.exceptions": ("SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError"),
+}
+
 #: The only classes a stored failure is rebuilt as, keyed by ``(exc_module, exc_type)``: fixed
 #: here from the code, never looked up by a name the data gives (promise 7). Builtins keep
 #: ``except ValueError`` working; django_taskq's own keep ``except TaskRevokedError``.
-REBUILT_EXCEPTIONS: Mapping[tuple[str, str], type[Exception]] = MappingProxyType(
-    {**_classes(builtins, Exception), **_classes(exceptions, exceptions.TaskqError)})
+REBUILT_EXCEPTIONS: Mapping[tuple[str, str], type[Exception]] = MappingProxyType({
+    **_classes(builtins, Exception), **_classes(exceptions, exceptions.TaskqError),
+    **{(module, name): getattr(exceptions, name)
+       for module, names in _CELERY_NAMESAKES.items() for name in names}})
 
 
 def rebuild_exception(value: Any, traceback: str | None = None) -> BaseException:

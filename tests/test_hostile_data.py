@@ -20,7 +20,12 @@ import pytest
 
 from django_taskq import AsyncResult, maybe_signature, states, task
 from django_taskq.brokers import get_broker
-from django_taskq.exceptions import RemoteTaskError, TaskqError
+from django_taskq.exceptions import (
+    RemoteTaskError,
+    TaskqError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
 from django_taskq.outcome import Outcome
 from django_taskq.result import allow_join_result
 from django_taskq.results import get_backend
@@ -154,10 +159,23 @@ def test_builtin_failures_are_still_rebuilt_as_their_class(store):
         AsyncResult("builtin", backend=backend).get(timeout=1)
     # The type hook naming a class stays the plain mapping it is.
     assert raised.value.args == ("bad", {"__type__": HOSTILE_MODULE + ".Boom", "__value__": "x"})
-    from django_taskq.exceptions import TaskRevokedError
-
     with pytest.raises(TaskRevokedError, match="revoked"):
         AsyncResult("ours", backend=backend).get(timeout=1)
+
+
+def test_celery_failures_with_a_namesake_here_are_caught_as_ours(store):
+    """What a Celery worker stores for a revoked task or a time limit; not its control flow."""
+    backend, write = store
+    for module, name in [("celery.exceptions", "TaskRevokedError"),
+                         ("billiard.exceptions", "TimeLimitExceeded"),
+                         ("celery.exceptions", "Reject")]:
+        write(name, {"result": {"exc_module": module, "exc_type": name, "exc_message": ["x"]}})
+    with pytest.raises(TaskRevokedError, match="x"):
+        AsyncResult("TaskRevokedError", backend=backend).get(timeout=1)
+    with pytest.raises(TimeLimitExceeded, match="x"):
+        AsyncResult("TimeLimitExceeded", backend=backend).get(timeout=1)
+    with pytest.raises(RemoteTaskError, match="^celery.exceptions.Reject: x$"):
+        AsyncResult("Reject", backend=backend).get(timeout=1)
 
 
 def test_json_type_hooks_rebuild_only_the_fixed_value_types(store):
