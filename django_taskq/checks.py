@@ -14,6 +14,8 @@
 - django_taskq.W012: a Celery setting differs from the TASKQ key (or newer Celery name) that wins.
 - django_taskq.W013: a CELERY_* setting that Celery does not have (a typo?).
 - django_taskq.W014: a Celery setting for a feature that a later issue brings (named in the hint).
+- django_taskq.W016: DEBUG is on, a TASKQ or Celery URL holds a password, and the exception
+  reporter filter that masks it on the debug page is not set (security.py).
 """
 
 from __future__ import annotations
@@ -155,3 +157,43 @@ def check_events_database(app_configs: Any = None, **kwargs: Any) -> list[checks
         hint=f"Name one of {', '.join(django_settings.DATABASES) or 'no alias'}, or set it to "
              "None to store no events (the admin dashboard and /metrics read them).",
         id="django_taskq.E014")]
+
+
+#: Settings outside TASKQ whose value may be a broker or result URL (Celery's names).
+_CELERY_URL_SETTINGS = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "BROKER_URL",
+                        "CELERY_RESULT_DBURI", "CELERY_BROKER_READ_URL",
+                        "CELERY_BROKER_WRITE_URL")
+
+
+@checks.register("django_taskq")
+def check_exception_filter(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """django_taskq.W016: with DEBUG on, the debug page would show a URL's password."""
+    from django.conf import settings as django_settings
+    from django.utils.module_loading import import_string
+
+    from .security import FILTER_PATH, TaskqExceptionReporterFilter
+    from .service_url import has_password
+
+    if not django_settings.DEBUG:
+        return []
+    chosen = django_settings.DEFAULT_EXCEPTION_REPORTER_FILTER
+    try:
+        cls = import_string(chosen) if isinstance(chosen, str) else chosen
+    except ImportError:
+        cls = None  # Django reports a bad path itself when it renders an error
+    if isinstance(cls, type) and issubclass(cls, TaskqExceptionReporterFilter):
+        return []
+    values = list(raw_settings(celery=False).values())  # TASKQ, environment overrides too
+    values += [getattr(django_settings, name, None) for name in _CELERY_URL_SETTINGS]
+    if not any(has_password(value) for value in _flat(values)):
+        return []
+    return [checks.Warning(
+        "DEBUG is on and a TASKQ or Celery URL holds a password, which Django's debug page "
+        "would show (its filter hides settings by name, not URLs by value).",
+        hint=f"Add DEFAULT_EXCEPTION_REPORTER_FILTER = {FILTER_PATH!r} to your settings.",
+        id="django_taskq.W016")]
+
+
+def _flat(values: list[Any]) -> list[Any]:
+    return [item for value in values
+            for item in (value if isinstance(value, (list, tuple)) else (value,))]

@@ -17,7 +17,7 @@ def _poll_interval(url: ParsedUrl) -> float:
         poll = -1.0
     if poll <= 0:
         raise ConfigurationError(
-            f"BROKER_URL {url.original!r}: poll_interval must be a positive number of seconds.")
+            f"BROKER_URL {url.masked!r}: poll_interval must be a positive number of seconds.")
     return poll
 
 

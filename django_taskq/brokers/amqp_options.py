@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..exceptions import BrokerConnectionError, ConfigurationError
-from ..service_url import ParsedUrl
+from ..service_url import ParsedUrl, mask_text
 
 #: Seconds: open a connection; wait for any reply (a declare, a publisher confirm).
 CONNECT_TIMEOUT = 5.0
@@ -108,9 +108,7 @@ def _check_choices(values: dict[str, Any]) -> str | None:
 
 
 def _masked(url: ParsedUrl) -> str:
-    from ..service_url import mask
-
-    return repr(mask(url.original))
+    return repr(url.masked)
 
 
 def queue_arguments(options: AmqpOptions) -> dict[str, Any]:
@@ -187,7 +185,7 @@ def translated(what: str) -> Iterator[None]:
     except BrokerConnectionError:
         raise
     except connection_errors() as exc:
-        detail = "no answer in time" if isinstance(exc, TimeoutError) else f"{exc}"
+        detail = "no answer in time" if isinstance(exc, TimeoutError) else mask_text(str(exc))
         raise BrokerConnectionError(
             f"RabbitMQ unreachable or connection lost ({what}): {type(exc).__name__}: {detail}"
         ) from exc

@@ -381,7 +381,7 @@ def from_url(url: ParsedUrl, poll_interval: float,
     """The broker for a ``redis://`` or ``rediss://`` URL (``?prefix=`` renames our keys)."""
     prefix = url.options.get("prefix", "taskq")
     if not prefix or "\n" in prefix:
-        raise ConfigurationError(f"BROKER_URL {url.original!r}: prefix must be a non-empty name.")
+        raise ConfigurationError(f"BROKER_URL {url.masked!r}: prefix must be a non-empty name.")
     return RedisBroker(url, poll_interval=poll_interval, prefix=prefix,
                        max_deliveries=max_deliveries)
 

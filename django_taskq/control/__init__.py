@@ -30,7 +30,7 @@ def _redis(url: ParsedUrl) -> ControlStore:
 
     prefix = url.options.get("prefix", "taskq")
     if not prefix or "\n" in prefix:
-        raise ConfigurationError(f"{SETTING} {url.original!r}: prefix must be a non-empty name.")
+        raise ConfigurationError(f"{SETTING} {url.masked!r}: prefix must be a non-empty name.")
     return redis.from_url(url)
 
 

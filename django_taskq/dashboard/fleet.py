@@ -15,6 +15,7 @@ from typing import Any
 from ..brokers.base import QueueCounts
 from ..conf import get_settings
 from ..exceptions import TaskqError
+from ..service_url import mask_text
 
 #: Workers listed at most (online ones first).
 MAX_WORKERS = 200
@@ -86,7 +87,7 @@ def queue_depths(known: list[WorkerRow], broker: Any = None) -> list[QueueDepth]
     try:
         found = (broker if broker is not None else _broker()).queue_counts(names)
     except TaskqError as exc:
-        return [QueueDepth(name, None, consumers[name], error=str(exc)) for name in names]
+        return [QueueDepth(name, None, consumers[name], error=mask_text(str(exc))) for name in names]
     return [_depth(name, found[name], consumers[name]) for name in names]
 
 
@@ -109,4 +110,4 @@ def dead_letters(broker: Any = None) -> DeadLetters:
         return DeadLetters(dead_letter_store(broker if broker is not None else _broker())
                            .dead_letter_count())
     except TaskqError as exc:
-        return DeadLetters(None, str(exc))
+        return DeadLetters(None, mask_text(str(exc)))

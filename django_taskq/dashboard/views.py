@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..exceptions import TaskqError
+from ..service_url import mask_text
 from . import activity, charts, fleet, retry
 from . import story as stories
 from .sources import events_alias, results_alias
@@ -150,7 +151,7 @@ def retry_view(model_admin: Any, request: HttpRequest) -> HttpResponse:
     try:
         new_id = retry.retry(request.POST.get("task_id", ""))
     except TaskqError as exc:  # RetryRefused, or the backend or broker failing
-        messages.error(request, f"Not retried: {exc}")
+        messages.error(request, f"Not retried: {mask_text(str(exc))}")
     else:
         task_id = request.POST["task_id"].strip()
         messages.success(request, format_html(

@@ -14,7 +14,7 @@ from ...beat.service import BeatService
 from ...conf import get_settings
 from ...exceptions import ConfigurationError
 from ...log import setup_worker_logging
-from ...service_url import mask
+from ...service_url import mask, mask_text
 
 
 class Command(BaseCommand):
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         try:
             beat = BeatService(max_interval=interval)
         except ConfigurationError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(mask_text(str(exc))) from exc
         conf = get_settings()
         self.stdout.write(
             f"taskbeat {beat.scheduler.ident}\n"
@@ -56,4 +56,4 @@ class Command(BaseCommand):
         try:
             beat.run()
         except ConfigurationError as exc:
-            raise CommandError(f"beat cannot start: {exc}") from exc
+            raise CommandError(f"beat cannot start: {mask_text(str(exc))}") from exc

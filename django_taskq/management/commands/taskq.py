@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import TaskqError
+from ...service_url import mask_text
 from ..taskq import GROUPS, Handler
 
 
@@ -30,4 +31,4 @@ class Command(BaseCommand):
         try:
             handler(self, options)
         except TaskqError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(mask_text(str(exc))) from exc

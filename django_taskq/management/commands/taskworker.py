@@ -13,6 +13,7 @@ from ... import signals
 from ...conf import get_settings
 from ...exceptions import ConfigurationError
 from ...log import setup_worker_logging
+from ...service_url import mask_text
 from ...setting_values import POOLS
 from ...worker import Worker, WorkerOptions
 from ...worker.banner import banner
@@ -72,7 +73,7 @@ class Command(BaseCommand):
             if options.get("task_events") is not None:
                 worker.events.task_events = options["task_events"] and worker.events.enabled
         except (ConfigurationError, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(mask_text(str(exc))) from exc
         # Celery's order: celeryd_init, logging (setup_logging...), celeryd_after_setup, run.
         hostname, conf = worker_options.hostname, get_settings()
         signals.send(signals.celeryd_init, hostname, instance=worker, conf=conf,
