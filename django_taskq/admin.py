@@ -19,13 +19,13 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from . import deadletters
+from . import deadletters, sensitive
 from .admin_base import ReadOnlyAdmin
 from .conf import get_settings
 from .dashboard import results, views
 from .exceptions import TaskqError
 from .models import DeadLetterMessage, QueuedMessage, TaskResult, WorkerState
-from .service_url import mask
+from .service_url import mask, mask_text
 
 #: Dead letters shown on the broker page.
 BROKER_PAGE_LIMIT = 200
@@ -100,6 +100,11 @@ class MessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="body")
     def body_text(self, obj: Any) -> str:
+        """The body, or only the argument reprs when they are hidden (sensitive.py)."""
+        headers = obj.headers if isinstance(obj.headers, dict) else {}
+        if sensitive.hidden(obj.task_name, headers):
+            argsrepr, kwargsrepr = sensitive.reprs(obj.task_name, headers, (), {})
+            return f"arguments hidden: args {argsrepr}, kwargs {kwargsrepr}"
         return str(obj.body_preview())
 
 
@@ -156,7 +161,7 @@ class DeadLetterAdmin(MessageAdmin):
             letters = deadletters.list_letters(limit=BROKER_PAGE_LIMIT)
             total, error = deadletters.count(), ""
         except TaskqError as exc:
-            letters, total, error = [], 0, str(exc)
+            letters, total, error = [], 0, mask_text(str(exc))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts, "title": "Dead letters in the broker",
@@ -174,7 +179,7 @@ class DeadLetterAdmin(MessageAdmin):
         try:
             done = deadletters.requeue(ids)
         except TaskqError as exc:
-            self.message_user(request, f"Nothing requeued: {exc}", messages.ERROR)
+            self.message_user(request, f"Nothing requeued: {mask_text(str(exc))}", messages.ERROR)
             return
         level = messages.SUCCESS if ids is None or done == len(set(ids)) else messages.WARNING
         missed = "" if level == messages.SUCCESS else \

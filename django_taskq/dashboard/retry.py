@@ -58,7 +58,8 @@ def retry(task_id: str, backend: Any = None) -> str:
             "your code, or turn that setting on for later failures.")
     args, kwargs = meta.args or [], meta.kwargs or {}
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        raise RetryRefused(f"Task {task_id}'s arguments were stored as text (the result "
+        raise RetryRefused(f"Task {task_id}'s arguments were stored as text (hidden: a "
+                           "sensitive task, or argsrepr/kwargsrepr given; or the result "
                            "serializer could not encode them): send it again from your code.")
     new_id = retry_id(task_id)
     if (backend or get_backend()).get(new_id) is not None:

@@ -2,7 +2,8 @@
 
 Field names and meanings are Celery's (``celery.events`` and the worker's request), so Flower and
 ``celery events`` read ours: arguments travel as their repr (``argsrepr``/``kwargsrepr`` when the
-caller gave them), results and exceptions as short reprs, times as Unix seconds or ISO text.
+caller gave them, ``<sensitive>`` for a sensitive task: sensitive.py), results and exceptions as
+short reprs, times as Unix seconds or ISO text.
 Every task event also carries ``name``, which Celery sends only with ``task-received``: the stored
 history is searchable by name without a join.
 """
@@ -39,12 +40,14 @@ def short_repr(value: Any) -> str:
 
 
 def received(job: Job) -> dict[str, Any]:
-    """``task-received``: the request as the worker accepted it."""
+    """``task-received``: the request as the worker accepted it (its arguments as
+    sensitive.reprs shows them: an empty argsrepr stays empty)."""
+    from ..sensitive import request_reprs
+
     request = job.request
+    argsrepr, kwargsrepr = request_reprs(request)
     return {
-        "uuid": request.id, "name": job.task_name,
-        "args": request.argsrepr or short_repr(tuple(request.args)),
-        "kwargs": request.kwargsrepr or short_repr(request.kwargs),
+        "uuid": request.id, "name": job.task_name, "args": argsrepr, "kwargs": kwargsrepr,
         "root_id": request.root_id, "parent_id": request.parent_id,
         "retries": request.retries,
         "eta": request.eta.isoformat() if request.eta else None,
@@ -60,10 +63,13 @@ def started(job: Job, pid: int | None = None) -> dict[str, Any]:
 
 def sent(envelope: Envelope) -> dict[str, Any]:
     """``task-sent`` (TASK_SEND_SENT_EVENT): what the producer put on the broker."""
+    from ..sensitive import reprs
+
     headers = envelope.headers
+    argsrepr, kwargsrepr = reprs(envelope.task_name, headers, (), {})
     return {
         "uuid": envelope.message_id, "name": envelope.task_name,
-        "args": headers.get("argsrepr"), "kwargs": headers.get("kwargsrepr"),
+        "args": argsrepr, "kwargs": kwargsrepr,
         "root_id": headers.get("root_id"), "parent_id": headers.get("parent_id"),
         "retries": headers.get("retries", 0), "eta": headers.get("eta"),
         "expires": headers.get("expires"), "queue": envelope.queue,

@@ -14,6 +14,7 @@ from ..context import take_scheduled_retry
 from ..einfo import ExceptionInfo
 from ..exceptions import Ignore, Reject, Retry, SerializationError
 from ..outcome import Outcome, RetryOrder, failure
+from ..sensitive import stored_arguments
 from .job import Job
 
 logger = logging.getLogger("django_taskq.worker.worker")  # the worker's log, as before
@@ -47,9 +48,9 @@ class Run:
             "date_done": clock_now()}
         if request.group:  # a group member: whether it is in a chord is known here
             common["chord"] = request.chord if isinstance(request.chord, dict) else {}
-        if self.job.extended:
-            common.update(args=request.args, kwargs=request.kwargs,
-                          queue=request.delivery_info.get("queue"))
+        if self.job.extended:  # hidden arguments are kept as their reprs (sensitive.py)
+            args, kwargs = stored_arguments(request)
+            common.update(args=args, kwargs=kwargs, queue=request.delivery_info.get("queue"))
         return common
 
     def succeeded(self, value: Any) -> None:

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import sensitive
 from ..control.rate import parse_rate
-from ..events.build import short_repr
 from ..exceptions import TaskqError
 from ..registry import registry
 from .pools import MAX_THREADS
@@ -103,11 +103,12 @@ class RemoteControl:
 def request_info(worker: Worker, job: Job, *, started: bool, safe: Any = False
                  ) -> dict[str, Any]:
     """A request as Celery's ``inspect active``/``reserved`` shows it: the arguments
-    themselves, or their reprs with ``safe`` (as Celery's ``Request.info(safe)``)."""
+    themselves, or their reprs with ``safe`` (as Celery's ``Request.info(safe)``); only the
+    reprs when they are hidden (a sensitive task, a sender's argsrepr: sensitive.py)."""
     request = job.request
     info = request.delivery_info
-    argsrepr = request.argsrepr or short_repr(tuple(request.args))
-    kwargsrepr = request.kwargsrepr or short_repr(request.kwargs)
+    argsrepr, kwargsrepr = sensitive.request_reprs(request)
+    safe = safe or sensitive.hidden(request.task, request.message_headers)
     return {"id": request.id, "name": job.task_name, "type": job.task_name,
             "args": argsrepr if safe else _plain(list(request.args), argsrepr),
             "kwargs": kwargsrepr if safe else _plain(dict(request.kwargs), kwargsrepr),
@@ -340,17 +341,23 @@ def revoked(worker: Worker, arguments: dict[str, Any]) -> Any:
 
 @command("conf")
 def conf(worker: Worker, arguments: dict[str, Any]) -> Any:
-    """The TASKQ settings (Flower's config tab): URLs without their passwords, values JSON
-    cannot hold as their repr."""
-    from ..conf import get_settings
-    from ..service_url import mask
+    """The TASKQ settings (Flower's config tab): URLs without their passwords, secrets
+    (SIGNING_KEYS) hidden, values JSON cannot hold as their repr."""
+    from ..conf import SECRET_SETTINGS, get_settings
+    from ..service_url import HIDDEN, mask_text
 
     def shown(name: str, value: Any) -> Any:
-        if isinstance(value, str) and (name.endswith("_URL") or name == "RESULT_BACKEND"):
-            return mask(value)
-        if isinstance(value, (str, int, float, bool, list, tuple, dict, type(None))):
+        if name in SECRET_SETTINGS:
+            return HIDDEN if value else value
+        if isinstance(value, str):
+            return mask_text(value)
+        if isinstance(value, (int, float, bool, type(None))):
             return value
-        return repr(value)
+        text = repr(value)
+        masked = mask_text(text)
+        if masked != text:  # a URL inside a list or mapping: its repr, without the password
+            return masked
+        return value if isinstance(value, (list, tuple, dict)) else text
 
     return {name: shown(name, value)
             for name, value in dataclasses.asdict(get_settings()).items()}

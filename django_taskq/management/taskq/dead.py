@@ -99,9 +99,14 @@ def dead_show(command: BaseCommand, options: dict[str, Any]) -> None:
                          ("content type", f"{envelope.content_type} ({envelope.content_encoding})")):
         out.write(f"{label + ':':14}{value}")
     out.write(f"reason:\n{indent(letter.reason)}")
-    out.write(f"headers:\n{indent(deadletters.to_json(envelope.headers))}")
     body = deadletters.body_of(letter)
-    if body.decoded:
+    headers = envelope.headers if body.hidden is None else {
+        **envelope.headers, "argsrepr": body.hidden[0], "kwargsrepr": body.hidden[1]}
+    out.write(f"headers:\n{indent(deadletters.to_json(headers))}")
+    if body.hidden is not None:  # a sensitive task's, or a sender's argsrepr: only the reprs
+        out.write(f"args (hidden):\n{indent(body.hidden[0])}")
+        out.write(f"kwargs (hidden):\n{indent(body.hidden[1])}")
+    elif body.decoded:
         out.write(f"args:\n{indent(deadletters.to_json(body.args))}")
         out.write(f"kwargs:\n{indent(deadletters.to_json(body.kwargs))}")
         if body.embed:
