@@ -68,7 +68,7 @@ def canonical(envelope: Envelope, kid: str, signed_at: int) -> bytes:
         MessageError: a header value JSON cannot hold.
     """
     headers = {key: value for key, value in envelope.headers.items()
-               if not str(key).startswith("x-")}
+               if not key.startswith("x-")}
     body = envelope.body if isinstance(envelope.body, bytes) else bytes(envelope.body)
     try:
         return json.dumps(
