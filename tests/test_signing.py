@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from django_taskq import AsyncResult, signing
 from django_taskq.brokers import get_broker
@@ -184,6 +185,8 @@ def test_requeue_signs_again_but_never_launders_a_refused_message(keyed, make_wo
     with pytest.raises(deadletters.RequeueRefused, match="unknown key") as refused:
         deadletters.requeue([ids[misfit.message_id], ids[forged.message_id]])
     assert "Purge" in str(refused.value) and len(dead_letters(broker)) == 2
+    with pytest.raises(CommandError, match=f"{ids[forged.message_id]}: signature refused"):
+        call_command("taskq", "dead", "requeue", ids[forged.message_id])
     assert deadletters.requeue(None) == 1  # the refused one stays
     assert [m for m, _ in dead_letters(broker)] == [forged.message_id]
     [back] = broker.reserve(["default"], max_messages=1, lease=30, worker="w")
