@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import serializers
+from . import compression, serializers
 from .exceptions import MessageError
 
 #: What ``argsrepr``/``kwargsrepr`` say for a task marked ``sensitive=True``.
 SENSITIVE = "<sensitive>"
+#: Set (True) when the sender chose argsrepr/kwargsrepr (or the task is sensitive): only those
+#: are shown or stored, never the arguments (sensitive.py).
+HIDDEN_ARGS_HEADER = "taskq_hidden_args"
 
 _repr = reprlib.Repr()
 _repr.maxstring = 256
@@ -80,7 +83,7 @@ class DecodedMessage:
 PROTOCOL_HEADERS = frozenset({
     "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
     "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
-    "replaced_task_nesting", "stamped_headers", "stamps", "compression"})
+    "replaced_task_nesting", "stamped_headers", "stamps", "compression", HIDDEN_ARGS_HEADER})
 
 
 def custom_headers(headers: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +154,10 @@ def build_envelope(task_name: str, args: tuple[Any, ...] | list[Any], kwargs: di
     body, content_type, content_encoding = serializers.dumps([list(args), kwargs, embed],
                                                              options.serializer)
     headers: dict[str, Any] = dict(options.headers)
+    if options.compression:
+        # kombu's way: the body compressed, the method in the ``compression`` header, the
+        # content type still the serializer's.
+        body, headers["compression"] = compression.compress(options.compression, body)
     headers.update({
         "lang": "py", "task": task_name, "id": task_id, "shadow": options.shadow,
         "eta": _iso(options.eta), "expires": _iso(options.expires), "group": options.group_id,
@@ -160,6 +167,8 @@ def build_envelope(task_name: str, args: tuple[Any, ...] | list[Any], kwargs: di
         "kwargsrepr": _repr.repr(kwargs) if options.kwargsrepr is None else options.kwargsrepr,
         "origin": origin(), "ignore_result": options.ignore_result,
     })
+    if options.argsrepr is not None or options.kwargsrepr is not None:
+        headers[HIDDEN_ARGS_HEADER] = True
     properties = {
         "correlation_id": options.correlation_id or task_id, "reply_to": options.reply_to,
         "delivery_mode": 2, "priority": options.priority,
@@ -182,12 +191,42 @@ def _parse_time(headers: dict[str, Any], key: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def decode(envelope: Envelope, accept: tuple[str, ...] = ("json",)) -> DecodedMessage:
-    """Check and decode a delivered message.
+def decode_body(envelope: Envelope, accept: tuple[str, ...] | None = None,
+                max_bytes: int | None = None) -> Any:
+    """The decoded body of a message, checked in this order: its content type is accepted
+    (before anything else: a refused body is never decompressed or decoded), it is
+    decompressed per its ``compression`` header (never beyond ``max_bytes``), then decoded with
+    the JSON depth limit (JSON_MAX_DEPTH).
+
+    ``accept`` (serializer names or content types): None trusts the envelope's own content
+    type, for a message this process built or already accepted; a worker decoding a delivery
+    passes ACCEPT_CONTENT. ``max_bytes``: default MESSAGE_MAX_BYTES.
+
+    Raises:
+        ContentDisallowed: the content type is not accepted.
+        SerializationError: it does not decompress or decode, inflates beyond ``max_bytes`` or
+            nests too deep.
+    """
+    serializer = serializers.accepted(
+        envelope.content_type, (envelope.content_type,) if accept is None else accept)
+    body = envelope.body
+    method = envelope.headers.get("compression") if isinstance(envelope.headers, dict) else None
+    if method:
+        if max_bytes is None:
+            from .conf import get_settings
+
+            max_bytes = get_settings().MESSAGE_MAX_BYTES
+        body = compression.decompress(str(method), body, max_bytes)
+    return serializers.decode(serializer, body, envelope.content_encoding)
+
+
+def decode(envelope: Envelope, accept: tuple[str, ...] | None = None) -> DecodedMessage:
+    """Check and decode a delivered message (``accept``: default ACCEPT_CONTENT).
 
     Raises:
         MessageError: headers are missing or malformed, or the body is not ``[args, kwargs, embed]``.
-        ContentDisallowed, SerializationError: the body's content type is refused or undecodable.
+        ContentDisallowed, SerializationError: the body's content type is refused, or it is
+            undecodable, too large once inflated (MESSAGE_MAX_BYTES) or too deep (JSON_MAX_DEPTH).
     """
     headers = envelope.headers
     if not isinstance(headers, dict):
@@ -197,7 +236,11 @@ def decode(envelope: Envelope, accept: tuple[str, ...] = ("json",)) -> DecodedMe
         raise MessageError("Message has no 'task' header (not Celery protocol v2).")
     if not isinstance(task_id, str) or not task_id:
         raise MessageError("Message has no 'id' header (not Celery protocol v2).")
-    body = serializers.loads(envelope.body, envelope.content_type, envelope.content_encoding, accept)
+    if accept is None:
+        from .conf import get_settings
+
+        accept = get_settings().ACCEPT_CONTENT
+    body = decode_body(envelope, accept)
     if not (isinstance(body, (list, tuple)) and len(body) == 3):
         raise MessageError("Message body is not [args, kwargs, embed] (Celery protocol v2).")
     args, kwargs, embed = body
@@ -218,7 +261,8 @@ def retry_envelope(original: Envelope, *, eta: datetime | None, args: Any = None
     """The next delivery of a retried task: same id, queue and priority, ``retries + 1``.
 
     The body is kept byte for byte unless new ``args``/``kwargs`` are given (then it is encoded
-    again with the original content type, keeping the embedded workflow fields). ``options``
+    again with the original content type and compression, keeping the embedded workflow
+    fields). ``options``
     (``self.retry(queue=, priority=, headers=)``) change where and how it goes.
     """
     options = options or {}
@@ -229,14 +273,16 @@ def retry_envelope(original: Envelope, *, eta: datetime | None, args: Any = None
     headers["eta"] = _iso(eta)
     body, content_type, encoding = original.body, original.content_type, original.content_encoding
     if args is not None or kwargs is not None:
-        old_args, old_kwargs, embed = serializers.loads(body, content_type, encoding,
-                                                        (serializers.get(content_type).name,))
+        old_args, old_kwargs, embed = decode_body(original)
         new_args = list(old_args if args is None else args)
         new_kwargs = dict(old_kwargs if kwargs is None else kwargs)
         body, content_type, encoding = serializers.dumps(
             [new_args, new_kwargs, embed], serializers.get(content_type).name)
-        headers["argsrepr"] = _repr.repr(tuple(new_args))
-        headers["kwargsrepr"] = _repr.repr(new_kwargs)
+        if headers.get("compression"):
+            body, headers["compression"] = compression.compress(headers["compression"], body)
+        if not headers.get(HIDDEN_ARGS_HEADER):  # the sender's argsrepr stays for every retry
+            headers["argsrepr"] = _repr.repr(tuple(new_args))
+            headers["kwargsrepr"] = _repr.repr(new_kwargs)
     queue = options.get("queue") or original.queue
     priority = options.get("priority", original.priority)
     properties = {key: value for key, value in original.properties.items()

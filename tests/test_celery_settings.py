@@ -108,6 +108,10 @@ def test_docs_table_names_every_celery_setting():
     ("CELERY_SEND_EVENTS", False, "EVENTS", False),
     ("CELERY_TASK_SEND_SENT_EVENT", True, "TASK_SEND_SENT_EVENT", True),
     ("CELERY_SEND_TASK_SENT_EVENT", True, "TASK_SEND_SENT_EVENT", True),
+    ("CELERY_TASK_COMPRESSION", "gzip", "TASK_COMPRESSION", "gzip"),
+    ("CELERY_MESSAGE_COMPRESSION", "bzip2", "TASK_COMPRESSION", "bzip2"),
+    ("CELERY_RESULT_COMPRESSION", "application/x-lzma", "RESULT_COMPRESSION",
+     "application/x-lzma"),
 ])
 def test_honoured(name, value, key, expected):
     assert getattr(honoured(**{name: value}), key) == expected
@@ -266,9 +270,6 @@ def test_w013_unknown_celery_setting():
 
 
 @pytest.mark.parametrize("name, value, in_hint", [
-    ("CELERY_SECURITY_KEY", "/k.pem", "signing issue"),
-    ("CELERY_TASK_SERIALIZER", "auth", "signing issue"),
-    ("CELERY_TASK_COMPRESSION", "gzip", "serializers issue"),
     ("CELERY_RESULT_BACKEND", "rpc://", "result-stores issue"),
     ("CELERY_RESULT_BACKEND", "django-cache", "result-stores issue"),
     ("CELERY_RESULT_BACKEND", "cache+memcached://127.0.0.1:11211/", "result-stores issue"),
@@ -278,6 +279,23 @@ def test_w014_not_yet_names_the_issue(name, value, in_hint):
     [(id_, message, hint)] = notes(TASKQ={}, **{name: value})
     assert id_ == "django_taskq.W014" and message.startswith(name)
     assert in_hint in hint
+
+
+@pytest.mark.parametrize("name, value", [
+    ("CELERY_SECURITY_KEY", "/k.pem"), ("CELERY_SECURITY_CERTIFICATE", "/c.pem"),
+    ("CELERY_TASK_SERIALIZER", "auth"), ("CELERY_ACCEPT_CONTENT", ["auth"]),
+])
+def test_celerys_auth_signing_is_refused_naming_ours(name, value):
+    [(id_, message, hint)] = notes(TASKQ={}, **{name: value})
+    assert id_ == "django_taskq.W011" and message.startswith(name)
+    assert "signs the body only" in hint and "TASKQ['SIGNING_KEYS']" in hint
+    assert "docs/security.md" in hint
+
+
+def test_an_unknown_celery_compression_is_an_error_naming_the_known_ones():
+    [(id_, message, hint)] = notes(TASKQ={}, CELERY_TASK_COMPRESSION="snappy")
+    assert id_ == "django_taskq.E010"
+    assert "snappy" in message + hint and "zlib (gzip)" in message + hint
 
 
 @pytest.mark.parametrize("name, value, in_hint", [

@@ -24,8 +24,8 @@ _EVENT_EXCHANGE = ("Not offered: events go out on Celery's default event exchang
 _EVENT_QUEUES = ("Not needed: these shape the queues of event receivers (Flower, celery events), "
                  "which take them from their own Celery configuration; the events django_taskq "
                  "stores expire after TASKQ['EVENTS_EXPIRES'] seconds. Remove it.")
-SIGNING_HINT = "Message signing arrives with the signing issue; until then messages are not signed."
-_COMPRESSION = "Compression arrives with the serializers issue; until then nothing is compressed."
+SIGNING_HINT = ("Celery's certificate-based `auth` serializer signs the body only; django_taskq "
+                "signs headers and body with TASKQ['SIGNING_KEYS'] — see docs/security.md")
 _CHORDS = ("Not needed: a chord's header tasks are counted atomically in the result store as "
            "they finish (never joined or polled by a retrying task), and the counts expire with "
            "TASKQ['RESULT_EXPIRES']; see docs/canvas.md. Remove it.")
@@ -64,9 +64,8 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
     (NO_EFFECT, _EVENT_EXCHANGE, "event_exchange event_serializer"),
     (NO_EFFECT, _EVENT_QUEUES, "event_queue_durable event_queue_exclusive event_queue_expires "
      "event_queue_prefix event_queue_ttl"),
-    (NOT_YET, SIGNING_HINT, "security_cert_store security_certificate security_digest security_key "
-     "security_key_password"),
-    (NOT_YET, _COMPRESSION, "task_compression result_compression"),
+    (NO_EFFECT, SIGNING_HINT, "security_cert_store security_certificate security_digest "
+     "security_key security_key_password"),
     (NO_EFFECT, _CHORDS, "result_chord_expires result_chord_join_timeout "
      "result_chord_retry_interval"),
     (NO_EFFECT, _CHORD_ERRBACKS, "task_allow_error_cb_on_chord_header"),

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import serializers
+from ..exceptions import SerializationError
 from .explained import NO_BACKEND_HINT, NO_EFFECT, NOT_YET, SIGNING_HINT, SQLALCHEMY_HINT, STORES_HINT
 
 
@@ -25,8 +26,6 @@ class Refused(Exception):
         self.kind, self.hint = kind, hint
 
 
-_CONTENT_TYPES = {"application/json": "json", "application/x-msgpack": "msgpack",
-                  "application/x-yaml": "yaml", "application/x-python-serialize": "pickle"}
 _BROKER_SCHEMES = ("db", "memory", "redis", "rediss", "amqp", "amqps", "pyamqp")
 _RESULT_SCHEMES = ("db", "memory", "redis", "rediss")
 
@@ -77,12 +76,16 @@ def _result_backend(value: Any) -> str:
 
 
 def _serializer(value: Any) -> str:
-    name = _CONTENT_TYPES.get(value, value) if isinstance(value, str) else value
-    if name == "auth":
-        raise Refused(NOT_YET, SIGNING_HINT)
-    if name not in serializers.NAMES:
-        raise TypeError(f"one of {', '.join(serializers.NAMES)} (or their content types)")
-    return str(name)
+    """A serializer's name, from its name or content type (registered ones too)."""
+    if value == "auth":
+        raise Refused(NO_EFFECT, SIGNING_HINT)
+    try:
+        if isinstance(value, str):
+            return serializers.get(value).name
+    except SerializationError:
+        pass
+    raise TypeError(f"one of {', '.join(serializers.NAMES)} (or their content types; others "
+                    "are added with django_taskq.serializers.register)")
 
 
 def _accept_content(value: Any) -> list[str]:
@@ -154,4 +157,7 @@ HONOURED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "beat_max_loop_interval": ("BEAT_MAX_LOOP_INTERVAL", None),
     "worker_send_task_events": ("EVENTS", None),  # Celery's -E; here on unless set False
     "task_send_sent_event": ("TASK_SEND_SENT_EVENT", None),
+    # kombu's names, aliases and header values: conf checks the method is installed.
+    "task_compression": ("TASK_COMPRESSION", None),
+    "result_compression": ("RESULT_COMPRESSION", None),
 }

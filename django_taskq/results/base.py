@@ -8,8 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import exceptions, serializers, states
-from ..exceptions import SerializationError
+from .. import compression, exceptions, serializers, states
+from ..exceptions import ConfigurationError, SerializationError
 from ..outcome import Outcome
 from .meta import PartResult, ResultMeta
 
@@ -19,15 +19,40 @@ FIRST_POLL = 0.05
 OnMessage = Callable[[dict[str, Any]], Any]
 OnInterval = Callable[[], Any]
 
+#: Celery's marker of a compressed stored result (celery/backends/base.py): the result has no
+#: header to say how it was compressed, so it says so in front,
+#: ``MAGIC + kombu header value + NUL + compressed bytes``. No serializer's output starts with
+#: a NUL byte, so an uncompressed result is never mistaken for one.
+COMPRESSED_MAGIC = b"\x00celery-compressed\x00"
+
 
 class ResultBackend(ABC):
     """Stores outcomes and answers AsyncResult look-ups."""
 
     def __init__(self, accept: Sequence[str] = ("json",), expires: float = 86400.0,
-                 serializer: str = "json") -> None:
+                 serializer: str = "json", compression: str | None = None) -> None:
         self.accept = tuple(accept)
         self.expires = expires
         self.serializer = serializer
+        self.compression = self._check_compression(compression)
+
+    def _check_compression(self, name: str | None) -> str | None:
+        if not name:
+            return None
+        try:
+            compression.check(name)
+        except SerializationError as exc:
+            raise ConfigurationError(f"RESULT_COMPRESSION: {exc}") from exc
+        return name
+
+    def compress_payload(self, data: bytes) -> bytes:
+        """Encoded result bytes as they are stored: compressed in Celery's format when
+        RESULT_COMPRESSION is set; a result larger than MESSAGE_MAX_BYTES is stored as it is,
+        so that it stays readable (reading inflates no more than that)."""
+        if not self.compression or len(data) > _max_bytes():
+            return data
+        body, header = compression.compress(self.compression, data)
+        return b"".join((COMPRESSED_MAGIC, header.encode("ascii"), b"\x00", body))
 
     @abstractmethod
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
@@ -115,6 +140,25 @@ class ResultBackend(ABC):
             return None
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
         return serializers.loads(data, content_type, content_encoding, self.accept)
+
+
+def decompress_payload(data: bytes) -> bytes:
+    """Stored result bytes, decompressed when they carry Celery's marker (ours or a Celery
+    worker's, whatever RESULT_COMPRESSION says here), inflated to MESSAGE_MAX_BYTES at most.
+
+    Raises:
+        SerializationError: the compressed result is corrupt, of an unknown method or too large.
+    """
+    if not data.startswith(COMPRESSED_MAGIC):
+        return data
+    header, _, body = data[len(COMPRESSED_MAGIC):].partition(b"\x00")
+    return compression.decompress(header.decode("ascii", "replace"), body, _max_bytes())
+
+
+def _max_bytes() -> int:
+    from ..conf import get_settings
+
+    return get_settings().MESSAGE_MAX_BYTES
 
 
 def wait_by_polling(fetch: Callable[[str], ResultMeta | None], task_id: str,

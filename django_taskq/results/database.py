@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from .. import states
 from ..engines import translating
-from ..exceptions import ResultBackendConnectionError, ResultBackendError
+from ..exceptions import ConfigurationError, ResultBackendConnectionError, ResultBackendError
 from ..outcome import Outcome
 from .base import ResultBackend, as_text, encode_argument, payload_text, plain_arguments
 from .meta import PartResult, ResultMeta
@@ -31,6 +31,14 @@ class DatabaseResultBackend(ResultBackend):
     def __init__(self, alias: str = "default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.alias = alias
+        if self.compression:
+            # Results are text that the admin, the dashboard and their searches read; Celery's
+            # database backend cannot compress them either (it ignores result_compression).
+            raise ConfigurationError(
+                f"RESULT_COMPRESSION ({self.compression!r}) is not available with the database "
+                "result backend: results are stored as readable text (the admin and dashboard "
+                "show and search them). Unset RESULT_COMPRESSION (CELERY_RESULT_COMPRESSION), or "
+                "store results in Redis (RESULT_BACKEND = 'redis://...').")
 
     @property
     def _model(self) -> Any:

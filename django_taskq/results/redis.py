@@ -5,7 +5,9 @@ One key per task, ``celery-task-meta-<id>``, holding the meta mapping (``status`
 and, for extended results, ``args``, ``kwargs``, ``queue``, with the key names of Celery's
 ``result_extended``) encoded with RESULT_SERIALIZER, with a TTL of RESULT_EXPIRES. Every store is
 also PUBLISHed on a channel of the same name, so a waiting ``get()`` wakes at once instead of
-polling.
+polling. With RESULT_COMPRESSION the stored bytes are compressed in Celery's format
+(``result_compression``: a marker, the method, the bytes); compressed results are read whatever
+the setting says here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..exceptions import ResultBackendError, SerializationError, TimeoutError
 from ..outcome import Outcome
 from ..redisconn import client_from_url, reconnecting
 from ..service_url import ParsedUrl
-from .base import OnInterval, OnMessage, ResultBackend, plain_arguments
+from .base import OnInterval, OnMessage, ResultBackend, decompress_payload, plain_arguments
 from .meta import ResultMeta
 from .redis_chords import RedisChords
 
@@ -81,13 +83,15 @@ class RedisResultBackend(RedisChords, ResultBackend):
             # Splice the already-encoded value in rather than decoding and encoding it again.
             encoded = outcome.payload if outcome.payload is not None else b"null"
             head = json.dumps({"status": fields.pop("status"), "result": None})[:-5].encode()
-            return head + encoded + b", " + serializers.dumps(fields, "json")[0][1:]
+            return self.compress_payload(
+                head + encoded + b", " + serializers.dumps(fields, "json")[0][1:])
         value = None
         if outcome.payload is not None:
             value = serializers.loads(outcome.payload, outcome.content_type,
                                       outcome.content_encoding,
                                       accept=(*self.accept, "json", self.serializer))
-        return serializers.dumps({**fields, "result": value}, self.serializer)[0]
+        return self.compress_payload(
+            serializers.dumps({**fields, "result": value}, self.serializer)[0])
 
     def _extended(self, outcome: Outcome) -> dict[str, Any]:
         """Celery's ``result_extended`` keys that the outcome carries; arguments the serializer
@@ -116,9 +120,9 @@ class RedisResultBackend(RedisChords, ResultBackend):
             meta: dict[str, Any] = {
                 "status": states.PENDING, "result": None, "traceback": None, "children": [],
                 "date_done": None, "task_id": task_id, "name": name}
-            data = json.dumps(meta) if self.serializer == "json" else \
+            data = json.dumps(meta).encode() if self.serializer == "json" else \
                 serializers.dumps(meta, self.serializer)[0]
-            pipe.set(self.key(task_id), data, nx=True, ex=self._ttl())
+            pipe.set(self.key(task_id), self.compress_payload(data), nx=True, ex=self._ttl())
 
     @reconnecting
     def store_many(self, outcomes: Sequence[Outcome]) -> None:
@@ -137,7 +141,8 @@ class RedisResultBackend(RedisChords, ResultBackend):
         if data is None:
             return None
         codec = serializers.get(self.serializer)
-        meta = serializers.loads(data, codec.content_type, codec.content_encoding, self.accept)
+        meta = serializers.loads(decompress_payload(data), codec.content_type,
+                                 codec.content_encoding, self.accept)
         if not isinstance(meta, dict):
             raise SerializationError(f"Result of {task_id} is not a mapping: {meta!r:.100}")
         return meta
@@ -226,7 +231,8 @@ class RedisResultBackend(RedisChords, ResultBackend):
         ``result``, with the results' TTL), so a Celery client restores it too."""
         meta = {"result": [[group_id, None], [[[task_id, None], None] for task_id in task_ids]]}
         self.client.set(f"{GROUP_KEY_PREFIX}{group_id}",
-                        serializers.dumps(meta, self.serializer)[0], ex=self._ttl())
+                        self.compress_payload(serializers.dumps(meta, self.serializer)[0]),
+                        ex=self._ttl())
 
     @reconnecting
     def restore_group(self, group_id: str) -> list[str] | None:

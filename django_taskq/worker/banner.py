@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django_taskq import __version__
 
+from .. import serializers
 from ..conf import get_settings
 from ..registry import registry
 from ..service_url import mask
@@ -13,9 +16,33 @@ from ..service_url import mask
 if TYPE_CHECKING:
     from .worker import Worker
 
+logger = logging.getLogger("django_taskq.worker.worker")  # the worker's log
+
+#: What a worker that accepts pickle says when it starts (promise 7: pickle runs code).
+PICKLE_WARNING = ("ACCEPT_CONTENT includes pickle: any process that can write to the broker "
+                  "can run code in this worker. Turn on TASKQ['SIGNING_KEYS'] (signed messages "
+                  "only), or accept json only.")
+PICKLE_SIGNED = ("ACCEPT_CONTENT includes pickle: any process holding a key of "
+                 "TASKQ['SIGNING_KEYS'] can run code in this worker; keep the keys secret.")
+
+
+def accepts_pickle(accept: Iterable[str]) -> bool:
+    """Whether ``accept`` (names or content types) lets pickle in."""
+    return any(name in ("pickle", serializers.get("pickle").content_type) for name in accept)
+
+
+def warn_about_pickle(accept: Iterable[str]) -> str:
+    """Log the pickle WARNING when ``accept`` lets pickle in; the banner's line for it."""
+    if not accepts_pickle(accept):
+        return ""
+    text = PICKLE_SIGNED if get_settings().SIGNING_KEYS else PICKLE_WARNING
+    logger.warning(text)
+    return f"- WARNING:     {text}\n"
+
 
 def banner(worker: Worker) -> str:
-    """A few lines naming the broker (password masked), backend, queues and tasks."""
+    """A few lines naming the broker (password masked), backend, queues and tasks; a worker
+    that accepts pickle also logs a WARNING and says so here."""
     settings, options = get_settings(), worker.options
     tasks = "\n".join(f"  . {name}" for name in registry) or "  (no tasks registered)"
     return (
@@ -27,6 +54,7 @@ def banner(worker: Worker) -> str:
         f"(prefetch {worker.capacity})\n"
         f"- lease:       {options.lease:g}s (heartbeat every {options.heartbeat_interval:g}s)\n"
         f"- events:      {_events(worker)}\n"
+        f"{warn_about_pickle(worker.accept)}"
         f"[tasks]\n{tasks}\n"
     )
 
