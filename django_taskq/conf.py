@@ -16,6 +16,7 @@ from typing import Any
 
 from . import setting_values as values
 from .exceptions import ConfigurationError
+from .service_url import mask_text
 from .setting_values import DEFAULT_PUBLISH_RETRY_POLICY
 
 #: Environment variables that override TASKQ keys (read with django-environ).
@@ -157,8 +158,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "EVENTS_EXPIRES": values.seconds,
     "EVENTS_HEARTBEAT": values.seconds,
     "EVENTS_CELERY": values.boolean,
-    "TASK_COMPRESSION": values.optional_text,
-    "RESULT_COMPRESSION": values.optional_text,
+    "TASK_COMPRESSION": values.optional_compression,
+    "RESULT_COMPRESSION": values.optional_compression,
     "SIGNING_KEYS": values.signing_keys,
     "SIGNING_MAX_AGE": values.seconds,
     "MESSAGE_MAX_BYTES": values.positive_int,
@@ -226,7 +227,7 @@ def find_problems(raw: Mapping[str, Any]) -> list[Problem]:
         try:
             converted = _CONVERTERS[key](value)
         except TypeError as exc:
-            shown = "[...]" if key in SECRET_SETTINGS else repr(value)
+            shown = "[...]" if key in SECRET_SETTINGS else mask_text(repr(value))
             problems.append(Problem(key, f"TASKQ[{key!r}] = {shown} is not valid.",
                                     f"{key} must be {exc}."))
             continue

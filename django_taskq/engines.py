@@ -74,7 +74,7 @@ def database_alias(url: ParsedUrl, setting: str) -> str:
     alias = url.host or "default"
     if alias not in settings.DATABASES:
         raise ConfigurationError(
-            f"{setting} {url.original!r} names database alias {alias!r}, which is not in "
+            f"{setting} {url.masked!r} names database alias {alias!r}, which is not in "
             f"DATABASES (aliases: {', '.join(settings.DATABASES)}).")
     return alias
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .exceptions import BrokerConnectionError, ConfigurationError
-from .service_url import ParsedUrl
+from .service_url import ParsedUrl, mask_text
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ def client_from_url(url: ParsedUrl, setting: str, *, min_timeout: float = 0.0) -
         command = float(query.pop("socket_timeout", COMMAND_TIMEOUT))
         connect = float(query.pop("socket_connect_timeout", CONNECT_TIMEOUT))
     except ValueError as exc:
-        raise ConfigurationError(f"{setting} {url.original!r}: {exc}") from exc
+        raise ConfigurationError(f"{setting} {url.masked!r}: {mask_text(str(exc))}") from exc
     base = url.original.split("?", 1)[0]
     if query:
         base += "?" + "&".join(f"{k}={v}" for k, v in query.items())
@@ -59,7 +59,7 @@ def client_from_url(url: ParsedUrl, setting: str, *, min_timeout: float = 0.0) -
             base, socket_timeout=max(command, min_timeout + 5.0), socket_connect_timeout=connect,
             socket_keepalive=True, health_check_interval=30, retry_on_timeout=False)
     except ValueError as exc:
-        raise ConfigurationError(f"{setting} {url.original!r}: {exc}") from exc
+        raise ConfigurationError(f"{setting} {url.masked!r}: {mask_text(str(exc))}") from exc
 
 
 def connection_errors() -> tuple[type[BaseException], ...]:
@@ -74,7 +74,7 @@ def translated(what: str) -> Iterator[None]:
     try:
         yield
     except connection_errors() as exc:
-        raise BrokerConnectionError(f"Redis unreachable ({what}): {exc}") from exc
+        raise BrokerConnectionError(f"Redis unreachable ({what}): {mask_text(str(exc))}") from exc
 
 
 def reconnecting(method: Callable[..., T]) -> Callable[..., T]:

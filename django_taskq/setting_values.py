@@ -46,6 +46,19 @@ def optional_text(value: Any) -> str | None:
     return None if value is None else text(value)
 
 
+def optional_compression(value: Any) -> str | None:
+    """TASK_COMPRESSION / RESULT_COMPRESSION: None, or a method that is installed here."""
+    if value is None:
+        return None
+    from . import compression
+    from .exceptions import SerializationError
+
+    try:
+        return compression.check(value)
+    except SerializationError as exc:
+        raise TypeError(f"None or an installed compression method ({str(exc).rstrip('.')})") from exc
+
+
 def dotted_paths(value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not all(isinstance(v, str) and "." in v for v in value):
         raise TypeError("a list of dotted import paths, e.g. ['myapp.middleware.Tracing']")

@@ -39,3 +39,5 @@ def make_app(broker: str, backend: str) -> Celery:
 
 app = make_app(os.environ.get("CELERY_PEER_BROKER", "memory://"),
                os.environ.get("CELERY_PEER_BACKEND", "cache+memory://"))
+# RESULT_COMPRESSION interop (tests/test_compression_celery.py): a worker storing compressed results.
+app.conf.result_compression = os.environ.get("CELERY_PEER_RESULT_COMPRESSION") or None

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..conf import _CONVERTERS, _POSITIVE_SECONDS
 from ..exceptions import ConfigurationError
-from ..service_url import mask
+from ..service_url import mask_text
 from .explained import CONFLICT, ERROR, EXPLAINED, NO_EFFECT, NOT_YET, UNKNOWN
 from .names import SETTINGS, django_names, watches
 from .translated import HONOURED, Refused
@@ -171,7 +171,7 @@ def _same(key: str, converted: Any, taskq_value: Any) -> bool:
 
 
 def _shown(value: Any) -> str:
-    text = repr(mask(value) if isinstance(value, str) and "://" in value else value)
+    text = mask_text(repr(value))  # a URL, or a list of them (failover), without passwords
     return text if len(text) <= 100 else text[:97] + "..."
 
 

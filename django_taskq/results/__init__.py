@@ -14,7 +14,7 @@ def _common() -> dict[str, Any]:
     settings = get_settings()
     accept = tuple(dict.fromkeys((*settings.ACCEPT_CONTENT, settings.RESULT_SERIALIZER)))
     return {"accept": accept, "expires": settings.RESULT_EXPIRES,
-            "serializer": settings.RESULT_SERIALIZER}
+            "serializer": settings.RESULT_SERIALIZER, "compression": settings.RESULT_COMPRESSION}
 
 
 def _database(url: ParsedUrl) -> ResultBackend:

@@ -198,11 +198,13 @@ def payload_text(outcome: Outcome) -> tuple[str | None, str]:
     return as_text(outcome.payload, outcome.content_encoding)
 
 
-def plain_arguments(outcome: Outcome) -> tuple[list[Any] | None, dict[str, Any] | None]:
-    """An extended outcome's arguments as plain data: a list and a dict (None when absent)."""
-    args = None if outcome.args is None else list(outcome.args)
-    kwargs = None if outcome.kwargs is None else dict(outcome.kwargs)
-    return args, kwargs
+def plain_arguments(outcome: Outcome) -> tuple[list[Any] | str | None,
+                                                dict[str, Any] | str | None]:
+    """An extended outcome's arguments as plain data: a list and a dict (None when absent;
+    the reprs, as text, when they are hidden: sensitive.py)."""
+    args, kwargs = outcome.args, outcome.kwargs
+    return (args if args is None or isinstance(args, str) else list(args),
+            kwargs if kwargs is None or isinstance(kwargs, str) else dict(kwargs))
 
 
 def encode_argument(value: Any, content_type: str) -> bytes | None:
