@@ -19,7 +19,7 @@ from .brokers.base import Broker, DeadLetter, DeadLetterStore, dead_letter_store
 from .clock import clock_now
 from .conf import get_settings
 from .exceptions import SignatureError, TaskqError
-from .message import Envelope
+from .message import Envelope, decode_body
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +207,9 @@ def body_of(letter: DeadLetter) -> Body:
     if sensitive.hidden(envelope.task_name, envelope.headers):
         return Body(hidden=sensitive.reprs(envelope.task_name, envelope.headers, (), {}))
     if envelope.content_type == "application/json":
-        try:
-            data = json.loads(envelope.body.decode(envelope.content_encoding or "utf-8"))
-        except (ValueError, LookupError):
+        try:  # decompressed (bounded), decoded with the depth limit
+            data = decode_body(envelope, ("json",))
+        except TaskqError:
             pass
         else:
             if isinstance(data, list) and len(data) == 3 and isinstance(data[0], list) \

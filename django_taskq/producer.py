@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import serializers, signals, signing
+from . import signals, signing
 from .calloptions import arguments, new_task_id, resolve
 from .clock import clock_now
 from .exceptions import BrokerConnectionError, MessageTooLarge, TaskqError
-from .message import Envelope, SendOptions, build_envelope
+from .message import Envelope, SendOptions, build_envelope, decode_body
 from .registry import registry
 
 if TYPE_CHECKING:
@@ -174,10 +174,9 @@ def _delivery(envelope: Envelope) -> dict[str, Any]:
 
 
 def _body(envelope: Envelope) -> Any:
-    """The decoded ``(args, kwargs, embed)``, as Celery's publish signals pass it."""
-    name = serializers.get(envelope.content_type).name
-    return tuple(serializers.loads(envelope.body, envelope.content_type,
-                                   envelope.content_encoding, (name,)))
+    """The decoded ``(args, kwargs, embed)``, as Celery's publish signals pass it (decompressed:
+    this process built it)."""
+    return tuple(decode_body(envelope))
 
 
 def _before_publish(envelope: Envelope, options: SendOptions | None) -> Envelope:

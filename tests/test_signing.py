@@ -101,6 +101,7 @@ def _echo(*args, task_id=None):
 def test_only_messages_signed_with_a_listed_key_run(keyed, make_worker, tmp_path):
     broker, now = get_broker(), time.time()
     good = tasks.add.delay(2, 3)
+    zipped = tasks.add.apply_async((3, 4), compression="zlib")  # signed as sent: compressed
     marker = tmp_path / "ran"
     harmless = signing.sign(_echo(str(marker), 1), (KEY,), now)
     tampered_body = signing.sign(envelope(args=(1, 1)), (KEY,), now)
@@ -120,6 +121,7 @@ def test_only_messages_signed_with_a_listed_key_run(keyed, make_worker, tmp_path
     assert AsyncResult(_step_until(make_worker(), lambda: len(dead_letters(broker)) == 7,
                                    sent["rotated"][0])).get(timeout=5) == 8
     assert good.get(timeout=5) == 5  # signed by delay(); not overwritten by "same id"
+    assert zipped.get(timeout=5) == 7
     letters = dict(dead_letters(broker))
     for name, (message, reason) in sent.items():
         if reason is None:
@@ -202,3 +204,22 @@ def test_requeue_signs_again_but_never_launders_a_refused_message(keyed, make_wo
 def test_eager_runs_neither_sign_nor_verify(settings):
     settings.TASKQ = {**settings.TASKQ, "SIGNING_KEYS": [KEY], "TASK_ALWAYS_EAGER": True}
     assert tasks.add.delay(1, 2).get(timeout=1) == 3
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"])
+def test_what_publish_receivers_change_is_signed(keyed, make_worker):
+    from django_taskq import signals
+
+    seen = []
+
+    def before(sender, headers, body, **kwargs):
+        seen.append(body[0])  # decoded, also when the message is compressed
+        headers["tenant"] = "a"  # signed: the seal comes after the signal
+
+    signals.before_task_publish.connect(before, weak=False)
+    try:
+        result = tasks.whoami.apply_async(compression="zlib")
+    finally:
+        signals.before_task_publish.disconnect(before)
+    drain(make_worker(), result)
+    assert seen == [[]] and result.get(timeout=5)["id"] == result.id

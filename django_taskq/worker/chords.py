@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
-from .. import producer, serializers, states
+from .. import producer, states
 from ..brokers.base import Broker, DeadLetter
 from ..canvas.dispatch import envelopes_for
 from ..canvas.fields import steps_of
@@ -38,7 +38,7 @@ from ..exceptions import (
     ServiceError,
     WorkerLostError,
 )
-from ..message import Envelope
+from ..message import Envelope, decode_body
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
 from ..results.meta import PartResult, rebuild_exception
@@ -268,8 +268,7 @@ def _chord_body(envelope: Envelope) -> dict[str, Any] | None:
 def _embed(envelope: Envelope) -> dict[str, Any] | None:
     """The message body's embedded workflow fields (None when it does not decode)."""
     try:
-        body = serializers.loads(envelope.body, envelope.content_type, envelope.content_encoding,
-                                 get_settings().ACCEPT_CONTENT)
+        body = decode_body(envelope, get_settings().ACCEPT_CONTENT)
     except Exception:  # noqa: BLE001 - the run already decoded it; a bad one has none
         return None
     return body[2] if isinstance(body, (list, tuple)) and len(body) == 3 \
