@@ -35,12 +35,12 @@ HONOURED = frozenset({
     "task_id", "headers", "shadow", "argsrepr", "kwargsrepr", "ignore_result", "time_limit",
     "soft_time_limit", "root_id", "parent_id", "group_id", "group_index", "reply_to",
     "correlation_id", "retry", "retry_policy", "stamped_headers", "stamps",
-    "replaced_task_nesting", "periodic_task_name",
+    "replaced_task_nesting", "periodic_task_name", "compression",
 })
 #: Transport details our brokers manage themselves (connections, declarations, confirms).
 IGNORED = frozenset({
     "exchange_type", "declare", "timeout", "confirm_timeout", "producer", "connection",
-    "publisher", "add_to_parent", "mandatory", "immediate", "delivery_mode", "compression",
+    "publisher", "add_to_parent", "mandatory", "immediate", "delivery_mode",
 })
 #: Workflow options: signatures to send after the task (link, link_error), and the rest of a
 #: chain or a chord's body (set by canvas).

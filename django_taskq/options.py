@@ -74,6 +74,19 @@ def _optional_text(value: Any, what: str) -> str | None:
     return value
 
 
+def _compression(value: Any, what: str) -> str | None:
+    """A compression method installed here (checked when the task is defined, not at send)."""
+    if _optional_text(value, what) is None:
+        return None
+    from .compression import check
+    from .exceptions import SerializationError
+
+    try:
+        return check(value)
+    except SerializationError as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+
+
 def _queue(value: Any, what: str) -> str | None:
     name = getattr(value, "name", value)  # a kombu Queue, as Celery projects pass it
     return _optional_text(name, what)
@@ -159,7 +172,7 @@ class TaskOptions:
     priority: int | None = _option(priority, None)
     expires: float | datetime | None = _option(_expires, None)
     serializer: str | None = _option(_optional_text, None)
-    compression: str | None = _option(_optional_text, None)
+    compression: str | None = _option(_compression, None)
     ignore_result: bool | None = _option(_optional_bool, None)
     store_errors_even_if_ignored: bool = _option(_bool, False)
     track_started: bool | None = _option(_optional_bool, None)

@@ -117,7 +117,7 @@ def test_any_other_keyword_becomes_a_task_attribute():
 
 BAD = {
     "queue": [5, ""], "exchange": [5, ""], "routing_key": [""], "priority": [10, -1, True, "high"],
-    "expires": [0, -5, "soon"], "serializer": [5, ""], "compression": [5],
+    "expires": [0, -5, "soon"], "serializer": [5, ""], "compression": [5, "snappy"],
     "ignore_result": ["yes"], "store_errors_even_if_ignored": [None, 1],
     "track_started": ["yes"], "max_retries": [-1, True, 1.5],
     "default_retry_delay": [-1, "soon", None], "autoretry_for": [ValueError("x"), "ValueError", [int]],
