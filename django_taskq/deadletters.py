@@ -112,10 +112,11 @@ def requeue(letter_ids: Sequence[str] | None, broker: Broker | None = None) -> i
 
     A letter refused for its signature never goes back (that would launder a forged, changed
     or replayed message), nor, with SIGNING_KEYS set, one whose signature does not check out
-    with a current key (its age aside): named ones raise RequeueRefused before anything is
-    sent; with None they stay where they are (logged). With SIGNING_KEYS set the others are
-    signed again, with a fresh time, and sent; then their letters are dropped (on the database
-    broker in one transaction; elsewhere a crash in between leaves a duplicate, never a loss).
+    with a current key (its age aside), nor one still over MESSAGE_MAX_BYTES: named ones raise
+    RequeueRefused before anything is sent; with None they stay where they are (logged). With
+    SIGNING_KEYS set the others are signed again, with a fresh time, and sent; then their
+    letters are dropped (on the database broker in one transaction; elsewhere a crash in
+    between leaves a duplicate, never a loss).
 
     Raises:
         RequeueRefused: one of ``letter_ids`` may not go back.
@@ -125,13 +126,15 @@ def requeue(letter_ids: Sequence[str] | None, broker: Broker | None = None) -> i
     unique = None if letter_ids is None else list(dict.fromkeys(letter_ids))
     chosen = broker if broker is not None else get_broker()
     store = broker_or_default(chosen)
-    keys = get_settings().SIGNING_KEYS
+    settings = get_settings()
+    keys = settings.SIGNING_KEYS
     letters = _letters(store, unique)
-    refused = {letter.id: why for letter in letters if (why := _refusal(letter, keys))}
+    refused = {letter.id: why for letter in letters
+               if (why := _refusal(letter, keys, settings.MESSAGE_MAX_BYTES))}
     if refused and unique is not None:
         raise RequeueRefused(refused)
     if refused:
-        logger.warning("requeue: %d dead letter(s) refused for their signature stay: %s",
+        logger.warning("requeue: %d dead letter(s) that may not go back stay: %s",
                        len(refused), ", ".join(refused))
     # A letter that names no queue cannot go back (the brokers' own requeue skips it too).
     going = [letter for letter in letters if letter.id not in refused and letter.envelope.queue]
@@ -152,9 +155,9 @@ class RequeueRefused(TaskqError):
     def __init__(self, refused: dict[str, str]) -> None:
         self.refused = refused
         listed = "; ".join(f"{letter_id}: {why}" for letter_id, why in refused.items())
-        super().__init__(f"not requeued (a message refused for its signature must not run): "
-                         f"{listed}. Purge these letters; if the task should run, send it "
-                         "again from your code.")
+        super().__init__(f"nothing requeued; these dead letters may not go back: {listed}. "
+                         "Purge them (a message refused for its signature must never run); if "
+                         "the task should run, send it again from your code.")
 
 
 def _letters(store: DeadLetterStore, letter_ids: list[str] | None) -> list[DeadLetter]:
@@ -169,7 +172,7 @@ def _letters(store: DeadLetterStore, letter_ids: list[str] | None) -> list[DeadL
             return letters
 
 
-def _refusal(letter: DeadLetter, keys: tuple[bytes, ...]) -> str:
+def _refusal(letter: DeadLetter, keys: tuple[bytes, ...], limit: int) -> str:
     """Why ``letter`` may not go back ("" when it may)."""
     if signing.is_refusal(letter.reason):
         return letter.reason
@@ -178,6 +181,9 @@ def _refusal(letter: DeadLetter, keys: tuple[bytes, ...]) -> str:
             signing.verify(letter.envelope, keys, None, clock_now().timestamp())
         except SignatureError as exc:
             return f"{signing.REFUSED}: {exc}"
+    if len(letter.envelope.body) > limit:  # it would only come back (or, signed, not go)
+        return (f"message too large: {len(letter.envelope.body)} bytes, over MESSAGE_MAX_BYTES "
+                f"({limit} bytes); raise the setting to requeue it")
     return ""
 
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from django_taskq import AsyncResult, chain, group, signing, states, task
+from django_taskq import AsyncResult, chain, deadletters, group, signing, states, task
 from django_taskq.brokers import get_broker
 from django_taskq.exceptions import MessageTooLarge
 from tests.helpers import dead_letters, drain, envelope
@@ -79,3 +79,8 @@ def test_a_message_over_the_limit_is_dead_lettered_by_the_worker(limited, make_w
     assert reason.startswith("message too large") and "MESSAGE_MAX_BYTES (2000 bytes)" in reason
     # Signing on, its id is not verified before the size check: nothing is written under it.
     assert AsyncResult(huge.message_id).known is not bool(keys)
+    # Requeued it would only come back: refused while the limit stands.
+    [letter] = broker.dead_letter_list(10)
+    with pytest.raises(deadletters.RequeueRefused, match="over MESSAGE_MAX_BYTES"):
+        deadletters.requeue([letter.id], broker)
+    assert deadletters.requeue(None, broker) == 0 and len(dead_letters(broker)) == 1
