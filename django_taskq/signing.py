@@ -67,16 +67,16 @@ def canonical(envelope: Envelope, kid: str, signed_at: int) -> bytes:
     Raises:
         MessageError: a header value JSON cannot hold.
     """
-    headers = {key: value for key, value in envelope.headers.items()
-               if not key.startswith("x-")}
     body = envelope.body if isinstance(envelope.body, bytes) else bytes(envelope.body)
     try:
+        headers = {key: value for key, value in envelope.headers.items()
+                   if not key.startswith("x-")}
         return json.dumps(
             [VERSION, kid, signed_at, envelope.content_type, envelope.content_encoding,
              hashlib.sha256(body).hexdigest(), headers],
             sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
             default=_plain).encode("ascii")
-    except (TypeError, ValueError) as exc:
+    except (AttributeError, TypeError, ValueError) as exc:  # a key or value JSON cannot hold
         raise MessageError(f"The message's headers cannot be signed: {exc}.") from exc
 
 
@@ -114,6 +114,8 @@ def verify(envelope: Envelope, keys: Sequence[bytes], max_age: float | None, now
         SignatureError: its ``reason`` is "unsigned", "unknown key", "bad signature" (forged or
             changed after signing, header or body), "expired" or "signed in the future".
     """
+    if not isinstance(envelope.headers, dict):
+        raise SignatureError("unsigned", "the message's headers are not a mapping")
     value = envelope.headers.get(SIGNATURE_HEADER)
     if value is None:
         raise SignatureError("unsigned", f"the message has no {SIGNATURE_HEADER} header; with "

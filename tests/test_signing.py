@@ -223,3 +223,12 @@ def test_what_publish_receivers_change_is_signed(keyed, make_worker):
         signals.before_task_publish.disconnect(before)
     drain(make_worker(), result)
     assert seen == [[]] and result.get(timeout=5)["id"] == result.id
+
+
+def test_hostile_headers_are_refused_not_raised():
+    now = time.time()
+    signed = signing.sign(envelope(), (KEY,), now)
+    for headers in ([], None, {**signed.headers, 1: "int key"},
+                    {**signed.headers, "odd": object()}):
+        with pytest.raises(SignatureError):
+            signing.verify(signed.replace(headers=headers), (KEY,), 60, now)
