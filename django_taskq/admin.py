@@ -140,7 +140,11 @@ class DeadLetterAdmin(MessageAdmin):
         from .brokers.database import DatabaseBroker
 
         ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
-        done = deadletters.requeue(ids, DatabaseBroker(alias=queryset.db))
+        try:
+            done = deadletters.requeue(ids, DatabaseBroker(alias=queryset.db))
+        except TaskqError as exc:  # refused for its signature or size: it says which and why
+            self.message_user(request, f"Nothing requeued: {mask_text(str(exc))}", messages.ERROR)
+            return
         self.message_user(request, f"Requeued {done} dead letter(s).", messages.SUCCESS)
 
     def get_urls(self) -> list[URLPattern]:

@@ -354,6 +354,22 @@ def test_admin_action_needs_the_requeue_permission():
     assert (back.message_id, back.attempts) == (sent.message_id, 1)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_admin_action_refuses_a_letter_refused_for_its_signature_with_a_message():
+    broker = DatabaseBroker(alias="default")
+    bury(broker, "signature refused: bad signature")
+    [row] = DeadLetterMessage.objects.all()
+    operator = staff("operator", "view_deadlettermessage", "requeue_deadlettermessage")
+    url = reverse("admin:django_taskq_deadlettermessage_changelist")
+    response = operator.post(url, {"action": "requeue_selected", "_selected_action": [row.pk]},
+                             follow=True)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Nothing requeued" in page and "signature" in page
+    assert DeadLetterMessage.objects.filter(pk=row.pk).exists()  # kept, not laundered
+    assert broker.size("default") == 0
+
+
 def test_admin_broker_page(configured):
     broker = get_broker()
     sent = bury(broker, "bad: shown on the page")
