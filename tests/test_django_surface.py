@@ -74,7 +74,25 @@ def test_taskworker_burst_prints_banner_and_runs(settings, capsys):
     assert "broker:      db://default" in banner
     assert "tests.testapp.tasks.add" in banner
     assert "events:      task and worker events -> database 'default'" in banner
+    assert "messages:    accepts json; unsigned (SIGNING_KEYS is not set)" in banner
     assert result.get(timeout=5) == 42
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_banner_says_a_worker_runs_signed_messages_only_without_showing_a_key(settings):
+    from django_taskq.signing import key_id
+    from tests.testapp.tasks import add
+
+    key = b"k" * 40
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "db://default",
+                      "RESULT_BACKEND": "db://default", "SIGNING_KEYS": [key]}
+    result = add.delay(1, 1)
+    out = io.StringIO()
+    call_command("taskworker", "--pool", "solo", "--burst", stdout=out)
+    banner = out.getvalue()
+    assert f"signed only (key ids {key_id(key)}, max age 86400s)" in banner
+    assert "kkkk" not in banner
+    assert result.get(timeout=5) == 2
 
 
 @pytest.mark.django_db(transaction=True)

@@ -54,9 +54,23 @@ def banner(worker: Worker) -> str:
         f"(prefetch {worker.capacity})\n"
         f"- lease:       {options.lease:g}s (heartbeat every {options.heartbeat_interval:g}s)\n"
         f"- events:      {_events(worker)}\n"
+        f"- messages:    {_messages()}\n"
         f"{warn_about_pickle(worker.accept)}"
         f"[tasks]\n{tasks}\n"
     )
+
+
+def _messages() -> str:
+    """What this worker decodes, and whether it runs only signed messages (never the keys)."""
+    from ..signing import key_id
+
+    settings = get_settings()
+    accepted = ", ".join(settings.ACCEPT_CONTENT)
+    if not settings.SIGNING_KEYS:
+        return f"accepts {accepted}; unsigned (SIGNING_KEYS is not set)"
+    keys = ", ".join(key_id(key) for key in settings.SIGNING_KEYS)
+    return (f"accepts {accepted}; signed only (key ids {keys}, "
+            f"max age {settings.SIGNING_MAX_AGE:g}s)")
 
 
 def _events(worker: Worker) -> str:

@@ -16,6 +16,8 @@ from django_taskq.schedules import crontab
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "example-only-not-secret"
 DEBUG = True
+# Django's debug page and error reports mask broker and result URLs with passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "django_taskq.security.TaskqExceptionReporterFilter"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
 
 INSTALLED_APPS = [
@@ -73,6 +75,11 @@ TASKQ = {
     "RESULT_EXTENDED": True,
     # Celery's task_routes, as Celery takes them (names, globs, router functions).
     "TASK_ROUTES": {"shop.tasks.welcome": {"queue": "mail"}},
+    # Every message is signed (HMAC-SHA256 over its headers and body): workers run only what a
+    # holder of a key sent. The fallback is for this example only: in production the keys come
+    # from the environment and never from the code (docs/security.md).
+    "SIGNING_KEYS": os.environ.get("TASKQ_SIGNING_KEYS",
+                                   "example-only-signing-key-0123456789abcdef").split(","),
     # Celery's beat_schedule, as Celery takes it: beat upserts these rows when it starts
     # (taskbeat, or taskworker --beat); more are added and edited in the admin.
     "BEAT_SCHEDULE": {

@@ -1,14 +1,17 @@
 """``manage.py demo``: enqueue example tasks, wait for a worker to run them, print the results."""
 
 import time
+import uuid
 
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from django_taskq import AsyncResult, chord, send_task
-from django_taskq.models import PeriodicTask
-from shop.tasks import add, charge, order_total, refund, slow_square, welcome
+from django_taskq.brokers import get_broker
+from django_taskq.message import SendOptions, build_envelope
+from django_taskq.models import PeriodicTask, TaskResult
+from shop.tasks import add, charge, order_total, refund, save_card, slow_square, welcome
 
 
 class Command(BaseCommand):
@@ -51,6 +54,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  {'AsyncResult(unknown id)':42} {unknown.state:8} "
                           f"known={unknown.known}")
         self.show_periodic_tasks()
+        self.show_security()
         self.stdout.write(f"done in {time.monotonic() - started:.1f}s")
 
     def show_periodic_tasks(self, runs=2, timeout=30):
@@ -70,3 +74,27 @@ class Command(BaseCommand):
             else:
                 line += f" next run {row.next_run_at:%Y-%m-%d %H:%M} UTC"
             self.stdout.write(line)
+
+    def show_security(self, timeout=30):
+        """A sensitive task's stored arguments, and a message nobody signed (TASKQ["SIGNING_KEYS"])."""
+        self.stdout.write("security (docs/security.md):")
+        card = save_card.delay("4242 4242 4242 4242")
+        value = card.get(timeout=timeout)
+        stored = TaskResult.objects.get(task_id=card.id).task_args
+        self.stdout.write(f"  {'save_card.delay(card)  (sensitive=True)':42} {card.state:8} "
+                          f"{value!r}, stored args {stored!r}")
+        # What an intruder with write access to the broker would send: a real task, unsigned.
+        forged = build_envelope("shop.tasks.refund", (1,), {}, f"forged-{uuid.uuid4()}",
+                                SendOptions(queue="default"))
+        broker = get_broker()
+        broker.enqueue(forged)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            letters = [d for d in broker.dead_letter_list(1000) if d.envelope.message_id ==
+                       forged.message_id]
+            if letters:
+                self.stdout.write(f"  {'an unsigned refund put on the broker':42} dead letter: "
+                                  f"{letters[0].reason}")
+                return
+            time.sleep(0.2)
+        self.stdout.write("  the unsigned message was not dead-lettered in time")
