@@ -20,13 +20,14 @@ One Lua script records a header task and decides, atomically:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import serializers
 from ..exceptions import ResultBackendError
 from ..outcome import Outcome
 from ..redisconn import reconnecting, redis_module
+from .base import decompress_payload
 from .meta import PartResult
 
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
@@ -85,6 +86,7 @@ class RedisChords:
     client: Any
     serializer: str
     accept: tuple[str, ...]
+    compress_payload: Callable[[bytes], bytes]  # ResultBackend's
 
     def _ttl(self) -> int | None:
         raise NotImplementedError
@@ -120,7 +122,11 @@ class RedisChords:
         return [None if found is None else self._parts(found) for found in counted]
 
     def _part(self, outcome: Outcome) -> bytes:
-        """Celery's ``[1, task_id, state, result]``, encoded with the result serializer."""
+        """Celery's ``[1, task_id, state, result]``, encoded with the result serializer and,
+        with RESULT_COMPRESSION, compressed as Celery compresses these entries too."""
+        return self.compress_payload(self._plain_part(outcome))
+
+    def _plain_part(self, outcome: Outcome) -> bytes:
         if self.serializer == "json" and outcome.content_type == "application/json" \
                 and outcome.content_encoding == "utf-8" and outcome.payload is not None:
             # Splice the already-encoded value in rather than decoding and encoding it again.
@@ -137,8 +143,9 @@ class RedisChords:
         codec = serializers.get(self.serializer)
         parts = []
         for item in found:
-            _, task_id, state, result = serializers.loads(
-                item, codec.content_type, codec.content_encoding, accept=(self.serializer,))
+            _, task_id, state, result = serializers.loads(  # a Celery worker's compressed too
+                decompress_payload(item), codec.content_type, codec.content_encoding,
+                accept=(self.serializer,))
             parts.append(PartResult(task_id, state, result))
         return parts
 
