@@ -220,8 +220,8 @@ def body_of(letter: DeadLetter) -> Body:
         else:
             if isinstance(data, list) and len(data) == 3 and isinstance(data[0], list) \
                     and isinstance(data[1], dict):
-                return Body(args=data[0], kwargs=data[1], embed=data[2])
-            return Body(json=data)
+                return Body(args=data[0], kwargs=data[1], embed=sensitive.scrub(data[2]))
+            return Body(json=sensitive.scrub(data))
     return Body(raw=repr(envelope.body[:4000]) + (" …" if len(envelope.body) > 4000 else ""))
 
 

@@ -27,11 +27,22 @@ class MessageFields(models.Model):
         abstract = True
 
     def body_preview(self) -> str:
-        """The body as text for the admin (JSON bodies are shown as they are)."""
+        """The body as text for the admin: JSON only, decompressed and decoded within
+        MESSAGE_MAX_BYTES and JSON_MAX_DEPTH (a hostile body is shown as its size, never a
+        500); nothing else is ever deserialized here."""
+        from .exceptions import TaskqError
+        from .message import Envelope, decode_body
+        from .sensitive import scrub
+
         raw = bytes(self.body or b"")
+        headers = self.headers if isinstance(self.headers, dict) else {}
+        envelope = Envelope(queue=self.queue, body=raw, headers=headers,
+                            content_type=self.content_type,
+                            content_encoding=self.content_encoding)
         try:
-            return json.dumps(json.loads(raw), indent=2)[:4000]
-        except ValueError:
+            body = scrub(decode_body(envelope, ("json",)))  # a sensitive later step's too
+            return json.dumps(body, indent=2, default=str)[:4000]
+        except TaskqError:
             return f"<{len(raw)} bytes of {self.content_type}>"
 
 

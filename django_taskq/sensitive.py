@@ -56,3 +56,18 @@ def stored_arguments(request: Any) -> tuple[Any, Any]:
     if hidden(request.task, request.message_headers):
         return request_reprs(request)
     return request.args, request.kwargs
+
+
+def scrub(value: Any) -> Any:
+    """A decoded body (or part of one) with the arguments of each embedded signature of a
+    sensitive task replaced by SENSITIVE: a chain's later steps, a chord's body and a link
+    travel in the body of the message before them, whose own task may not be sensitive."""
+    if isinstance(value, list):
+        return [scrub(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    shown = {key: scrub(item) for key, item in value.items()}
+    name = value.get("task")
+    if isinstance(name, str) and "args" in value and task_is_sensitive(name):
+        shown["args"] = shown["kwargs"] = SENSITIVE
+    return shown

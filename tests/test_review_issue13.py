@@ -6,8 +6,11 @@ import json
 import uuid
 
 import pytest
+from django.core.management import call_command
 
-from django_taskq import serializers, states
+from django_taskq import chain, chord, deadletters, group, serializers, states, task
+from django_taskq.brokers import get_broker
+from django_taskq.message import SENSITIVE
 from django_taskq.outcome import Outcome
 from django_taskq.results import backend_from_url
 from django_taskq.results.base import COMPRESSED_MAGIC
@@ -41,3 +44,95 @@ def test_chord_parts_are_compressed_and_a_celery_workers_compressed_part_is_read
     assert [(p.task_id, p.value) for p in parts] == [("p0", "ours"), ("p1", "celery's")]
     client.close()
     backend.close()
+
+
+def test_the_admin_shows_a_dead_letter_too_deep_or_compressed_without_a_500(db, settings):
+    """models.body_preview decoded with json.loads: a deep body raised RecursionError (a 500
+    on the dead letter's page), a compressed one showed only its size."""
+    import zlib
+
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from django_taskq.models import DeadLetterMessage
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "db://default"}
+    plain = json.dumps([["a-marker-argument"], {}, {}]).encode()
+    rows = [DeadLetterMessage.objects.create(
+        queue="default", message_id=name, task_name="t", body=body, headers=headers,
+        reason="for the test") for name, body, headers in (
+            ("deep", b"[" * 100_000 + b"]" * 100_000, {}),
+            ("zipped", zlib.compress(plain), {"compression": "application/x-gzip"}))]
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    deep, zipped = (client.get(f"/admin/django_taskq/deadlettermessage/{row.pk}/change/")
+                    for row in rows)
+    assert deep.status_code == 200 and zipped.status_code == 200
+    assert "bytes of application/json" in deep.content.decode()
+    assert "a-marker-argument" in zipped.content.decode()
+
+
+SECRET = "review-s3cret-pa55"
+
+
+@task(name="tests.review13.secret", sensitive=True)
+def secret(user, password=None):
+    return "ok"
+
+
+@task(name="tests.review13.collect")
+def collect(values):
+    return len(values)
+
+
+def _everything_shown(ids):
+    """What events, stored results, the admin's queued messages and dead letters show."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from django_taskq.models import QueuedMessage, TaskEvent
+    from django_taskq.result import AsyncResult
+
+    client = Client()
+    user = User.objects.filter(username="root").first() or \
+        User.objects.create_superuser("root", password="pw")
+    client.force_login(user)
+    pages = [client.get(f"/admin/django_taskq/queuedmessage/{row.pk}/change/").content.decode()
+             for row in QueuedMessage.objects.all()]
+    events = list(TaskEvent.objects.values_list("fields", flat=True))
+    stored = [(AsyncResult(i).args, AsyncResult(i).kwargs) for i in ids]
+    return json.dumps([events, repr(stored)]) + "".join(pages)
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite"])
+def test_a_sensitive_task_called_through_canvas_shows_no_argument(configured, settings,
+                                                                   make_worker, capsys):
+    """Its own message carries argsrepr <sensitive>; a chain's or chord's message before it
+    carries its arguments in the body's embed, which the admin and taskq dead show print."""
+    settings.TASKQ = {**settings.TASKQ, "RESULT_EXTENDED": True, "EVENTS_DATABASE": "default",
+                      "TASK_SEND_SENT_EVENT": True}
+    sent = [secret.s("bob", password=SECRET).delay(),
+            chain(collect.si([1]), secret.si("bob", password=SECRET)).apply_async(),
+            group(secret.s("bob", password=SECRET), collect.si([1])).apply_async(),
+            chord([secret.s("bob", password=SECRET)], collect.s()).apply_async()]
+    shown_queued = _everything_shown([])
+    make_worker().run(until_empty=True)
+    ids = [sent[0].id, sent[1].id, *(r.id for r in sent[2].results), sent[3].id]
+    assert all(succeeded(i) for i in ids)
+    shown = shown_queued + _everything_shown(ids)
+    assert SECRET not in shown, "the admin showed it"
+
+    chain(collect.si([1]), secret.si("bob", password=SECRET)).apply_async()
+    broker = get_broker()
+    [delivery] = broker.reserve(["default"], max_messages=1, lease=60, worker="t")
+    broker.dead_letter(delivery, "refused for the test")
+    [letter] = deadletters.list_letters()
+    call_command("taskq", "dead", "show", letter.id)
+    out = capsys.readouterr().out
+    assert "embed:" in out and SENSITIVE in out and SECRET not in out
+
+
+def succeeded(task_id):
+    from django_taskq.result import AsyncResult
+
+    return AsyncResult(task_id).state == states.SUCCESS
