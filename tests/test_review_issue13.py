@@ -136,3 +136,39 @@ def succeeded(task_id):
     from django_taskq.result import AsyncResult
 
     return AsyncResult(task_id).state == states.SUCCESS
+
+
+@task(name="tests.review13.packed", compression="bzip2", serializer="yaml")
+def packed(x):
+    return x
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"])
+def test_serializer_and_compression_a_call_over_the_task_over_the_settings(configured,
+                                                                           settings):
+    settings.TASKQ = {**settings.TASKQ, "TASK_COMPRESSION": "xz", "TASK_SERIALIZER": "msgpack"}
+
+    def sent(result):
+        [delivery] = get_broker().reserve(["default"], max_messages=1, lease=10, worker="t")
+        assert delivery.envelope.message_id == result.id
+        made = delivery.envelope
+        return made.content_type, made.headers.get("compression")
+
+    assert sent(collect.delay([1])) == ("application/x-msgpack", "application/x-lzma")
+    assert sent(packed.delay(1)) == ("application/x-yaml", "application/x-bz2")
+    assert sent(packed.apply_async((1,), serializer="json", compression="zlib")) == \
+        ("application/json", "application/x-gzip")
+    assert sent(secret.s("bob").set(compression="zlib").delay()) == \
+        ("application/x-msgpack", "application/x-gzip")
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite"])
+def test_an_eager_run_of_a_sensitive_task_stores_only_its_reprs(configured, settings):
+    from django_taskq.result import AsyncResult
+
+    settings.TASKQ = {**settings.TASKQ, "TASK_ALWAYS_EAGER": True, "RESULT_EXTENDED": True,
+                      "TASK_STORE_EAGER_RESULT": True}
+    ran = secret.delay("bob", password=SECRET)
+    stored = AsyncResult(ran.id)
+    assert stored.state == states.SUCCESS
+    assert (stored.args, stored.kwargs) == (SENSITIVE, SENSITIVE)
