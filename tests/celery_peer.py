@@ -6,7 +6,12 @@ as a real Celery *worker*. Broker and backend URLs come from CELERY_PEER_BROKER/
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from celery import Celery
 
@@ -41,3 +46,26 @@ app = make_app(os.environ.get("CELERY_PEER_BROKER", "memory://"),
                os.environ.get("CELERY_PEER_BACKEND", "cache+memory://"))
 # RESULT_COMPRESSION interop (tests/test_compression_celery.py): a worker storing compressed results.
 app.conf.result_compression = os.environ.get("CELERY_PEER_RESULT_COMPRESSION") or None
+
+
+@contextlib.contextmanager
+def worker_process(broker: str, backend: str, **env: str) -> Iterator[subprocess.Popen]:
+    """A real ``celery -A tests.celery_peer worker`` (solo pool, queue ``default``) on ``broker``
+    and ``backend`` (``env``: more CELERY_PEER_* variables), stopped on leaving."""
+    root = Path(__file__).resolve().parent.parent
+    environ = dict(os.environ, PYTHONPATH=str(root), CELERY_PEER_BROKER=broker,
+                   CELERY_PEER_BACKEND=backend, **env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.celery_peer", "worker", "--pool", "solo",
+         "--concurrency", "1", "-Q", "default", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel", "WARNING"],
+        cwd=root, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()

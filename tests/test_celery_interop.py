@@ -8,21 +8,16 @@ task and our ``AsyncResult.get()`` reads Celery's result.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from django_taskq import AsyncResult, chord, states
 from django_taskq.brokers import get_broker
-from tests.celery_peer import make_app
+from tests.celery_peer import make_app, worker_process
 from tests.testapp import tasks
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.parametrize("broker_kind", ["redis", "amqp"])
 
 
@@ -132,20 +127,8 @@ def test_celery_eta_message_waits_in_the_broker_not_in_worker_memory(make_worker
 
 @pytest.fixture
 def celery_worker(urls):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), CELERY_PEER_BROKER=urls[0],
-               CELERY_PEER_BACKEND=urls[1])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.celery_peer", "worker", "--pool", "solo",
-         "--concurrency", "1", "-Q", "default", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "--loglevel", "WARNING"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield proc
-    proc.terminate()
-    try:
-        proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    with worker_process(urls[0], urls[1]) as proc:
+        yield proc
 
 
 def test_taskq_delay_runs_on_a_real_celery_worker(celery_worker, urls):

@@ -8,20 +8,15 @@ stores compressed results, which we read.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from django_taskq import AsyncResult, states
 from django_taskq.results.base import COMPRESSED_MAGIC
-from tests.celery_peer import make_app
+from tests.celery_peer import make_app, worker_process
 from tests.testapp import tasks
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.parametrize("broker_kind", ["redis"])
 
 
@@ -62,20 +57,8 @@ def test_celery_compressed_messages_run_here_and_celery_reads_our_compressed_res
 
 @pytest.fixture
 def celery_worker(redis_urls):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), CELERY_PEER_BROKER=redis_urls[0],
-               CELERY_PEER_BACKEND=redis_urls[1], CELERY_PEER_RESULT_COMPRESSION="bzip2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.celery_peer", "worker", "--pool", "solo",
-         "--concurrency", "1", "-Q", "default", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "--loglevel", "WARNING"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield proc
-    proc.terminate()
-    try:
-        proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    with worker_process(redis_urls[0], redis_urls[1], CELERY_PEER_RESULT_COMPRESSION="bzip2") as proc:
+        yield proc
 
 
 def test_our_compressed_messages_run_on_celery_and_we_read_its_compressed_results(
