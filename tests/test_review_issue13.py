@@ -172,3 +172,21 @@ def test_an_eager_run_of_a_sensitive_task_stores_only_its_reprs(configured, sett
     stored = AsyncResult(ran.id)
     assert stored.state == states.SUCCESS
     assert (stored.args, stored.kwargs) == (SENSITIVE, SENSITIVE)
+
+
+def test_msgpack_yaml_and_pickle_messages_run_and_their_results_come_back(configured, settings,
+                                                                          make_worker):
+    """The built-in codecs end to end on each broker: listed in ACCEPT_CONTENT, used per call,
+    and RESULT_SERIALIZER for what the worker stores."""
+    from tests.helpers import drain
+    from tests.testapp import tasks
+
+    settings.TASKQ = {**settings.TASKQ, "ACCEPT_CONTENT": ["json", "msgpack", "yaml", "pickle"],
+                      "RESULT_SERIALIZER": "pickle"}
+    sent = {name: tasks.add.apply_async((2, index), serializer=name)
+            for index, name in enumerate(("msgpack", "yaml", "pickle"))}
+    worker = make_worker()
+    for result in sent.values():
+        drain(worker, result)
+    assert {name: result.get(timeout=5) for name, result in sent.items()} == \
+        {"msgpack": 2, "yaml": 3, "pickle": 4}
