@@ -64,12 +64,19 @@ def check_json(data: bytes, limit: int) -> None:
 
 
 def check_value(value: Any, limit: int) -> None:
-    """Refuse a decoded value whose lists and mappings nest deeper than ``limit``."""
+    """Refuse a decoded value whose lists and mappings nest deeper than ``limit``.
+
+    A container met again no deeper than before is not walked again: YAML's aliases share one
+    list many times ("billion laughs"), which a plain walk would visit 10**9 times."""
     if not isinstance(value, (list, tuple, dict)):
         return
-    stack = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest: dict[int, int] = {}
     while stack:
         item, depth = stack.pop()
+        if deepest.get(id(item), 0) >= depth:
+            continue
+        deepest[id(item)] = depth
         children = item.values() if isinstance(item, dict) else item
         if depth > limit:
             raise too_deep(limit)

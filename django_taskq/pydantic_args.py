@@ -42,14 +42,49 @@ def validating(task: Any, run: Callable[..., Any]) -> Callable[..., Any]:
         for name, value in bound.arguments.items():
             model = models.get(name)
             if model is not None and value is not None and not isinstance(value, model):
-                bound.arguments[name] = model.model_validate(
-                    value, strict=options.pydantic_strict, context=context)
+                bound.arguments[name] = _validate(task, model, value, options, context)
         returned = run(*bound.args, **bound.kwargs)
         if isinstance(returned, BaseModel):
             return returned.model_dump(**options.pydantic_dump_kwargs)
         return returned
 
     return wrapper
+
+
+def _validate(task: Any, model: Any, value: Any, options: Any, context: dict[str, Any]) -> Any:
+    """``model.model_validate(value)``; for hidden arguments (sensitive.py) its error comes
+    without the input values, which pydantic writes into the message (stored, logged, sent)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(value, strict=options.pydantic_strict, context=context)
+    except ValidationError as exc:
+        if not _hidden(task):
+            raise
+        raise _without_input(exc) from None
+
+
+def _hidden(task: Any) -> bool:
+    from .context import current_request
+    from .sensitive import hidden
+
+    request = current_request()
+    headers = request.message_headers if request is not None else {}
+    return bool(task.options.sensitive) or hidden(task.name, headers)
+
+
+def _without_input(exc: Any) -> Exception:
+    """``exc`` again, its inputs left out (a plain ValueError when pydantic cannot rebuild it)."""
+    from pydantic import ValidationError
+
+    errors = exc.errors(include_url=False, include_input=False)
+    details: list[Any] = [{"type": e["type"], "loc": e["loc"], "input": None,
+                           **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in errors]
+    try:
+        return ValidationError.from_exception_data(exc.title, details, hide_input=True)
+    except Exception:  # noqa: BLE001 - a custom error type: the text alone, still without inputs
+        return ValueError(f"{len(errors)} validation error(s) for {exc.title}: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
 
 
 def _annotations(run: Callable[..., Any]) -> dict[str, Any]:

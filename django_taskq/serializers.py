@@ -250,7 +250,8 @@ def accepted(content_type: str, accept: Iterable[str]) -> Serializer:
         ContentDisallowed: the content type is not in ``accept``, or no serializer has it.
     """
     allowed = [found.name for found in map(_lookup, accept) if found is not None]
-    serializer = _BY_CONTENT_TYPE.get(content_type)
+    # Not hashable (a list from a broker's JSON) would raise TypeError: refused like the rest.
+    serializer = _BY_CONTENT_TYPE.get(content_type) if isinstance(content_type, str) else None
     if serializer is None or serializer.name not in allowed:
         what = (f"{serializer.name} content ({content_type})" if serializer is not None else
                 f"content of unknown type {content_type!r} (no serializer has it)")

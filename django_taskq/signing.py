@@ -24,6 +24,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -55,9 +56,8 @@ def _keys_by_id(keys: tuple[bytes, ...]) -> dict[str, bytes]:
 
 
 def _plain(value: Any) -> Any:
-    """JSON for values a header table may hold but JSON does not (an AMQP timestamp)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
+    """Refuse values JSON cannot hold (an AMQP timestamp, bytes, a Decimal): written as text
+    they would sign the same as a string header, one value standing for another."""
     raise TypeError(f"a header value of type {type(value).__name__} cannot be signed")
 
 
@@ -76,7 +76,7 @@ def canonical(envelope: Envelope, kid: str, signed_at: int) -> bytes:
              hashlib.sha256(body).hexdigest(), headers],
             sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
             default=_plain).encode("ascii")
-    except (AttributeError, TypeError, ValueError) as exc:  # a key or value JSON cannot hold
+    except (AttributeError, TypeError, ValueError, RecursionError) as exc:  # JSON cannot hold it
         raise MessageError(f"The message's headers cannot be signed: {exc}.") from exc
 
 
@@ -96,12 +96,17 @@ def sign(envelope: Envelope, keys: Sequence[bytes], now: float) -> Envelope:
     return envelope.with_headers(**{SIGNATURE_HEADER: f"{VERSION}:{kid}:{signed_at}:{mac}"})
 
 
+#: ASCII only: ``str.isdigit`` passes "²" (then ``int`` raises) and ``compare_digest`` raises
+#: on non-ASCII text, errors that would escape the worker's check and stop it.
+_SIGNATURE = re.compile(VERSION + r":([0-9a-f]{8}):([0-9]{1,12}):([0-9a-f]{64})", re.ASCII)
+
+
 def _parse(value: Any) -> tuple[str, int, str]:
-    parts = value.split(":") if isinstance(value, str) else []
-    if len(parts) != 4 or parts[0] != VERSION or not parts[2].isdigit() or len(parts[3]) != 64:
+    found = _SIGNATURE.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
         raise SignatureError("bad signature", f"the {SIGNATURE_HEADER} header is not "
                              f"'{VERSION}:<key id>:<unix time>:<hex mac>'")
-    return parts[1], int(parts[2]), parts[3]
+    return found[1], int(found[2]), found[3]
 
 
 def verify(envelope: Envelope, keys: Sequence[bytes], max_age: float | None, now: float) -> None:

@@ -92,7 +92,7 @@ def from_wire(raw: bytes | str, key: str) -> Envelope:
                         content_type=message.get("content-type") or "application/json",
                         content_encoding=message.get("content-encoding") or "utf-8",
                         priority=int(properties.get("priority") or 0), properties=properties)
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # deep: a bomb
         data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
         return Envelope(queue=queue, body=data, headers={}, content_type="application/x-unknown")
 
