@@ -80,6 +80,11 @@ def secret(user, password=None):
     return "ok"
 
 
+@task(name="tests.review13.refuse", sensitive=True)
+def refuse(user, password=None):
+    raise ValueError("wrong password")
+
+
 @task(name="tests.review13.collect")
 def collect(values):
     return len(values)
@@ -190,3 +195,18 @@ def test_msgpack_yaml_and_pickle_messages_run_and_their_results_come_back(config
         drain(worker, result)
     assert {name: result.get(timeout=5) for name, result in sent.items()} == \
         {"msgpack": 2, "yaml": 3, "pickle": 4}
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+def test_the_dashboard_retry_refuses_a_failed_sensitive_task(configured, settings, make_worker):
+    """Its stored arguments are the reprs: retrying would send '<sensitive>' as arguments."""
+    from django_taskq.dashboard.retry import RetryRefused, retry
+    from tests.helpers import drain
+
+    settings.TASKQ = {**settings.TASKQ, "RESULT_EXTENDED": True}
+    failed = refuse.delay("bob", password=SECRET)
+    drain(make_worker(), failed)
+    assert failed.state == states.FAILURE
+    with pytest.raises(RetryRefused, match="stored as text \\(hidden: a sensitive task"):
+        retry(failed.id)
+    assert get_broker().size("default") == 0
