@@ -59,15 +59,22 @@ def stored_arguments(request: Any) -> tuple[Any, Any]:
 
 
 def scrub(value: Any) -> Any:
-    """A decoded body (or part of one) with the arguments of each embedded signature of a
-    sensitive task replaced by SENSITIVE: a chain's later steps, a chord's body and a link
-    travel in the body of the message before them, whose own task may not be sensitive."""
+    """A decoded body (or part of one) with the arguments of each embedded signature hidden as
+    its own message would hide them: SENSITIVE for a sensitive task, else the reprs its options
+    give. A chain's later steps, a chord's body and a link travel in the body of the message
+    before them, whose own task may show its arguments."""
     if isinstance(value, list):
         return [scrub(item) for item in value]
     if not isinstance(value, dict):
         return value
     shown = {key: scrub(item) for key, item in value.items()}
-    name = value.get("task")
-    if isinstance(name, str) and "args" in value and task_is_sensitive(name):
+    name, options = value.get("task"), value.get("options")
+    if not isinstance(name, str) or "args" not in value:
+        return shown
+    if task_is_sensitive(name):
         shown["args"] = shown["kwargs"] = SENSITIVE
+    elif isinstance(options, dict):
+        for field in ("args", "kwargs"):
+            if isinstance(options.get(f"{field}repr"), str):
+                shown[field] = options[f"{field}repr"]
     return shown

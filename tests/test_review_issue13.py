@@ -127,14 +127,15 @@ def test_a_sensitive_task_called_through_canvas_shows_no_argument(configured, se
     shown = shown_queued + _everything_shown(ids)
     assert SECRET not in shown, "the admin showed it"
 
-    chain(collect.si([1]), secret.si("bob", password=SECRET)).apply_async()
+    chain(collect.si([1]), secret.si("bob", password=SECRET),
+          collect.si([SECRET]).set(argsrepr="([...],)")).apply_async()
     broker = get_broker()
     [delivery] = broker.reserve(["default"], max_messages=1, lease=60, worker="t")
     broker.dead_letter(delivery, "refused for the test")
     [letter] = deadletters.list_letters()
     call_command("taskq", "dead", "show", letter.id)
     out = capsys.readouterr().out
-    assert "embed:" in out and SENSITIVE in out and SECRET not in out
+    assert "embed:" in out and SENSITIVE in out and "([...],)" in out and SECRET not in out
 
 
 def succeeded(task_id):
