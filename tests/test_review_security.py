@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -159,3 +159,36 @@ def test_a_sensitive_pydantic_task_fails_without_its_input_in_the_error():
     assert stored.failed() and secret not in f"{stored.result!r} {stored.traceback}"
     with pytest.raises(ValidationError, match=secret):  # not sensitive: pydantic's own text
         shown.apply(({"number": secret},), throw=True)
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite"])
+def test_a_stranger_s_letter_recovered_after_lost_workers_records_and_sends_nothing(
+        configured, settings, make_worker):
+    """The attempts count and the lease are bookkeeping, not signed: whoever can write the
+    message table can hand the heartbeat a forged message as 'worker lost N times'. Its id is
+    a stranger's and its errbacks would go out signed by this worker."""
+    from django_taskq import AsyncResult
+    from django_taskq.models import QueuedMessage
+
+    settings.TASKQ = {**settings.TASKQ, "SIGNING_KEYS": [KEY]}
+    broker, now = get_broker(), time.time()
+    victim = tasks.add.delay(1, 2)
+    worker = make_worker()
+    for _ in range(50):
+        if victim.ready():
+            break
+        worker.step()
+    errbacks = [dict(tasks.tsum.s())]  # old-style: sent as a message
+    forged = signing.sign(envelope(errbacks=errbacks).with_headers(id=victim.id), (b"x" * 32,),
+                          now)
+    fresh = signing.sign(envelope(errbacks=errbacks), (b"x" * 32,), now)
+    genuine = signing.sign(envelope(errbacks=errbacks), (KEY,), now)
+    broker.enqueue_many([forged, fresh, genuine])
+    QueuedMessage.objects.update(state="reserved", attempts=broker.max_deliveries,
+                           locked_until=datetime(2000, 1, 1, tzinfo=timezone.utc))
+    worker.heartbeat.beat()
+    assert len(dead_letters(broker)) == 3  # all moved: the broker's part
+    assert victim.get(timeout=5) == 3  # not overwritten by WorkerLostError
+    assert not AsyncResult(fresh.message_id).known  # nothing under a stranger's id
+    assert AsyncResult(genuine.message_id).state == "FAILURE"
+    assert broker.size("default") == 1  # the genuine letter's errback only

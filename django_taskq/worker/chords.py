@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
-from .. import producer, states
+from .. import producer, signing, states
 from ..brokers.base import Broker, DeadLetter
 from ..canvas.dispatch import envelopes_for
 from ..canvas.fields import steps_of
@@ -36,6 +36,7 @@ from ..exceptions import (
     ResultBackendConnectionError,
     ResultBackendError,
     ServiceError,
+    SignatureError,
     WorkerLostError,
 )
 from ..message import Envelope, decode_body
@@ -279,7 +280,8 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
                 now: datetime) -> None:
     """Store FAILURE (WorkerLostError) for messages dead-lettered after lost workers; a dead
     header task still counts, so its chord fails instead of waiting for ever; its errbacks
-    are sent (Celery calls them for a lost worker's task too)."""
+    are sent (Celery calls them for a lost worker's task too). With SIGNING_KEYS, pass only
+    the :func:`verified` letters."""
     dead = [letter for letter in letters if letter.envelope.message_id]
     outcomes = [failure(letter.envelope.message_id, letter.envelope.task_name,
                         WorkerLostError(f"worker lost {letter.attempts} times; dead-lettered"),
@@ -301,6 +303,27 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
             backend.chord_sent(group_id)
         except Exception:  # noqa: BLE001 - the letters are recorded: never record them again
             logger.warning("could not mark chord %s sent", group_id, exc_info=True)
+
+
+def verified(letters: list[DeadLetter]) -> list[DeadLetter]:
+    """With SIGNING_KEYS, the letters signed with one of them (of any age: a message may
+    outlive its workers' deaths). Bookkeeping is not signed (an attempts count, a lease), so
+    a stranger's message can arrive here unrefused: its id, chords and errbacks are not its
+    to write or send (errbacks would go out signed by this worker)."""
+    keys = get_settings().SIGNING_KEYS
+    if not keys:
+        return letters
+    kept, now = [], clock_now().timestamp()
+    for letter in letters:
+        try:
+            signing.verify(letter.envelope, keys, None, now)
+        except SignatureError as exc:
+            logger.error("message dead-lettered (unverified id=%s task=%s), nothing recorded: "
+                         "%s", letter.envelope.message_id or "?",
+                         letter.envelope.task_name or "?", exc)
+        else:
+            kept.append(letter)
+    return kept
 
 
 def message_errbacks(envelope: Envelope, outcome: Outcome, exc: BaseException) -> list[Envelope]:

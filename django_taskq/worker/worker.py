@@ -340,6 +340,7 @@ class Worker(Introspection):
             self.broker.requeue(delivery)
 
     def _record_dead(self, letters: list[DeadLetter]) -> None:
+        letters = chords.verified(letters)  # with signing on: a stranger's records nothing
         chords.record_dead(self.backend, self.broker, letters, self.options.hostname,
                            self.clock.now())
         # Once recorded: the heartbeat records a letter again after a failure, and its event
