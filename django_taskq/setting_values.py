@@ -3,6 +3,7 @@ converted, or raises TypeError whose text completes "KEY must be ..." (conf.find
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,8 @@ DEFAULT_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.0, "interv
 def seconds(value: Any) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        # NaN compares false with everything: SIGNING_MAX_AGE = nan would never expire.
         raise TypeError("a number of seconds or a timedelta")
     return float(value)
 
@@ -153,4 +155,16 @@ def signing_keys(value: Any) -> tuple[bytes, ...]:
     if not all(isinstance(k, bytes) and len(k) >= MIN_SIGNING_KEY_BYTES for k in keys):
         raise TypeError(f"a list of keys of at least {MIN_SIGNING_KEY_BYTES} bytes each "
                         "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+    if set(keys) & _django_secrets():
+        raise TypeError("keys of their own, never SECRET_KEY or SECRET_KEY_FALLBACKS (whoever "
+                        "learns a signing key runs any task); make one with: python -c 'import "
+                        "secrets; print(secrets.token_urlsafe(48))'")
     return keys
+
+
+def _django_secrets() -> set[bytes]:
+    from django.conf import settings
+
+    found = [getattr(settings, "SECRET_KEY", None), *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
+    return {k.encode("utf-8") if isinstance(k, str) else k for k in found
+            if isinstance(k, (str, bytes))}

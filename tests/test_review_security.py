@@ -192,3 +192,16 @@ def test_a_stranger_s_letter_recovered_after_lost_workers_records_and_sends_noth
     assert not AsyncResult(fresh.message_id).known  # nothing under a stranger's id
     assert AsyncResult(genuine.message_id).state == "FAILURE"
     assert broker.size("default") == 1  # the genuine letter's errback only
+
+
+def test_settings_refuse_secret_key_as_a_signing_key_and_a_nan_max_age(settings):
+    from django_taskq.conf import find_problems
+
+    secret = "s" * 40
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = secret, ["f" * 40]
+    for keys in ([secret], [KEY, ("f" * 40).encode()]):
+        [problem] = find_problems({"SIGNING_KEYS": keys})
+        assert "never SECRET_KEY" in str(problem) and secret not in str(problem)
+    assert not find_problems({"SIGNING_KEYS": [KEY]})
+    [problem] = find_problems({"SIGNING_MAX_AGE": float("nan")})  # nan > max_age: never
+    assert "SIGNING_MAX_AGE" in str(problem)
