@@ -89,6 +89,9 @@ def _mask_one(url: str) -> str:
     ends = [i for i in (url.find("?", start), url.find("#", start)) if i >= 0]
     stop = min(ends, default=len(url))
     at = url.rfind("@", start, stop)  # the last @: a password may hold an unencoded one
+    if stop < len(url):  # a ? or # in the password ("redis://:pa?ss@host"): up to an @ that
+        options = [i for i in (url.find("=", stop), url.find("&", stop)) if i >= 0]
+        at = max(at, url.rfind("@", stop, min(options, default=len(url))))  # no option precedes
     if at >= 0 and ":" in url[start:at]:
         user = url[start:at].split(":", 1)[0]
         url = f"{url[:start]}{user}:{HIDDEN}{url[at:]}"

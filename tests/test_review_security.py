@@ -205,3 +205,16 @@ def test_settings_refuse_secret_key_as_a_signing_key_and_a_nan_max_age(settings)
     assert not find_problems({"SIGNING_KEYS": [KEY]})
     [problem] = find_problems({"SIGNING_MAX_AGE": float("nan")})  # nan > max_age: never
     assert "SIGNING_MAX_AGE" in str(problem)
+
+
+def test_a_password_holding_a_question_mark_or_hash_is_masked():
+    from django_taskq.service_url import mask, mask_text
+
+    for url, masked in (("redis://:pa?ss@host:6379/0", "redis://:****@host:6379/0"),
+                        ("redis://:pa#ss@host/0", "redis://:****@host/0"),
+                        ("amqp://guest:g?x@h1;amqp://guest:g#y@h2",
+                         "amqp://guest:****@h1;amqp://guest:****@h2"),
+                        ("redis://host:6379/0?x=a@b", "redis://host:6379/0?x=a@b")):
+        assert mask(url) == masked
+    assert mask_text("cannot reach redis://:pa?ss@host:6379/0") == \
+        "cannot reach redis://:****@host:6379/0"
