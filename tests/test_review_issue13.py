@@ -211,3 +211,28 @@ def test_the_dashboard_retry_refuses_a_failed_sensitive_task(configured, setting
     with pytest.raises(RetryRefused, match="stored as text \\(hidden: a sensitive task"):
         retry(failed.id)
     assert get_broker().size("default") == 0
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "postgres"])
+def test_a_database_row_nested_past_pythons_limit_is_dead_lettered_not_fatal(configured,
+                                                                             make_worker):
+    """SQLite and PostgreSQL take JSON 999 levels deep; json.loads raised RecursionError out of
+    the database broker's reserve, at every delivery (a poison row stopped every worker)."""
+    from django.db import connections
+
+    from django_taskq.models import QueuedMessage
+    from django_taskq.result import AsyncResult
+    from tests.helpers import dead_letters, drain
+    from tests.testapp import tasks
+
+    hostile = tasks.add.delay(1, 1)
+    alias = get_broker().alias
+    row = QueuedMessage.objects.using(alias).get(message_id=hostile.id)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"UPDATE {QueuedMessage._meta.db_table} SET headers = %s WHERE id = %s",
+                       ["[" * 999 + "]" * 999, row.pk])
+    good = tasks.add.delay(2, 2)
+    drain(make_worker(), good)
+    assert AsyncResult(good.id).get(timeout=5) == 4
+    [(_, reason)] = dead_letters(get_broker())
+    assert "no 'task' header" in reason

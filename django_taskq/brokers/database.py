@@ -52,7 +52,15 @@ def _pks(letter_ids: Sequence[str]) -> list[int]:
 
 
 def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+    """A JSON column's value. The databases accept deeper JSON than Python parses: a hostile
+    row nested that deep reads as ``{}``, so the worker dead-letters it as malformed (no
+    ``task`` header) instead of stopping on it at every delivery."""
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        return json.loads(value)
+    except RecursionError:
+        return {}
 
 
 class DatabaseBroker(Broker, DeadLetterStore):
@@ -239,7 +247,11 @@ class DatabaseBroker(Broker, DeadLetterStore):
                 # Write first: SQLite refuses (at once, busy timeout or not) a transaction that
                 # reads and then wants to write while another connection writes.
                 rows.update(state="reserved")
-                self._bury(list(rows.select_for_update()), reason)
+                found = list(rows.select_for_update().defer("headers", "properties"))
+                for row in found:  # as reserve read them (never parsed again: see _json)
+                    row.headers = delivery.envelope.headers
+                    row.properties = delivery.envelope.properties
+                self._bury(found, reason)
 
     def _bury(self, rows: list[Any], reason: str | Callable[[Any], str]) -> None:
         from ..models import DeadLetterMessage
