@@ -31,6 +31,14 @@ def login(user, password, *, otp=None):
     return "ok"
 
 
+@task(name="tests.sensitive.rotate", sensitive=True, bind=True)
+def rotate(self, token):
+    if self.request.retries == 0:
+        raise self.retry(args=(token + "-next",), countdown=0)
+    ran.append(token)
+    return "ok"
+
+
 @task(name="tests.sensitive.plain")
 def plain(user, password):
     ran.append(password)
@@ -149,3 +157,18 @@ def test_a_retry_with_new_arguments_keeps_the_senders_argsrepr():
                                 SendOptions(queue="default"))
     assert retry_envelope(plain_call, eta=None, args=("bob", "y")).headers["argsrepr"] == \
         "('bob', 'y')"  # an argsrepr nobody chose follows the new arguments
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+def test_a_sensitive_tasks_retry_hides_new_arguments_sent_without_reprs(extended, make_worker,
+                                                                          monkeypatch):
+    from django_taskq import producer
+
+    sealed, real_seal_all = [], producer.seal_all
+    monkeypatch.setattr(producer, "seal_all",
+                        lambda envelopes: sealed.extend(envelopes) or real_seal_all(envelopes))
+    task_id = celery_style("tests.sensitive.rotate", SECRET)  # real reprs, as Celery sends
+    make_worker().run(until_empty=True)
+    assert AsyncResult(task_id).get(timeout=5) == "ok" and ran == [SECRET + "-next"]
+    [retry] = [e for e in sealed if e.message_id == task_id]
+    assert (retry.headers["argsrepr"], retry.headers["kwargsrepr"]) == (SENSITIVE, SENSITIVE)

@@ -19,6 +19,7 @@ from ..brokers.base import Broker, Delivery
 from ..exceptions import RejectedError, ResultBackendConnectionError, ResultBackendError
 from ..outcome import Outcome, failure
 from ..results.base import ResultBackend
+from ..sensitive import task_is_sensitive
 from . import chords
 
 logger = logging.getLogger(__name__)
@@ -200,7 +201,11 @@ class Settler:
         none while it runs again) and its retry, sealed."""
         sends = list(outcome.follow_ups) if outcome.disposition != "requeue" else []
         if outcome.retry is not None:
-            sends.append(message.retry_envelope(
+            retry = message.retry_envelope(
                 delivery.envelope, eta=outcome.retry.eta, args=outcome.retry.args,
-                kwargs=outcome.retry.kwargs, options=outcome.retry.options))
+                kwargs=outcome.retry.kwargs, options=outcome.retry.options)
+            if task_is_sensitive(retry.task_name):  # sent by name or by Celery: no reprs given
+                retry = retry.with_headers(argsrepr=message.SENSITIVE,
+                                           kwargsrepr=message.SENSITIVE)
+            sends.append(retry)
         return producer.seal_all(sends)
