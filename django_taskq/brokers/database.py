@@ -25,8 +25,9 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from ..engines import database_errors, translating
-from ..exceptions import BrokerConnectionError, BrokerError
+from ..exceptions import BrokerConnectionError, BrokerError, SerializationError
 from ..message import Envelope
+from ..nesting import check_json
 from .base import (
     DEFAULT_MAX_DELIVERIES,
     Broker,
@@ -51,16 +52,23 @@ def _pks(letter_ids: Sequence[str]) -> list[int]:
     return [int(text) for text in (str(i).strip() for i in letter_ids) if text.isascii() and text.isdigit()]
 
 
-def _json(value: Any) -> Any:
-    """A JSON column's value. The databases accept deeper JSON than Python parses: a hostile
-    row nested that deep reads as ``{}``, so the worker dead-letters it as malformed (no
-    ``task`` header) instead of stopping on it at every delivery."""
-    if not isinstance(value, (str, bytes)):
-        return value
-    try:
-        return json.loads(value)
-    except RecursionError:
-        return {}
+#: Nesting a headers or properties column may have; deeper reads as ``{}`` (see _json).
+_MAX_COLUMN_DEPTH = 32
+
+
+def _json(value: Any) -> dict[str, Any]:
+    """A headers or properties column as a dict. The databases take JSON far deeper than Python
+    parses (or than 3.11 does; 3.12 parses more): a row that is not a mapping, or nested
+    deeper than any message's headers are, reads as ``{}``, so the worker dead-letters it as
+    malformed (no ``task`` header) instead of stopping on it at every delivery."""
+    if isinstance(value, (str, bytes)):
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        try:
+            check_json(data, _MAX_COLUMN_DEPTH)
+            value = json.loads(data)
+        except (SerializationError, RecursionError, ValueError):
+            return {}
+    return value if isinstance(value, dict) else {}
 
 
 class DatabaseBroker(Broker, DeadLetterStore):
