@@ -120,6 +120,16 @@ def test_a_backlog_past_its_cap_drops_the_oldest_and_says_so(caplog, monkeypatch
 
 # -- a worker's events -------------------------------------------------------------------------
 
+def _capturing_worker(settings, url):
+    """A solo worker on memory broker ``url`` whose events go to a Capture it returns too."""
+    from django_taskq.worker import Worker, WorkerOptions
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url}
+    sink = Capture()
+    return Worker(WorkerOptions.from_settings(pool="solo", queues=("default",)),
+                  events=EventDispatcher("w", [sink])), sink
+
+
 def _drain(worker, rounds=60):
     for _ in range(rounds):
         worker.step()
@@ -163,12 +173,8 @@ def test_revoked_and_rejected_messages_send_their_events(settings):
     from django_taskq import revoke
     from django_taskq.brokers import get_broker
     from django_taskq.message import Envelope
-    from django_taskq.worker import Worker, WorkerOptions
 
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://rv", "RESULT_BACKEND": "memory://rv"}
-    sink = Capture()
-    worker = Worker(WorkerOptions.from_settings(pool="solo", queues=("default",)),
-                    events=EventDispatcher("w", [sink]))
+    worker, sink = _capturing_worker(settings, "memory://rv")
     doomed = add.delay(1, 1)
     revoke(doomed.id)
     get_broker().enqueue(Envelope(body=b"{not json", headers={"id": "bad-1", "task": "events.add"},
@@ -358,12 +364,8 @@ def quiet():
 @pytest.mark.django_db(transaction=True)
 def test_a_task_with_send_events_false_sends_no_task_events(settings):
     """Celery's task option ``send_events=False``: that task's runs send nothing; others do."""
-    from django_taskq.worker import Worker, WorkerOptions
 
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://se", "RESULT_BACKEND": "memory://se"}
-    sink = Capture()
-    worker = Worker(WorkerOptions.from_settings(pool="solo", queues=("default",)),
-                    events=EventDispatcher("w", [sink]))
+    worker, sink = _capturing_worker(settings, "memory://se")
     hushed, loud = quiet.delay(), add.delay(1, 1)
     _drain(worker)
     worker.events.flush()
