@@ -57,6 +57,9 @@ def parse(url: str, *, setting: str) -> ParsedUrl:
                      original=url)
 
 
+_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
 def mask(url: str) -> str:
     """``url`` with its passwords replaced by ``****``, safe to print and log.
 
@@ -66,7 +69,8 @@ def mask(url: str) -> str:
     """
     if not isinstance(url, str):
         return url
-    return ";".join(_mask_one(part) for part in url.split(";"))
+    # A list splits only where the next URL's scheme follows: a ";" inside a password does not.
+    return ";".join(_mask_one(part) for part in _NEXT_URL.split(url))
 
 
 def mask_text(text: str) -> str:

@@ -34,6 +34,7 @@ SECRET = "s3cr3t-pw"
      "amqps://u:****@h/v?ssl_keyfile=/k.pem&sasl_password=****"),
     ("sentinel://:s3cr3t-pw@h1:26379;sentinel://:s3cr3t-pw@h2:26379",
      "sentinel://:****@h1:26379;sentinel://:****@h2:26379"),
+    ("redis://:pa;ss-s3cr3t@h:6379/0", "redis://:****@h:6379/0"),  # ";" in a password
     ("redis://bob@h/0", "redis://bob@h/0"),  # a user name alone is no secret
     ("db://default", "db://default"),
     ("memory://", "memory://"),
