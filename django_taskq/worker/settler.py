@@ -189,10 +189,14 @@ class Settler:
             except Exception as exc:  # noqa: BLE001 - bad input fails one task, not the worker
                 logger.error("cannot send the %s of id=%s: %s",
                              "retry" if outcome.retry else "follow-ups", outcome.task_id, exc)
-                self._pending[index] = (delivery, failure(
+                failed = failure(
                     outcome.task_id, outcome.task_name, exc, date_done=outcome.date_done,
                     worker=outcome.worker, retries=outcome.retries,
-                    ignore_result=outcome.ignore_result))
+                    ignore_result=outcome.ignore_result)
+                if outcome.disposition == "dead_letter":  # Reject, acks_on_failure=False: still
+                    failed = dataclasses.replace(failed, disposition="dead_letter",
+                                                 reason=outcome.reason)
+                self._pending[index] = (delivery, failed)
         return envelopes
 
     @staticmethod
@@ -204,7 +208,8 @@ class Settler:
             retry = message.retry_envelope(
                 delivery.envelope, eta=outcome.retry.eta, args=outcome.retry.args,
                 kwargs=outcome.retry.kwargs, options=outcome.retry.options)
-            if task_is_sensitive(retry.task_name):  # sent by name or by Celery: no reprs given
+            if task_is_sensitive(retry.task_name) and \
+                    message.HIDDEN_ARGS_HEADER not in retry.headers:  # by name or by Celery
                 retry = retry.with_headers(argsrepr=message.SENSITIVE,
                                            kwargsrepr=message.SENSITIVE)
             sends.append(retry)
