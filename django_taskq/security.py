@@ -7,9 +7,10 @@ password. Set::
     DEFAULT_EXCEPTION_REPORTER_FILTER = "django_taskq.security.TaskqExceptionReporterFilter"
 
 and every value that holds a URL with a password (settings, nested ones included, a frame's
-local variables, request data and headers) is shown masked (``redis://:****@host``), on the
-DEBUG page too, besides what Django hides by default. Check ``django_taskq.W016`` warns while
-DEBUG is on, the filter is not set and a TASKQ or Celery URL carries a password.
+local variables, POST data, META and cookies; not the URL's query string) is shown masked
+(``redis://:****@host``), on the DEBUG page too, besides what Django hides by default. Check
+``django_taskq.W016`` warns while DEBUG is on, the filter is not set and a TASKQ or Celery URL
+carries a password.
 """
 
 from __future__ import annotations
