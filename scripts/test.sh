@@ -53,24 +53,25 @@ run_leg() {  # run_leg NAME VENV PYTHON DJANGO_SPEC [pytest args]
     "$venv/bin/python" -m pytest "$@"
 }
 
-#: Debian's Chromium and its driver, for the admin page tests in a real browser (tests/browser.py).
-BROWSER_LOG=${TMPDIR:-/tmp}/django-taskq-chromium-install.log
+#: Debian's Chromium and its driver, for the admin page tests in a real browser (tests/browser.py),
+#: and memcached, which the cache:// result store tests start on a free port of their own.
+SYSTEM_PACKAGES_LOG=${TMPDIR:-/tmp}/django-taskq-apt-install.log
 
-install_browser() {  # a failed install is not fatal: the browser tests skip, or fail in CI
-    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return 0
+install_system_packages() {  # a failed install is not fatal: those tests skip, or fail in CI
+    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -x /usr/bin/memcached ] && return 0
     local apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
     [ "$(id -u)" = 0 ] || apt=(sudo -n "${apt[@]}")
-    local install=("${apt[@]}" install -y --no-install-recommends chromium chromium-driver)
-    echo "=== browser: installing Debian's chromium and chromium-driver (apt-get; log $BROWSER_LOG)"
+    local install=("${apt[@]}" install -y --no-install-recommends chromium chromium-driver memcached)
+    echo "=== system packages: installing Debian's chromium, chromium-driver and memcached (apt-get; log $SYSTEM_PACKAGES_LOG)"
     # apt-get update only when the install fails: package lists are usually fresh enough.
-    if ! { "${install[@]}" || { "${apt[@]}" update && "${install[@]}"; }; } > "$BROWSER_LOG" 2>&1
+    if ! { "${install[@]}" || { "${apt[@]}" update && "${install[@]}"; }; } > "$SYSTEM_PACKAGES_LOG" 2>&1
     then
-        cat "$BROWSER_LOG"
-        echo "=== browser: install failed; the admin page tests will skip (fail if required)"
+        cat "$SYSTEM_PACKAGES_LOG"
+        echo "=== system packages: install failed; browser and memcached tests will skip (fail if required)"
     fi
 }
 
-install_browser
+install_system_packages
 status=0
 # The main leg first; then the two version legs side by side (they wait on databases more
 # than on the CPU), each with its own test databases and Redis database, their output kept

@@ -13,29 +13,18 @@ from django_taskq import AsyncResult, states
 from django_taskq.exceptions import RemoteTaskError, TimeoutError
 from django_taskq.outcome import Outcome, failure
 from django_taskq.results.database import DatabaseResultBackend
-from django_taskq.results.memory import MemoryResultBackend
 from django_taskq.results.redis import RedisResultBackend
 from django_taskq.service_url import parse
-from tests.conftest import require_alias
+from tests.result_stores import STORES, kinds_that_can
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres", "mariadb", "redis"])
+@pytest.fixture(params=list(STORES))
 def backend(request):
-    if request.param == "memory":
-        return MemoryResultBackend()
-    if request.param == "redis":
-        made = RedisResultBackend(parse(request.getfixturevalue("redis_url"),
-                                        setting="RESULT_BACKEND"))
-        request.addfinalizer(made.close)
-        return made
-    alias = require_alias(request.param)
-    request.getfixturevalue("transactional_db")
-    return DatabaseResultBackend(alias=alias)
+    return STORES[request.param](request)
 
 
 # Backends that delete expired results by date in cleanup(); Redis uses key TTLs instead.
-BY_DATE = pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres", "mariadb"],
-                                  indirect=True)
+BY_DATE = pytest.mark.parametrize("backend", kinds_that_can("cleanup_by_date"), indirect=True)
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
