@@ -36,6 +36,10 @@ class TaskqSettings:
 
     BROKER_URL: str = "db://default"
     RESULT_BACKEND: str = "db://default"
+    BROKER_TRANSPORT_OPTIONS: Mapping[str, Any] = field(default_factory=dict)
+    RESULT_BACKEND_TRANSPORT_OPTIONS: Mapping[str, Any] = field(default_factory=dict)
+    BROKER_USE_SSL: bool | Mapping[str, Any] = False
+    REDIS_BACKEND_USE_SSL: bool | Mapping[str, Any] = False
     DEFAULT_QUEUE: str = "default"
     TASK_SERIALIZER: str = "json"
     RESULT_SERIALIZER: str = "json"
@@ -87,6 +91,7 @@ class TaskqSettings:
     EVENTS_CELERY: bool = True
     TASK_COMPRESSION: str | None = None
     RESULT_COMPRESSION: str | None = None
+    RESULT_PERSISTENT: bool = False
     SIGNING_KEYS: tuple[bytes, ...] = field(default=(), repr=False)
     SIGNING_MAX_AGE: float = 86400.0
     MESSAGE_MAX_BYTES: int = 4 * 1024 * 1024
@@ -110,6 +115,10 @@ SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(TaskqSettings) if f
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "BROKER_URL": values.text,
     "RESULT_BACKEND": values.text,
+    "BROKER_TRANSPORT_OPTIONS": values.transport_options,
+    "RESULT_BACKEND_TRANSPORT_OPTIONS": values.transport_options,
+    "BROKER_USE_SSL": values.use_ssl,
+    "REDIS_BACKEND_USE_SSL": values.use_ssl,
     "DEFAULT_QUEUE": values.text,
     "TASK_SERIALIZER": values.text,
     "RESULT_SERIALIZER": values.text,
@@ -160,6 +169,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "EVENTS_CELERY": values.boolean,
     "TASK_COMPRESSION": values.optional_compression,
     "RESULT_COMPRESSION": values.optional_compression,
+    "RESULT_PERSISTENT": values.boolean,
     "SIGNING_KEYS": values.signing_keys,
     "SIGNING_MAX_AGE": values.seconds,
     "MESSAGE_MAX_BYTES": values.positive_int,

@@ -67,6 +67,10 @@ class Outcome:
     #: A failed run's chain rest, reversed, from its request ([] when none; None when not
     #: known here: the worker then reads it from the message). Its tasks fail too.
     chain: list[dict[str, Any]] | None = None
+    #: Where the sender wants its result sent, from the message's ``reply_to`` and
+    #: ``correlation_id`` properties (the rpc:// result backend publishes it there).
+    reply_to: str = ""
+    correlation_id: str = ""
     #: The live exception of an eager run (never set in a worker: it may not pickle).
     exception: BaseException | None = field(default=None, compare=False)
 
@@ -148,6 +152,12 @@ def rebuild_exception(value: Any, traceback: str | None = None) -> BaseException
 
 def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+def reply_address(request: Any) -> dict[str, Any]:
+    """The Outcome fields saying where ``request``'s sender wants its result (rpc://)."""
+    return {"reply_to": request.reply_to or "",
+            "correlation_id": request.correlation_id or request.id or ""}
 
 
 def failure(task_id: str, task_name: str, exc: BaseException, *, traceback: str | None = None,

@@ -114,6 +114,8 @@ def too_large(envelope: Envelope, limit: int) -> MessageTooLarge:
 
 def _publish(envelopes: Sequence[Envelope], record_results: bool,
              options: SendOptions | None) -> None:
+    if record_results:
+        envelopes = _with_reply_to(envelopes)
     if signals.before_task_publish.receivers:
         envelopes = [_before_publish(e, options) for e in envelopes]
     sealed = seal_all(envelopes)
@@ -130,6 +132,18 @@ def _publish(envelopes: Sequence[Envelope], record_results: bool,
                          exchange=_delivery(envelope).get("exchange", ""),
                          routing_key=_delivery(envelope).get("routing_key", envelope.queue),
                          headers=envelope.headers, queue=envelope.queue)
+
+
+def _with_reply_to(envelopes: Sequence[Envelope]) -> Sequence[Envelope]:
+    """With results on rpc://, each message names this process's reply queue in ``reply_to``
+    (as Celery's ``thread_oid``), unless the caller chose one; the queue is declared first."""
+    from .results import get_backend
+
+    address = get_backend().reply_address()
+    if address is None:
+        return envelopes
+    return [e if e.properties.get("reply_to") else
+            e.replace(properties={**e.properties, "reply_to": address}) for e in envelopes]
 
 
 def _sent_events(envelopes: Sequence[Envelope]) -> None:

@@ -26,7 +26,7 @@ from .context import Request, current_request, schedule_retry
 from .exceptions import Retry
 from .message import Envelope, SendOptions
 from .options import TaskOptions, annotations_for, resolve
-from .outcome import Outcome
+from .outcome import Outcome, reply_address
 from .registry import registry
 from .result import AsyncResult, EagerResult
 from .retries import autoretry, make_retry
@@ -223,7 +223,8 @@ class Task(CanvasMethods, Generic[P, R]):
         get_backend().store(Outcome(
             task_id=task_id, task_name=self.name, state=state or states.PENDING, payload=payload,
             content_type=content_type, content_encoding=encoding, worker=request.hostname or "",
-            retries=request.retries, date_started=clock_now()))
+            retries=request.retries, date_started=clock_now(),
+            **(reply_address(request) if task_id == request.id else {})))
 
     def resolve_ignore_result(self, override: bool | None = None) -> bool:
         """Whether results of this call are stored: call option, task option, then setting."""

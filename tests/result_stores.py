@@ -16,7 +16,8 @@ from django_taskq.results.database import DatabaseResultBackend
 from django_taskq.results.memory import MemoryResultBackend
 from django_taskq.results.redis import RedisResultBackend
 from django_taskq.service_url import parse
-from tests.conftest import require_alias
+from tests import services
+from tests.conftest import require_alias, require_service
 
 
 def _memory(request: pytest.FixtureRequest) -> ResultBackend:
@@ -38,18 +39,30 @@ def _database(kind: str) -> Callable[[pytest.FixtureRequest], ResultBackend]:
     return make
 
 
+def _rpc(request: pytest.FixtureRequest) -> ResultBackend:
+    """rpc:// addressed to itself: what a worker publishes comes back to this process."""
+    from tests.rpc_loopback import loopback_backend
+
+    made = loopback_backend(require_service(services.AMQP_URL, "RabbitMQ"))
+    request.addfinalizer(made.close)
+    return made
+
+
 STORES: dict[str, Callable[[pytest.FixtureRequest], ResultBackend]] = {
     "memory": _memory,
     "sqlite": _database("sqlite"),
     "postgres": _database("postgres"),
     "mariadb": _database("mariadb"),
     "redis": _redis,
+    "rpc": _rpc,
 }
 
 #: What a store cannot do, by kind: "cleanup_by_date" (expired results removed by cleanup();
 #: Redis expires keys by TTL instead).
 CANNOT: dict[str, set[str]] = {
     "redis": {"cleanup_by_date"},
+    # Results are messages to one process: nothing stored to clean up (docs/result-backends.md).
+    "rpc": {"cleanup_by_date"},
 }
 
 

@@ -30,13 +30,24 @@ def _memory(url: ParsedUrl) -> ResultBackend:
 
 
 def _redis(url: ParsedUrl) -> ResultBackend:
+    from ..use_ssl import with_tls
     from .redis import RedisResultBackend
 
+    # Celery's redis_backend_use_ssl, translated to TASKQ['REDIS_BACKEND_USE_SSL'].
+    url = with_tls(url, get_settings().REDIS_BACKEND_USE_SSL, "RESULT_BACKEND",
+                   "REDIS_BACKEND_USE_SSL")
     return RedisResultBackend(url, **_common())
 
 
+def _rpc(url: ParsedUrl) -> ResultBackend:
+    from .rpc import rpc_backend
+
+    return rpc_backend(url, **_common())
+
+
 slot: EngineSlot[ResultBackend] = EngineSlot(
-    "RESULT_BACKEND", {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis},
+    "RESULT_BACKEND", {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis,
+                     "sentinel": _redis, "rpc": _rpc},
     close=lambda backend: backend.close())
 SCHEMES = slot.schemes
 backend_from_url = slot.from_url

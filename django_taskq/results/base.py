@@ -92,6 +92,12 @@ class ResultBackend(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def reply_address(self) -> str | None:
+        """Where this process's tasks ask for their results (the ``reply_to`` property a sent
+        message carries), ready to receive them; None for a store every process reads (all
+        but rpc://)."""
+        return None
+
     # Saved groups (GroupResult.save/restore/delete): optional, every backend here has them.
 
     def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ from ..clock import clock_now
 from ..context import activate
 from ..einfo import ExceptionInfo
 from ..exceptions import Ignore, Reject, Replaced, Retry
-from ..outcome import Outcome
+from ..outcome import Outcome, reply_address
 from ..registry import registry
 from ..task import Task
 from . import followups, outcomes
@@ -216,6 +216,6 @@ def _record_started(job: Job, started: Any) -> None:
             task_id=job.request.id or "", task_name=job.task_name, state=states.STARTED,
             payload=payload, content_type=content_type, content_encoding=encoding,
             date_started=started, worker=job.request.hostname or "",
-            retries=job.request.retries))
+            retries=job.request.retries, **reply_address(job.request)))
     except Exception:  # noqa: BLE001 - progress reporting must not fail the task
         logger.warning("could not record STARTED for id=%s", job.request.id, exc_info=True)

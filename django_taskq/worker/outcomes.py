@@ -13,7 +13,7 @@ from ..clock import clock_now
 from ..context import take_scheduled_retry
 from ..einfo import ExceptionInfo
 from ..exceptions import Ignore, Reject, Retry, SerializationError
-from ..outcome import Outcome, RetryOrder, failure
+from ..outcome import Outcome, RetryOrder, failure, reply_address
 from ..sensitive import stored_arguments
 from .job import Job
 
@@ -45,7 +45,7 @@ class Run:
         common: dict[str, Any] = {
             "worker": request.hostname or "", "retries": request.retries,
             "ignore_result": self.job.ignore_result, "date_started": self.started,
-            "date_done": clock_now()}
+            "date_done": clock_now(), **reply_address(request)}
         if request.group:  # a group member: whether it is in a chord is known here
             common["chord"] = request.chord if isinstance(request.chord, dict) else {}
         if self.job.extended:  # hidden arguments are kept as their reprs (sensitive.py)

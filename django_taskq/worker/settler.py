@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import message, producer
 from ..brokers.base import Broker, Delivery
@@ -131,7 +132,7 @@ class Settler:
         reason = f"the result could not be stored: {exc}"[:1000]
         replacement = failure(outcome.task_id, outcome.task_name, ResultBackendError(reason),
                               date_done=outcome.date_done, worker=outcome.worker,
-                              retries=outcome.retries)
+                              retries=outcome.retries, **_address(outcome))
         try:
             with self.broker.atomic():
                 self.backend.store(replacement)
@@ -155,7 +156,7 @@ class Settler:
             given_up = failure(
                 outcome.task_id, outcome.task_name, RejectedError(reason),
                 date_done=outcome.date_done, worker=outcome.worker, retries=outcome.retries,
-                disposition="dead_letter", reason=reason)
+                disposition="dead_letter", reason=reason, **_address(outcome))
             # Its errbacks waited for this last run (a timeout put back each time).
             errbacks = chords.message_errbacks(delivery.envelope, given_up,
                                                RejectedError(reason))
@@ -192,7 +193,7 @@ class Settler:
                 failed = failure(
                     outcome.task_id, outcome.task_name, exc, date_done=outcome.date_done,
                     worker=outcome.worker, retries=outcome.retries,
-                    ignore_result=outcome.ignore_result)
+                    ignore_result=outcome.ignore_result, **_address(outcome))
                 if outcome.disposition == "dead_letter":  # Reject, acks_on_failure=False: still
                     failed = dataclasses.replace(failed, disposition="dead_letter",
                                                  reason=outcome.reason)
@@ -214,3 +215,8 @@ class Settler:
                                            kwargsrepr=message.SENSITIVE)
             sends.append(retry)
         return producer.seal_all(sends)
+
+
+def _address(outcome: Outcome) -> dict[str, Any]:
+    """A replacement outcome goes where the original would have (rpc:// replies)."""
+    return {"reply_to": outcome.reply_to, "correlation_id": outcome.correlation_id}
