@@ -23,12 +23,12 @@ from ..clock import SYSTEM, Clock, using
 from ..conf import get_settings
 from ..events import build, dispatcher_for
 from ..events.dispatcher import EventDispatcher
-from ..exceptions import BadMessage, NotRegistered, ServiceError, TaskRevokedError
+from ..exceptions import BadMessage, ServiceError, TaskRevokedError
 from ..outcome import Outcome, failure
 from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
-from . import chords, ratelimits, stopping
+from . import chords, ratelimits, rejection, stopping
 from .heartbeat import Heartbeat
 from .introspection import Introspection
 from .job import Job, prepare
@@ -192,7 +192,7 @@ class Worker(Introspection):
                 extended=self.extended,
                 default_time_limits=(self.options.time_limit, self.options.soft_time_limit))
         except BadMessage as exc:
-            self._reject(delivery, exc)
+            rejection.reject(self, delivery, exc)
             return
         if self.revocations.is_revoked(job.request.id):
             self._revoke(delivery, job, "revoked before it ran")
@@ -248,38 +248,6 @@ class Worker(Introspection):
             if not self.pool.kill(running[task_id]):
                 logger.warning("cannot terminate id=%s: the %s pool cannot kill a running task",
                                task_id, self.options.pool)
-
-    def _reject(self, delivery: Delivery, exc: BadMessage) -> None:
-        """Bad input: FAILURE result (when the id is known), dead letter, keep going.
-
-        A message refused unverified (for its signature, or too large with signing on) is
-        only dead-lettered: its id and name may be a stranger's, so nothing is written under
-        them (no result, chord count or event)."""
-        envelope = delivery.envelope
-        if exc.untrusted:
-            logger.error("message refused (unverified id=%s task=%s) reason=%s",
-                         envelope.message_id or "?", envelope.task_name or "?", exc)
-            self.broker.dead_letter(delivery, str(exc))
-            signals.send(signals.task_rejected, self, message=envelope, exc=exc)
-            return
-        logger.error("message rejected id=%s task=%s reason=%s", envelope.message_id or "?",
-                     envelope.task_name or "?", exc)
-        # Settled like a run: its FAILURE stored (and counted in its chord), then dead-lettered.
-        self.settler.add(delivery, failure(
-            envelope.message_id or "", envelope.task_name, exc, date_done=self.clock.now(),
-            worker=self.options.hostname, ignore_result=not envelope.message_id,
-            disposition="dead_letter", reason=str(exc)))
-        # The name only when registered: a name from a stranger's message would become a
-        # counter row and a metrics series of its own, for good.
-        self.events.send("task-failed", uuid=envelope.message_id,
-                         name=envelope.task_name if envelope.task_name in registry else "",
-                         exception=f"{type(exc).__name__}: {exc}", traceback="")
-        # Celery's message is a kombu Message; ours is the Envelope (see signals.py).
-        if isinstance(exc.__cause__, NotRegistered):
-            signals.send(signals.task_unknown, self, message=envelope, exc=exc.__cause__,
-                         name=envelope.task_name, id=envelope.message_id)
-        else:
-            signals.send(signals.task_rejected, self, message=envelope, exc=exc)
 
     def _dispatch(self) -> None:
         while self.prefetched and self.pool.free_slots() and not self.stopping:
