@@ -90,6 +90,8 @@ def test_docs_table_names_every_celery_setting():
     ("CELERYD_CONCURRENCY", 0, "WORKER_CONCURRENCY", None),
     ("CELERY_WORKER_CONCURRENCY", 3, "WORKER_CONCURRENCY", 3),
     ("CELERYD_POOL", "processes", "WORKER_POOL", "prefork"),
+    ("CELERY_WORKER_POOL", "gevent", "WORKER_POOL", "gevent"),
+    ("CELERYD_POOL", "eventlet", "WORKER_POOL", "eventlet"),
     ("CELERY_WORKER_PREFETCH_MULTIPLIER", 1, "WORKER_PREFETCH_MULTIPLIER", 1),
     ("CELERYD_TASK_TIME_LIMIT", 30, "WORKER_TIME_LIMIT", 30.0),
     ("CELERY_TASK_SOFT_TIME_LIMIT", timedelta(seconds=10), "WORKER_SOFT_TIME_LIMIT", 10.0),
@@ -173,7 +175,7 @@ def test_w012_new_celery_name_wins_over_the_old_one():
 
 def test_environment_override_wins_over_a_celery_setting(monkeypatch):
     monkeypatch.setenv("TASKQ_BROKER_URL", "memory://env")
-    with override_settings(TASKQ={}, CELERY_BROKER_URL="sqs://"):
+    with override_settings(TASKQ={}, CELERY_BROKER_URL="zookeeper://"):
         assert get_settings().BROKER_URL == "memory://env"  # the bad Celery value is not used
 
 
@@ -204,7 +206,7 @@ def test_e010_stops_manage_py_check():
     ("CELERY_TASK_SERIALIZER", "xml", "json"),
     ("CELERY_ACCEPT_CONTENT", "json", "list"),
     ("CELERY_WORKER_POOL", "custom", "prefork"),
-    ("CELERY_BROKER_URL", "sqs://", "no sqs broker"),
+    ("CELERY_BROKER_URL", "zookeeper://", "no zookeeper broker"),
     ("CELERY_BROKER_URL", "sqla+postgresql://u@h/db", "db://<alias>"),
     ("CELERY_BROKER_URL", "redis://a:6379;redis://b:6379", "one broker URL"),
 ])
@@ -270,10 +272,8 @@ def test_w013_unknown_celery_setting():
 
 
 @pytest.mark.parametrize("name, value, in_hint", [
-    ("CELERY_RESULT_BACKEND", "rpc://", "result-stores issue"),
     ("CELERY_RESULT_BACKEND", "django-cache", "result-stores issue"),
     ("CELERY_RESULT_BACKEND", "cache+memcached://127.0.0.1:11211/", "result-stores issue"),
-    ("CELERY_WORKER_POOL", "gevent", "later issue"),
 ])
 def test_w014_not_yet_names_the_issue(name, value, in_hint):
     [(id_, message, hint)] = notes(TASKQ={}, **{name: value})
@@ -320,8 +320,15 @@ def test_beat_schedule_and_loop_interval_are_honoured():
 
 
 def test_not_yet_settings_leave_ours_in_place():
-    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="rpc://"):
+    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="django-cache"):
         assert get_settings().RESULT_BACKEND == "db://default"
+
+
+def test_celerys_rpc_backend_and_result_persistent_are_translated():
+    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="rpc://",
+                           CELERY_RESULT_PERSISTENT=True):
+        assert (get_settings().RESULT_BACKEND, get_settings().RESULT_PERSISTENT) == \
+            ("rpc://", True)
 
 
 def test_passwords_are_masked_in_messages():

@@ -36,6 +36,10 @@ STORES_HINT = ("The cache and RPC result backends arrive with the result-stores 
                "then results go to TASKQ['RESULT_BACKEND'] (db://<alias> or redis://).")
 _OTHER_BACKEND = ("A setting of a Celery result backend django_taskq does not have: results go to "
                   "TASKQ['RESULT_BACKEND'] (db://<alias> or redis://). Remove it.")
+TRANSPORT_HINT = ("Not needed for visibility_timeout: leases are renewed while a task runs "
+                  "(TASKQ['LEASE_TIMEOUT']). Connection options are URL query options "
+                  "(docs/brokers.md); only a sentinel:// URL reads transport options "
+                  "(master_name, sentinel_kwargs, min_other_sentinels). Remove it.")
 SQLALCHEMY_HINT = ("Celery's SQLAlchemy result backend: use TASKQ['RESULT_BACKEND'] = "
                    "'db://<alias>' (a DATABASES alias; its tables come from migrate). Remove it.")
 NO_BACKEND_HINT = ("django_taskq always has a result backend (TASKQ['RESULT_BACKEND']); to "
@@ -69,8 +73,10 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
     (NO_EFFECT, _CHORDS, "result_chord_expires result_chord_join_timeout "
      "result_chord_retry_interval"),
     (NO_EFFECT, _CHORD_ERRBACKS, "task_allow_error_cb_on_chord_header"),
-    (NOT_YET, STORES_HINT, "cache_backend cache_backend_options result_exchange result_exchange_type "
-     "result_persistent"),
+    (NOT_YET, STORES_HINT, "cache_backend cache_backend_options"),
+    (NO_EFFECT, "rpc:// replies through the default exchange straight to the caller's queue, as "
+     "Celery's RPC backend does (these named the old amqp:// backend's exchange). Remove it.",
+     "result_exchange result_exchange_type"),
     (NO_EFFECT, _OTHER_BACKEND, "arangodb_backend_settings azureblockblob_base_path "
      "azureblockblob_connection_timeout azureblockblob_container_name azureblockblob_read_timeout "
      "azureblockblob_retry_increment_base azureblockblob_retry_initial_backoff_sec "
@@ -89,9 +95,6 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
      "host:port/db?socket_timeout=10' (rediss:// for TLS; docs/brokers.md). Remove it.",
      "redis_db redis_host redis_max_connections redis_password redis_port redis_retry_on_timeout "
      "redis_socket_connect_timeout redis_socket_keepalive redis_socket_timeout redis_username"),
-    (NO_EFFECT, "Use rediss:// or amqps:// (certificates are verified); certificate options are "
-     "URL query options (docs/brokers.md, docs/brokers-rabbitmq.md). Remove it.",
-     "broker_use_ssl redis_backend_use_ssl"),
     (NO_EFFECT, "Write them into the URL: TASKQ['BROKER_URL'] = 'amqp://user:password@host:port/"
      "vhost' (or redis://...). Remove it.",
      "broker_host broker_password broker_port broker_transport broker_user broker_vhost"),
@@ -99,9 +102,6 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
      "broker_read_url broker_write_url"),
     (NO_EFFECT, _RECONNECT, "broker_channel_error_retry broker_connection_max_retries "
      "broker_connection_retry broker_connection_retry_on_startup broker_heartbeat_checkrate"),
-    (NO_EFFECT, "Not needed for visibility_timeout: leases are renewed while a task runs "
-     "(TASKQ['LEASE_TIMEOUT']). Connection options are URL query options (docs/brokers.md). "
-     "Remove it.", "broker_transport_options result_backend_transport_options"),
     (NO_EFFECT, "Use ?socket_connect_timeout= (redis://) or ?connect_timeout= (amqp://) in "
      "TASKQ['BROKER_URL']. Remove it.", "broker_connection_timeout"),
     (NO_EFFECT, "django_taskq connects to one broker URL; failover lists are not offered. "

@@ -15,7 +15,15 @@ from typing import Any
 
 from .. import serializers
 from ..exceptions import SerializationError
-from .explained import NO_BACKEND_HINT, NO_EFFECT, NOT_YET, SIGNING_HINT, SQLALCHEMY_HINT, STORES_HINT
+from .explained import (
+    NO_BACKEND_HINT,
+    NO_EFFECT,
+    NOT_YET,
+    SIGNING_HINT,
+    SQLALCHEMY_HINT,
+    STORES_HINT,
+    TRANSPORT_HINT,
+)
 
 
 class Refused(Exception):
@@ -26,8 +34,10 @@ class Refused(Exception):
         self.kind, self.hint = kind, hint
 
 
-_BROKER_SCHEMES = ("db", "memory", "redis", "rediss", "amqp", "amqps", "pyamqp")
-_RESULT_SCHEMES = ("db", "memory", "redis", "rediss")
+_BROKER_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+_RESULT_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "rpc")
+#: The transport options django_taskq reads (a sentinel:// URL's); Celery's others mean nothing.
+_TRANSPORT_KEYS = ("master_name", "sentinel_kwargs", "min_other_sentinels")
 
 
 def _tls(url: str) -> str:
@@ -41,8 +51,8 @@ def _scheme(url: str) -> str:
 
 
 def _broker_url(value: Any) -> str:
-    if not isinstance(value, str) or not value or ";" in value:
-        raise TypeError("one broker URL (failover lists are not offered)")
+    if not isinstance(value, str) or not value or (";" in value and _scheme(value) != "sentinel"):
+        raise TypeError("one broker URL (failover lists are not offered; a sentinel:// list is)")
     scheme = _scheme(value)
     if scheme == "django":  # kombu's old Django transport: messages in the default database
         return "db://default"
@@ -65,7 +75,7 @@ def _result_backend(value: Any) -> str:
     scheme = _scheme(value)
     if scheme == "django-db":  # django-celery-results: results in the default database
         return "db://default"
-    if scheme in ("rpc", "django-cache", "cache") or scheme.startswith("cache+"):
+    if scheme in ("django-cache", "cache") or scheme.startswith("cache+"):
         raise Refused(NOT_YET, STORES_HINT)
     if scheme.startswith("db+"):
         raise Refused(NO_EFFECT, SQLALCHEMY_HINT)
@@ -73,6 +83,17 @@ def _result_backend(value: Any) -> str:
         raise Refused(NO_EFFECT, f"django_taskq has no {scheme} result backend: use "
                        "TASKQ['RESULT_BACKEND'] = 'db://<alias>' or 'redis://...'. Remove it.")
     return _tls(value)
+
+
+def _transport_options(value: Any) -> Any:
+    """Kept when it holds a key read here (Sentinel's); else it has no effect, as before."""
+    if isinstance(value, dict) and not any(key in value for key in _TRANSPORT_KEYS):
+        raise Refused(NO_EFFECT, TRANSPORT_HINT)
+    return value
+
+
+def _use_ssl(value: Any) -> Any:
+    return False if value is None else value
 
 
 def _serializer(value: Any) -> str:
@@ -118,9 +139,6 @@ def _prefetch(value: Any) -> Any:
 
 
 def _pool(value: Any) -> Any:
-    if value in ("gevent", "eventlet"):
-        raise Refused(NOT_YET, "The gevent and eventlet pools arrive with a later issue; use "
-                       "prefork, threads or solo until then.")
     return "prefork" if value == "processes" else value
 
 
@@ -128,6 +146,10 @@ def _pool(value: Any) -> Any:
 HONOURED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "broker_url": ("BROKER_URL", _broker_url),
     "result_backend": ("RESULT_BACKEND", _result_backend),
+    "broker_transport_options": ("BROKER_TRANSPORT_OPTIONS", _transport_options),
+    "result_backend_transport_options": ("RESULT_BACKEND_TRANSPORT_OPTIONS", _transport_options),
+    "broker_use_ssl": ("BROKER_USE_SSL", _use_ssl),
+    "redis_backend_use_ssl": ("REDIS_BACKEND_USE_SSL", _use_ssl),
     "task_default_queue": ("DEFAULT_QUEUE", None),
     "task_serializer": ("TASK_SERIALIZER", _serializer),
     "result_serializer": ("RESULT_SERIALIZER", _serializer),
@@ -160,4 +182,5 @@ HONOURED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     # kombu's names, aliases and header values: conf checks the method is installed.
     "task_compression": ("TASK_COMPRESSION", None),
     "result_compression": ("RESULT_COMPRESSION", None),
+    "result_persistent": ("RESULT_PERSISTENT", None),
 }
