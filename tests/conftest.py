@@ -13,7 +13,12 @@ from django_taskq.brokers.memory import MemoryBroker
 from tests import services
 
 DB_ALIASES = {"sqlite": "default", "postgres": "postgres", "mariadb": "mariadb"}
-BROKER_KINDS = ["memory", *DB_ALIASES, "redis", "amqp"]
+BROKER_KINDS = ["memory", *DB_ALIASES, "redis", "amqp", "sqs"]
+#: Brokers that keep time themselves (a fake clock cannot move it): tests marked
+#: ``needs_fake_clock`` are not collected for them.
+REAL_CLOCK_KINDS = frozenset({"amqp", "sqs"})
+#: What SQS cannot do: these contract tests are not collected for it (docs/brokers-sqs.md).
+SQS_CANNOT = frozenset({"test_higher_priority_runs_first"})
 #: Queues the shared tests use on RabbitMQ; emptied (deleted) around every test.
 AMQP_TEST_QUEUES = ("default", "a", "b", "other", "noise", "surface", "side", "called", "high",
                     "billing", "routed", "feeds", "main", "globbed", "from-function", "q",
@@ -44,6 +49,17 @@ def require_service(url: str, name: str) -> str:
         assert not services.REQUIRED, f"{name} at {url} is required (TASKQ_REQUIRE_SERVICES=1)"
         pytest.skip(f"{name} is not reachable at {url}")
     return url
+
+
+@pytest.fixture(scope="session")
+def sqs_server():
+    """One moto server (SQS in memory) for the session's SQS contract tests; each test uses
+    queues of its own (a unique queue_name_prefix)."""
+    from tests.sqsserver import start_or_skip
+
+    server = start_or_skip()
+    yield server
+    server.kill()
 
 
 @pytest.fixture
@@ -109,6 +125,16 @@ def broker(broker_kind: str, clock: Clock, request: pytest.FixtureRequest):
         made = RedisBroker(parse(url, setting="BROKER_URL"), poll_interval=0.01, now=clock)
         request.addfinalizer(made.close)
         return made
+    if broker_kind == "sqs":  # SQS keeps time itself too; one moto server per session
+        from django_taskq.brokers.sqs import from_url
+        from django_taskq.service_url import parse
+        from tests.sqsserver import unique_prefix
+
+        server = request.getfixturevalue("sqs_server")
+        made = from_url(parse(server.url(queue_name_prefix=unique_prefix(), wait_time_seconds=0),
+                              setting="BROKER_URL"), poll_interval=0.01)
+        request.addfinalizer(made.close)
+        return made
     if broker_kind == "amqp":  # RabbitMQ keeps time itself: the fake clock does not apply
         from django_taskq.brokers.amqp import from_url
         from django_taskq.service_url import parse
@@ -135,9 +161,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kinds = {value for value in params.values() if isinstance(value, str)}
         if NETWORK_BROKERS.intersection(kinds) or NETWORK_FIXTURES.intersection(names):
             item.add_marker(pytest.mark.network_broker)
-        # A fake clock cannot move RabbitMQ's time: such tests do not apply to it.
+        if "sqs" in kinds:  # a moto server started by the tests
+            item.add_marker(pytest.mark.own_server)
+        # A fake clock cannot move RabbitMQ's or SQS's time: such tests do not apply to them.
+        kind = params.get("broker_kind")
         if kinds & deselected_kinds or (item.get_closest_marker("needs_fake_clock")
-                                        and params.get("broker_kind") == "amqp"):
+                                        and kind in REAL_CLOCK_KINDS) or (
+                kind == "sqs" and (getattr(item, "originalname", "") in SQS_CANNOT
+                                   or "broker" not in names or "configured" in names)):
             dropped.append(item)
         else:
             kept.append(item)
@@ -200,7 +231,7 @@ def make_worker(configured):
 #: Engines that never touch Django's ORM: their tests are marked ``network_broker``, and the
 #: other Django/Python legs of scripts/test.sh leave them (and ``subprocess`` tests) to the main
 #: leg, which runs everything.
-NETWORK_BROKERS = frozenset({"redis", "amqp"})
+NETWORK_BROKERS = frozenset({"redis", "amqp", "sqs"})
 NETWORK_FIXTURES = frozenset({"redis_url", "amqp_url", "rabbit"})
 
 

@@ -41,6 +41,15 @@ def _amqp(url: ParsedUrl) -> Broker:
     return amqp.from_url(url, max_deliveries=get_settings().MAX_DELIVERIES)
 
 
+def _sqs(url: ParsedUrl) -> Broker:
+    from . import sqs
+
+    settings = get_settings()
+    return sqs.from_url(url, poll_interval=_poll_interval(url),
+                        transport_options=getattr(settings, "BROKER_TRANSPORT_OPTIONS", None),
+                        max_deliveries=settings.MAX_DELIVERIES)
+
+
 def _memory(url: ParsedUrl) -> Broker:
     from .memory import MemoryBroker
 
@@ -52,7 +61,7 @@ def _memory(url: ParsedUrl) -> Broker:
 slot: EngineSlot[Broker] = EngineSlot(
     "BROKER_URL",
     {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis,
-     "amqp": _amqp, "amqps": _amqp, "pyamqp": _amqp},
+     "amqp": _amqp, "amqps": _amqp, "pyamqp": _amqp, "sqs": _sqs},
     close=lambda broker: broker.close())
 SCHEMES = slot.schemes
 broker_from_url = slot.from_url
