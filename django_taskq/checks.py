@@ -16,6 +16,10 @@
 - django_taskq.W014: a Celery setting for a feature that a later issue brings (named in the hint).
 - django_taskq.W016: DEBUG is on, a TASKQ or Celery URL holds a password, and the exception
   reporter filter that masks it on the debug page is not set (security.py).
+- django_taskq.E020: an entry of RESULT_BACKEND_SCHEMES is not usable (does not import, is not
+  a ResultBackend subclass, or replaces a built-in scheme).
+- django_taskq.W020: RESULT_BACKEND is a cache:// whose cache is a LocMemCache (one process).
+- django_taskq.W021: RESULT_BACKEND is a cache:// whose add()/incr() are not atomic (chords).
 """
 
 from __future__ import annotations
@@ -197,3 +201,29 @@ def check_exception_filter(app_configs: Any = None, **kwargs: Any) -> list[check
 def _flat(values: list[Any]) -> list[Any]:
     return [item for value in values
             for item in (value if isinstance(value, (list, tuple)) else (value,))]
+
+
+@checks.register("django_taskq")
+def check_result_stores(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E020: RESULT_BACKEND_SCHEMES entries; W020, W021: the cache a cache:// URL names."""
+    from .results import SCHEMES, plugins
+    from .service_url import parse
+
+    try:
+        settings = build_settings(raw_settings())
+    except ConfigurationError:
+        return []  # reported as E002/E010 by the other checks
+    messages: list[checks.CheckMessage] = [
+        checks.Error(problem, hint="Fix TASKQ['RESULT_BACKEND_SCHEMES'] "
+                     "(docs/result-backends.md).", id="django_taskq.E020")
+        for problem in plugins.problems(settings.RESULT_BACKEND_SCHEMES, SCHEMES)]
+    try:
+        url = parse(settings.RESULT_BACKEND, setting="RESULT_BACKEND")
+    except ConfigurationError:
+        return messages  # an E004
+    if url.scheme == "cache":
+        from .results.cache import cache_warnings
+
+        messages += [checks.Warning(message, hint=hint, id=f"django_taskq.{code}")
+                     for code, message, hint in cache_warnings(url.host or "default")]
+    return messages

@@ -23,6 +23,7 @@ from .setting_values import DEFAULT_PUBLISH_RETRY_POLICY
 ENV_OVERRIDES = {
     "TASKQ_BROKER_URL": "BROKER_URL",
     "TASKQ_RESULT_BACKEND": "RESULT_BACKEND",
+    "TASKQ_WORKER_POOL": "WORKER_POOL",  # read before Django starts too (monkey.py)
 }
 
 DEFAULT_LEASE = 60.0
@@ -36,6 +37,7 @@ class TaskqSettings:
 
     BROKER_URL: str = "db://default"
     RESULT_BACKEND: str = "db://default"
+    RESULT_BACKEND_SCHEMES: Mapping[str, str] = field(default_factory=dict)
     BROKER_TRANSPORT_OPTIONS: Mapping[str, Any] = field(default_factory=dict)
     RESULT_BACKEND_TRANSPORT_OPTIONS: Mapping[str, Any] = field(default_factory=dict)
     BROKER_USE_SSL: bool | Mapping[str, Any] = False
@@ -59,6 +61,8 @@ class TaskqSettings:
     WORKER_SOFT_TIME_LIMIT: float | None = None
     WORKER_MAX_TASKS_PER_CHILD: int | None = None
     WORKER_MAX_MEMORY_PER_CHILD: int | None = None
+    WORKER_AUTOSCALE: tuple[int, int] | None = None  # (max, min); --autoscale MAX,MIN
+    WORKER_AUTOSCALE_KEEPALIVE: float = 30.0
     TASK_TRACK_STARTED: bool = False
     CONTROL_URL: str | None = None
     REVOKE_EXPIRES: float = 7 * 86400.0
@@ -115,6 +119,7 @@ SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(TaskqSettings) if f
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "BROKER_URL": values.text,
     "RESULT_BACKEND": values.text,
+    "RESULT_BACKEND_SCHEMES": values.scheme_table,
     "BROKER_TRANSPORT_OPTIONS": values.transport_options,
     "RESULT_BACKEND_TRANSPORT_OPTIONS": values.transport_options,
     "BROKER_USE_SSL": values.use_ssl,
@@ -138,6 +143,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "WORKER_SOFT_TIME_LIMIT": values.optional_seconds,
     "WORKER_MAX_TASKS_PER_CHILD": values.optional_positive_int,
     "WORKER_MAX_MEMORY_PER_CHILD": values.optional_positive_int,
+    "WORKER_AUTOSCALE": values.optional_autoscale,
+    "WORKER_AUTOSCALE_KEEPALIVE": values.seconds,
     "TASK_TRACK_STARTED": values.boolean,
     "CONTROL_URL": values.optional_text,
     "REVOKE_EXPIRES": values.seconds,
@@ -180,7 +187,7 @@ _POSITIVE_SECONDS = ("LEASE_TIMEOUT", "POLL_INTERVAL", "RESULT_EXPIRES", "REVOKE
                      "REVOKE_POLL_INTERVAL", "WORKER_TIME_LIMIT", "WORKER_SOFT_TIME_LIMIT",
                      "BEAT_SYNC_INTERVAL", "BEAT_MAX_LOOP_INTERVAL", "BEAT_CLAIM_TIMEOUT",
                      "BEAT_RUN_HISTORY", "EVENTS_EXPIRES", "EVENTS_HEARTBEAT",
-                     "SIGNING_MAX_AGE")
+                     "SIGNING_MAX_AGE", "WORKER_AUTOSCALE_KEEPALIVE")
 
 
 @dataclass(frozen=True, slots=True)

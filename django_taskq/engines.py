@@ -24,9 +24,13 @@ class EngineSlot(Generic[T]):
     """The process-wide engine configured by ``setting`` (e.g. BROKER_URL)."""
 
     def __init__(self, setting: str, schemes: dict[str, Callable[[ParsedUrl], T]],
-                 close: Callable[[T], None]) -> None:
+                 close: Callable[[T], None],
+                 plugins: Callable[[], dict[str, Callable[[ParsedUrl], T]]] | None = None
+                 ) -> None:
         self.setting = setting
         self.schemes = schemes
+        #: More schemes, read from the settings when a URL is built (RESULT_BACKEND_SCHEMES).
+        self.plugins = plugins
         self._close = close
         self._lock = threading.Lock()
         self._engine: T | None = None
@@ -41,11 +45,13 @@ class EngineSlot(Generic[T]):
             ConfigurationError: unknown scheme, or a URL naming something that does not exist.
         """
         parsed = parse(url, setting=self.setting)
-        factory = self.schemes.get(parsed.scheme)
+        schemes = self.schemes if parsed.scheme in self.schemes or self.plugins is None \
+            else {**self.plugins(), **self.schemes}
+        factory = schemes.get(parsed.scheme)
         if factory is None:
             raise ConfigurationError(
                 f"{self.setting} scheme {parsed.scheme!r} is not supported; use one of "
-                f"{', '.join(s + '://' for s in self.schemes)}.")
+                f"{', '.join(s + '://' for s in schemes)}.")
         return factory(parsed)
 
     def get(self) -> T:

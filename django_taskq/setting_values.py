@@ -4,11 +4,12 @@ converted, or raises TypeError whose text completes "KEY must be ..." (conf.find
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-POOLS = ("prefork", "threads", "solo")
+POOLS = ("prefork", "threads", "solo", "gevent", "eventlet", "asyncio")
 #: Celery's ``task_publish_retry_policy`` default: how often a send is retried when the broker
 #: cannot be reached (seconds between tries: start, growing by step, capped at max).
 DEFAULT_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2,
@@ -42,6 +43,48 @@ def text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError("a non-empty string")
     return value
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+
+
+def scheme_table(value: Any) -> dict[str, str]:
+    """RESULT_BACKEND_SCHEMES: URL scheme -> dotted path of a ResultBackend subclass."""
+    if not isinstance(value, Mapping) or not all(
+            isinstance(scheme, str) and _SCHEME.fullmatch(scheme) and isinstance(path, str)
+            and path for scheme, path in value.items()):
+        raise TypeError("a dict of lowercase URL scheme -> dotted path of a ResultBackend "
+                        "subclass, e.g. {'cassandra': 'myproj.results.CassandraBackend'}")
+    return dict(value)
+
+
+def transport_options(value: Any) -> dict[str, Any]:
+    """BROKER_TRANSPORT_OPTIONS / RESULT_BACKEND_TRANSPORT_OPTIONS (Celery's dicts): a
+    ``sentinel://`` URL reads ``master_name``, ``sentinel_kwargs`` and ``min_other_sentinels``;
+    Celery's other keys (``visibility_timeout``...) have no meaning here and are ignored."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise TypeError("a dict of transport options, e.g. {'master_name': 'mymaster'}")
+    if "master_name" in value and not (isinstance(value["master_name"], str)
+                                       and value["master_name"]):
+        raise TypeError("a dict whose 'master_name' is the non-empty name of a Sentinel master")
+    if not isinstance(value.get("sentinel_kwargs") or {}, Mapping):
+        raise TypeError("a dict whose 'sentinel_kwargs' is a dict of redis-py options for the "
+                        "sentinels, e.g. {'password': '...'}")
+    minimum = value.get("min_other_sentinels", 0)
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+        raise TypeError("a dict whose 'min_other_sentinels' is a whole number of at least 0")
+    return dict(value)
+
+
+def use_ssl(value: Any) -> bool | dict[str, Any]:
+    """BROKER_USE_SSL / REDIS_BACKEND_USE_SSL (Celery's): False, True, or a dict of TLS options
+    (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` for Redis)."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise TypeError("True, False or a dict of TLS options, e.g. "
+                        "{'ssl_ca_certs': '/path/ca.pem'}")
+    return dict(value)
 
 
 def optional_text(value: Any) -> str | None:
@@ -140,6 +183,38 @@ def pool(value: Any) -> str:
     if value not in POOLS:
         raise TypeError(f"one of {', '.join(POOLS)}")
     return str(value)
+
+
+AUTOSCALE_FORMS = ("'MAX,MIN' (e.g. '10,3': at most 10 slots, at least 3), 'MAX' ('10': min 0) "
+                   "or a (MAX, MIN) tuple")
+
+
+def autoscale(value: Any) -> tuple[int, int]:
+    """``--autoscale`` and WORKER_AUTOSCALE: ``(max, min)`` from Celery's forms. As Celery's
+    command line, one number is the maximum (min 0) and two are taken in either order."""
+    parts: list[Any]
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    try:
+        numbers = [part if isinstance(part, int) and not isinstance(part, bool) else int(part)
+                   for part in parts if not isinstance(part, (bool, float))]
+    except (TypeError, ValueError):
+        numbers = []
+    if not 1 <= len(parts) <= 2 or len(numbers) != len(parts):
+        raise TypeError(f"one or two whole numbers: {AUTOSCALE_FORMS}")
+    high, low = max(numbers), (min(numbers) if len(numbers) == 2 else 0)
+    if low < 0 or high < 1:
+        raise TypeError(f"whole numbers with a maximum of at least 1 and a minimum of at least "
+                        f"0: {AUTOSCALE_FORMS}")
+    return high, low
+
+
+def optional_autoscale(value: Any) -> tuple[int, int] | None:
+    return None if value is None else autoscale(value)
 
 
 #: The shortest signing key accepted: HMAC-SHA256 wants at least its output size of secret.

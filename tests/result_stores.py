@@ -48,6 +48,36 @@ def _rpc(request: pytest.FixtureRequest) -> ResultBackend:
     return made
 
 
+def _cache(kind: str) -> Callable[[pytest.FixtureRequest], ResultBackend]:
+    """cache://results on a memcached this process starts, or on Redis through Django's
+    RedisCache (tests/memcachedserver.py)."""
+    def make(request: pytest.FixtureRequest) -> ResultBackend:
+        from django.core.cache import caches
+
+        from django_taskq.results.cache import CacheResultBackend
+        from tests.memcachedserver import memcached, memcached_caches, redis_caches
+
+        settings = request.getfixturevalue("settings")
+        settings.CACHES = memcached_caches(memcached().location) if kind == "memcached" \
+            else redis_caches(request.getfixturevalue("redis_url"))
+        request.addfinalizer(caches.close_all)
+        return CacheResultBackend(alias="results")
+    return make
+
+
+def _plugin(request: pytest.FixtureRequest) -> ResultBackend:
+    """A store plugged in by its dotted path (tests/plugin_backend.py), built from its URL."""
+    from django_taskq.results import backend_from_url
+
+    settings = request.getfixturevalue("settings")
+    settings.TASKQ = {**settings.TASKQ, "RESULT_BACKEND_SCHEMES": {
+        "sqlitefile": "tests.plugin_backend.SQLiteFileBackend"}}
+    path = request.getfixturevalue("tmp_path") / "results.sqlite3"
+    made = backend_from_url(f"sqlitefile://{path}")
+    request.addfinalizer(made.close)
+    return made
+
+
 STORES: dict[str, Callable[[pytest.FixtureRequest], ResultBackend]] = {
     "memory": _memory,
     "sqlite": _database("sqlite"),
@@ -55,6 +85,9 @@ STORES: dict[str, Callable[[pytest.FixtureRequest], ResultBackend]] = {
     "mariadb": _database("mariadb"),
     "redis": _redis,
     "rpc": _rpc,
+    "cache_memcached": _cache("memcached"),
+    "cache_redis": _cache("redis"),
+    "plugin": _plugin,
 }
 
 #: What a store cannot do, by kind: "cleanup_by_date" (expired results removed by cleanup();
@@ -63,6 +96,9 @@ CANNOT: dict[str, set[str]] = {
     "redis": {"cleanup_by_date"},
     # Results are messages to one process: nothing stored to clean up (docs/result-backends.md).
     "rpc": {"cleanup_by_date"},
+    # The cache drops results when their timeout (RESULT_EXPIRES) ends.
+    "cache_memcached": {"cleanup_by_date"},
+    "cache_redis": {"cleanup_by_date"},
 }
 
 

@@ -271,14 +271,10 @@ def test_w013_unknown_celery_setting():
     assert "Did you mean CELERY_TASK_ALWAYS_EAGER?" in hint
 
 
-@pytest.mark.parametrize("name, value, in_hint", [
-    ("CELERY_RESULT_BACKEND", "django-cache", "result-stores issue"),
-    ("CELERY_RESULT_BACKEND", "cache+memcached://127.0.0.1:11211/", "result-stores issue"),
-])
-def test_w014_not_yet_names_the_issue(name, value, in_hint):
-    [(id_, message, hint)] = notes(TASKQ={}, **{name: value})
-    assert id_ == "django_taskq.W014" and message.startswith(name)
-    assert in_hint in hint
+def test_celerys_memcached_backend_says_to_declare_it_in_caches():
+    [(id_, message, hint)] = notes(TASKQ={}, CELERY_RESULT_BACKEND="cache+memcached://10.0.0.5:11211/")
+    assert id_ == "django_taskq.W011" and message.startswith("CELERY_RESULT_BACKEND")
+    assert "'LOCATION': '10.0.0.5:11211'" in hint and "'cache://results'" in hint
 
 
 @pytest.mark.parametrize("name, value", [
@@ -319,9 +315,12 @@ def test_beat_schedule_and_loop_interval_are_honoured():
         assert get_settings().BEAT_MAX_LOOP_INTERVAL == 5.0
 
 
-def test_not_yet_settings_leave_ours_in_place():
+def test_django_cache_results_are_the_cache_store_on_the_cache_backend_alias():
     with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="django-cache"):
-        assert get_settings().RESULT_BACKEND == "db://default"
+        assert get_settings().RESULT_BACKEND == "cache://default"
+    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="django-cache",
+                           CELERY_CACHE_BACKEND="results"):
+        assert get_settings().RESULT_BACKEND == "cache://results"
 
 
 def test_celerys_rpc_backend_and_result_persistent_are_translated():

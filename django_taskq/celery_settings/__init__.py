@@ -87,6 +87,7 @@ def translate(taken: Mapping[str, Any]) -> Translation:
         elif celery_name not in found:
             found[celery_name] = _preferred(celery_name, present, out.notes)
     _fold_include(found)
+    _fold_cache(found)
     for celery_name, (name, value) in sorted(found.items()):
         if celery_name in HONOURED:
             _honour(name, value, HONOURED[celery_name], taken, out)
@@ -135,6 +136,17 @@ def _fold_include(found: dict[str, tuple[str, Any]]) -> None:
             return
     found["imports"] = (f"{found['imports'][0]} + {included[0]}",
                         [*found["imports"][1], *included[1]])
+
+
+def _fold_cache(found: dict[str, tuple[str, Any]]) -> None:
+    """django-celery-results' ``django-cache`` reads the cache alias from ``cache_backend``
+    (``CELERY_CACHE_BACKEND = 'default'``): one ``cache://<alias>`` here."""
+    backend, alias = found.get("result_backend"), found.get("cache_backend")
+    if backend is None or alias is None or backend[1] != "django-cache" \
+            or not isinstance(alias[1], str) or not alias[1] or "://" in alias[1]:
+        return
+    found["result_backend"] = (f"{backend[0]} + {found.pop('cache_backend')[0]}",
+                               f"cache://{alias[1]}")
 
 
 def _honour(name: str, value: Any, rule: tuple[str, Callable[[Any], Any] | None],

@@ -32,8 +32,10 @@ _CHORDS = ("Not needed: a chord's header tasks are counted atomically in the res
 _CHORD_ERRBACKS = ("An errback linked to a chord runs once, when the chord fails (on its body), "
                    "as with Celery's default; to handle a header task's own failure, link the "
                    "errback to the header tasks. Remove it.")
-STORES_HINT = ("The cache and RPC result backends arrive with the result-stores issue; until "
-               "then results go to TASKQ['RESULT_BACKEND'] (db://<alias> or redis://).")
+CACHE_HINT = ("Results in a cache are a Django cache of CACHES: declare the memcached (or Redis) "
+              "server there, e.g. CACHES['results'] = {{'BACKEND': 'django.core.cache.backends."
+              "memcached.PyMemcacheCache', 'LOCATION': '{location}'}}, and set "
+              "TASKQ['RESULT_BACKEND'] = 'cache://results' (docs/result-backends.md). Remove it.")
 _OTHER_BACKEND = ("A setting of a Celery result backend django_taskq does not have: results go to "
                   "TASKQ['RESULT_BACKEND'] (db://<alias> or redis://). Remove it.")
 TRANSPORT_HINT = ("Not needed for visibility_timeout: leases are renewed while a task runs "
@@ -73,7 +75,10 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
     (NO_EFFECT, _CHORDS, "result_chord_expires result_chord_join_timeout "
      "result_chord_retry_interval"),
     (NO_EFFECT, _CHORD_ERRBACKS, "task_allow_error_cb_on_chord_header"),
-    (NOT_YET, STORES_HINT, "cache_backend cache_backend_options"),
+    (NO_EFFECT, "The cache is the CACHES alias in the URL, TASKQ['RESULT_BACKEND'] = "
+     "'cache://<alias>'; its servers and OPTIONS are its CACHES entry (with CELERY_RESULT_BACKEND "
+     "= 'django-cache' a CACHES alias here is honoured). Remove it.",
+     "cache_backend cache_backend_options"),
     (NO_EFFECT, "rpc:// replies through the default exchange straight to the caller's queue, as "
      "Celery's RPC backend does (these named the old amqp:// backend's exchange). Remove it.",
      "result_exchange result_exchange_type"),
@@ -164,8 +169,9 @@ _NOT_READ: tuple[tuple[str, str, str], ...] = (
     (NO_EFFECT, _INTERNAL, "worker_agent worker_consumer worker_enable_prefetch_count_reduction "
      "worker_lost_wait worker_pool_putlocks worker_pool_restarts worker_proc_alive_timeout "
      "worker_timer worker_timer_precision"),
-    (NO_EFFECT, "Not offered: a worker runs a fixed number of slots (-c, "
-     "TASKQ['WORKER_CONCURRENCY']); run more workers to scale. Remove it.", "worker_autoscaler"),
+    (NO_EFFECT, "Not offered: the autoscaler is built in and cannot be replaced; set its range "
+     "with taskworker --autoscale MAX,MIN or TASKQ['WORKER_AUTOSCALE'] (docs/pools.md). "
+     "Remove it.", "worker_autoscaler"),
     (NO_EFFECT, "Not offered: a task keeps running when the broker connection drops (on "
      "RabbitMQ its message is delivered again meanwhile: make long tasks idempotent). Remove it.",
      "worker_cancel_long_running_tasks_on_connection_loss"),

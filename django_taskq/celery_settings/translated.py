@@ -16,12 +16,11 @@ from typing import Any
 from .. import serializers
 from ..exceptions import SerializationError
 from .explained import (
+    CACHE_HINT,
     NO_BACKEND_HINT,
     NO_EFFECT,
-    NOT_YET,
     SIGNING_HINT,
     SQLALCHEMY_HINT,
-    STORES_HINT,
     TRANSPORT_HINT,
 )
 
@@ -35,7 +34,7 @@ class Refused(Exception):
 
 
 _BROKER_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
-_RESULT_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "rpc")
+_RESULT_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "rpc", "cache")
 #: The transport options django_taskq reads (a sentinel:// URL's); Celery's others mean nothing.
 _TRANSPORT_KEYS = ("master_name", "sentinel_kwargs", "min_other_sentinels")
 
@@ -75,8 +74,12 @@ def _result_backend(value: Any) -> str:
     scheme = _scheme(value)
     if scheme == "django-db":  # django-celery-results: results in the default database
         return "db://default"
-    if scheme in ("django-cache", "cache") or scheme.startswith("cache+"):
-        raise Refused(NOT_YET, STORES_HINT)
+    if scheme == "django-cache":  # django-celery-results: Django's cache (CACHE_BACKEND alias)
+        return "cache://default"
+    if value == "cache" or scheme.startswith("cache+"):  # Celery's memcached backend
+        location = value.split("://", 1)[-1].split("/", 1)[0].replace(",", ";") \
+            if "://" in value else "127.0.0.1:11211"
+        raise Refused(NO_EFFECT, CACHE_HINT.format(location=location or "127.0.0.1:11211"))
     if scheme.startswith("db+"):
         raise Refused(NO_EFFECT, SQLALCHEMY_HINT)
     if scheme not in _RESULT_SCHEMES:

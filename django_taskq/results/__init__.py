@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..conf import get_settings
 from ..engines import EngineSlot, database_alias
+from ..outcome import Outcome
 from ..service_url import ParsedUrl
 from .base import ResultBackend
+from .meta import PartResult, ResultMeta
 
 
 def _common() -> dict[str, Any]:
+    """The options every result store's constructor takes (docs/result-backends.md)."""
     settings = get_settings()
     accept = tuple(dict.fromkeys((*settings.ACCEPT_CONTENT, settings.RESULT_SERIALIZER)))
     return {"accept": accept, "expires": settings.RESULT_EXPIRES,
@@ -45,12 +49,26 @@ def _rpc(url: ParsedUrl) -> ResultBackend:
     return rpc_backend(url, **_common())
 
 
+def _cache(url: ParsedUrl) -> ResultBackend:
+    from .cache import CacheResultBackend, cache_alias
+
+    return CacheResultBackend(alias=cache_alias(url), **_common())
+
+
+def _plugged() -> dict[str, Callable[[ParsedUrl], ResultBackend]]:
+    """The schemes of TASKQ['RESULT_BACKEND_SCHEMES'] (plugins.py)."""
+    from . import plugins
+
+    return plugins.factories(get_settings().RESULT_BACKEND_SCHEMES, SCHEMES, _common)
+
+
 slot: EngineSlot[ResultBackend] = EngineSlot(
     "RESULT_BACKEND", {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis,
-                     "sentinel": _redis, "rpc": _rpc},
-    close=lambda backend: backend.close())
+                     "sentinel": _redis, "rpc": _rpc, "cache": _cache},
+    close=lambda backend: backend.close(), plugins=_plugged)
 SCHEMES = slot.schemes
 backend_from_url = slot.from_url
 get_backend = slot.get
 
-__all__ = ["ResultBackend", "SCHEMES", "backend_from_url", "get_backend"]
+__all__ = ["Outcome", "ParsedUrl", "PartResult", "ResultBackend", "ResultMeta", "SCHEMES",
+           "backend_from_url", "get_backend"]
