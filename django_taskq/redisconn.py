@@ -1,7 +1,8 @@
 """Redis clients for the broker and the result backend: every call has a deadline.
 
 ``redis://`` and ``rediss://`` (TLS; redis-py verifies the server certificate unless the URL
-says ``ssl_cert_reqs=none``). Query options understood by redis-py pass through; our own
+says ``ssl_cert_reqs=none``, which is logged as a warning), and ``sentinel://`` lists
+(``redis_sentinel``). Query options understood by redis-py pass through; our own
 (``socket_timeout``, ``socket_connect_timeout``) have safe defaults instead of "wait forever".
 """
 
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from .exceptions import BrokerConnectionError, ConfigurationError
 from .service_url import ParsedUrl, mask_text
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 #: Seconds to open a connection, and to wait for any reply that is not a blocking wait.
 CONNECT_TIMEOUT = 5.0
@@ -51,13 +55,22 @@ def client_from_url(url: ParsedUrl, setting: str, *, min_timeout: float = 0.0) -
         connect = float(query.pop("socket_connect_timeout", CONNECT_TIMEOUT))
     except ValueError as exc:
         raise ConfigurationError(f"{setting} {url.masked!r}: {mask_text(str(exc))}") from exc
+    timeouts = {"socket_timeout": max(command, min_timeout + 5.0),
+                "socket_connect_timeout": connect}
+    if url.scheme == "sentinel":
+        from .redis_sentinel import sentinel_client
+
+        return sentinel_client(url, setting, query, timeouts)
+    if query.get("ssl_cert_reqs", "").lower() == "none" and url.scheme == "rediss":
+        logger.warning("%s %s: ssl_cert_reqs=none, the Redis server's TLS certificate is not "
+                       "verified (anyone on the path can pose as the server); give its CA "
+                       "with ?ssl_ca_certs=/path/ca.pem instead.", setting, url.masked)
     base = url.original.split("?", 1)[0]
     if query:
-        base += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+        base += "?" + urlencode(query)
     try:
         return redis.Redis.from_url(
-            base, socket_timeout=max(command, min_timeout + 5.0), socket_connect_timeout=connect,
-            socket_keepalive=True, health_check_interval=30, retry_on_timeout=False)
+            base, **timeouts, socket_keepalive=True, health_check_interval=30, retry_on_timeout=False)
     except ValueError as exc:
         raise ConfigurationError(f"{setting} {url.masked!r}: {mask_text(str(exc))}") from exc
 
@@ -74,7 +87,30 @@ def translated(what: str) -> Iterator[None]:
     try:
         yield
     except connection_errors() as exc:
-        raise BrokerConnectionError(f"Redis unreachable ({what}): {mask_text(str(exc))}") from exc
+        raise BrokerConnectionError(f"Redis unreachable ({what}): {_text(exc)}{_hint(exc)}") from exc
+
+
+def _text(exc: BaseException) -> str:
+    """The error's text, masked; redis-py's sentinel errors are cut before its client reprs."""
+    text = mask_text(str(exc))
+    if type(exc).__name__ == "MasterNotFoundError":
+        text = text.split(" : ", 1)[0]
+    return text
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about the errors that have a known fix."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (". The Redis server's TLS certificate was not verified: give the CA that signed "
+                "it with ?ssl_ca_certs=/path/ca.pem in the rediss:// URL (TASKQ['BROKER_USE_SSL'"
+                "] / ['REDIS_BACKEND_USE_SSL'] = {'ssl_ca_certs': ...} also do).")
+    if type(exc).__name__ == "MasterNotFoundError":
+        return (". No sentinel of the sentinel:// URL named a healthy master: the sentinels are "
+                "unreachable (check their addresses, and sentinel_kwargs for their password), "
+                "none monitors a master of that name (check master_name), or a failover is "
+                "under way.")
+    return ""
 
 
 def reconnecting(method: Callable[..., T]) -> Callable[..., T]:

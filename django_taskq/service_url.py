@@ -70,7 +70,13 @@ def mask(url: str) -> str:
     if not isinstance(url, str):
         return url
     # A list splits only where the next URL's scheme follows: a ";" inside a password does not.
-    return ";".join(_mask_one(part) for part in _NEXT_URL.split(url))
+    return ";".join(_mask_one(part) for part in split_list(url))
+
+
+def split_list(url: str) -> list[str]:
+    """The URLs of a ``;``-separated list (kombu's failover and sentinel style), split only where
+    the next URL's scheme follows: a ``;`` inside a password does not split."""
+    return _NEXT_URL.split(url)
 
 
 def mask_text(text: str) -> str:

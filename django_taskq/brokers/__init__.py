@@ -28,9 +28,17 @@ def _database(url: ParsedUrl) -> Broker:
                           max_deliveries=get_settings().MAX_DELIVERIES)
 
 
+def _tls(url: ParsedUrl) -> ParsedUrl:
+    """``url`` with TLS on when TASKQ['BROKER_USE_SSL'] (Celery's broker_use_ssl) says so."""
+    from ..use_ssl import with_tls
+
+    return with_tls(url, get_settings().BROKER_USE_SSL, "BROKER_URL", "BROKER_USE_SSL")
+
+
 def _redis(url: ParsedUrl) -> Broker:
     from . import redis
 
+    url = _tls(url)
     return redis.from_url(url, poll_interval=_poll_interval(url),
                           max_deliveries=get_settings().MAX_DELIVERIES)
 
@@ -38,7 +46,7 @@ def _redis(url: ParsedUrl) -> Broker:
 def _amqp(url: ParsedUrl) -> Broker:
     from . import amqp
 
-    return amqp.from_url(url, max_deliveries=get_settings().MAX_DELIVERIES)
+    return amqp.from_url(_tls(url), max_deliveries=get_settings().MAX_DELIVERIES)
 
 
 def _sqs(url: ParsedUrl) -> Broker:
@@ -60,7 +68,7 @@ def _memory(url: ParsedUrl) -> Broker:
 
 slot: EngineSlot[Broker] = EngineSlot(
     "BROKER_URL",
-    {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis,
+    {"db": _database, "memory": _memory, "redis": _redis, "rediss": _redis, "sentinel": _redis,
      "amqp": _amqp, "amqps": _amqp, "pyamqp": _amqp, "sqs": _sqs},
     close=lambda broker: broker.close())
 SCHEMES = slot.schemes

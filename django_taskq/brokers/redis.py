@@ -351,7 +351,18 @@ def _same_server(one: Any, other: Any) -> bool:
     keys = ("host", "port", "path", "db", "username", "password")
     a, b = one.connection_pool.connection_kwargs, other.connection_pool.connection_kwargs
     return all(a.get(k) == b.get(k) for k in keys) and \
-        one.connection_pool.connection_class is other.connection_pool.connection_class
+        one.connection_pool.connection_class is other.connection_pool.connection_class and \
+        _sentinels(one) == _sentinels(other)
+
+
+def _sentinels(client: Any) -> tuple[str, frozenset[tuple[Any, Any]]] | None:
+    """A Sentinel-managed client's master name and sentinels (its pool has no host or port)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if manager is None:
+        return None
+    return client.connection_pool.service_name, frozenset(
+        (node.connection_pool.connection_kwargs.get("host"),
+         node.connection_pool.connection_kwargs.get("port")) for node in manager.sentinels)
 
 
 def _letter_id(entry: bytes | str) -> str:
@@ -378,7 +389,7 @@ def _text(value: bytes | str) -> str:
 
 def from_url(url: ParsedUrl, poll_interval: float,
              max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> RedisBroker:
-    """The broker for a ``redis://`` or ``rediss://`` URL (``?prefix=`` renames our keys)."""
+    """The broker for a ``redis://``, ``rediss://`` or ``sentinel://`` URL (``?prefix=`` renames our keys)."""
     prefix = url.options.get("prefix", "taskq")
     if not prefix or "\n" in prefix:
         raise ConfigurationError(f"BROKER_URL {url.masked!r}: prefix must be a non-empty name.")

@@ -16,7 +16,7 @@ from .rate import Rate, parse_rate
 
 SETTING = "CONTROL_URL"
 #: Schemes whose URL, as BROKER_URL or RESULT_BACKEND, also serves as the control store.
-SHARED_SCHEMES = ("db", "redis", "rediss")
+SHARED_SCHEMES = ("db", "redis", "rediss", "sentinel")
 
 
 def _database(url: ParsedUrl) -> ControlStore:
@@ -31,7 +31,19 @@ def _redis(url: ParsedUrl) -> ControlStore:
     prefix = url.options.get("prefix", "taskq")
     if not prefix or "\n" in prefix:
         raise ConfigurationError(f"{SETTING} {url.masked!r}: prefix must be a non-empty name.")
-    return redis.from_url(url)
+    return redis.from_url(_tls(url))
+
+
+def _tls(url: ParsedUrl) -> ParsedUrl:
+    """On the broker's or result backend's URL, TLS as their USE_SSL setting turns it on."""
+    from ..use_ssl import with_tls
+
+    settings = get_settings()
+    for setting, option in (("BROKER_URL", "BROKER_USE_SSL"),
+                            ("RESULT_BACKEND", "REDIS_BACKEND_USE_SSL")):
+        if url.original == getattr(settings, setting):
+            return with_tls(url, getattr(settings, option), SETTING, option)
+    return url
 
 
 def _memory(url: ParsedUrl) -> ControlStore:
@@ -68,7 +80,7 @@ class _ControlSlot(EngineSlot[ControlStore]):
 
 
 slot = _ControlSlot(SETTING, {"db": _database, "redis": _redis, "rediss": _redis,
-                              "memory": _memory}, close=lambda store: store.close())
+                              "sentinel": _redis, "memory": _memory}, close=lambda store: store.close())
 SCHEMES = slot.schemes
 
 

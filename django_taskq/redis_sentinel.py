@@ -1,0 +1,160 @@
+"""Redis Sentinel: ``sentinel://`` URLs for the broker, the result backend and the control store.
+
+Celery's form, one URL per sentinel, ``;``-separated::
+
+    sentinel://:password@host1:26379;sentinel://host2:26379;sentinel://host3:26379/0
+
+The master's user name, password and database come from the first URL (as in kombu and Celery);
+query options (``?master_name=mymaster&socket_timeout=5``) follow the last one. The name of the
+monitored master is ``?master_name=`` or ``master_name`` in the transport options
+(TASKQ['BROKER_TRANSPORT_OPTIONS'], TASKQ['RESULT_BACKEND_TRANSPORT_OPTIONS'], translated from
+Celery's ``broker_transport_options`` and ``result_backend_transport_options``), beside
+``sentinel_kwargs`` (redis-py options for the sentinel connections: ``password``...) and
+``min_other_sentinels``.
+
+The client is redis-py's ``Sentinel(...).master_for(name)``: each new connection asks the
+sentinels where the master is. After a failover a connection to the old master fails (refused,
+reset, or READONLY from the demoted master) and the command is retried (RETRIES times, backing
+off from 0.1 s) on a new connection, which reaches the new master once the sentinels have
+promoted it. While no master is known (the sentinels' down-after-milliseconds and the election)
+the caller gets BrokerConnectionError, and a worker backs off and retries as for any lost Redis.
+A retried write whose first attempt did reach the old master may apply twice: delivery is at
+least once, as on a reconnect to a plain Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from .exceptions import ConfigurationError
+from .service_url import ParsedUrl, split_list
+
+DEFAULT_PORT = 26379
+#: URL options of a sentinel:// URL besides the deadlines (which redisconn reads).
+OPTIONS = ("master_name", "min_other_sentinels", "client_name", "health_check_interval")
+#: Retries of a command (and of connecting) that met a lost or unknown master.
+RETRIES = 3
+#: Which transport options each setting's URL reads.
+_TRANSPORT_SETTING = {"BROKER_URL": "BROKER_TRANSPORT_OPTIONS",
+                      "RESULT_BACKEND": "RESULT_BACKEND_TRANSPORT_OPTIONS"}
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """The sentinels' addresses and what the first URL says about the master."""
+
+    sentinels: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    db: int
+
+
+def parse_sentinels(url: ParsedUrl, setting: str) -> SentinelUrl:
+    """The addresses in ``url``'s list, checked.
+
+    Raises:
+        ConfigurationError: a URL of the list is not ``sentinel://host[:port]``, a database is
+            not a number, or query options stand before the last URL.
+    """
+    parts = split_list(url.original)
+    sentinels = []
+    for index, part in enumerate(parts):
+        split = urlsplit(part)
+        if split.scheme.lower() != "sentinel":
+            _fail(url, setting, f"every URL of the list must be sentinel://host:port, not "
+                  f"{split.scheme}:// (a Sentinel deployment is reached through its sentinels)")
+        if split.query and index < len(parts) - 1:
+            _fail(url, setting, "query options (?master_name=...) go after the last sentinel's "
+                  "address, once for the whole list")
+        sentinels.append(_address(split, url, setting))
+    first = urlsplit(parts[0])
+    db_text = first.path.strip("/") or "0"
+    if not db_text.isdigit():
+        _fail(url, setting, f"the database after the first sentinel must be a number, "
+              f"not {db_text!r}")
+    return SentinelUrl(sentinels, unquote(first.username) if first.username else None,
+                       unquote(first.password) if first.password else None, int(db_text))
+
+
+def _address(split: SplitResult, url: ParsedUrl, setting: str) -> tuple[str, int]:
+    try:
+        host, port = split.hostname, split.port or DEFAULT_PORT
+    except ValueError:
+        port = -1
+        host = None
+    if not host or port <= 0:
+        _fail(url, setting, "each sentinel needs a host and an optional port: "
+              "sentinel://host1:26379;sentinel://host2:26379")
+    return host, port
+
+
+def _fail(url: ParsedUrl, setting: str, why: str) -> NoReturn:
+    raise ConfigurationError(f"{setting} {url.masked!r}: {why}.")
+
+
+def transport_options(url: ParsedUrl, setting: str) -> Mapping[str, Any]:
+    """The transport options ``setting``'s URL reads; a control store on the broker's or the
+    result backend's URL reads theirs."""
+    from .conf import get_settings
+
+    settings = get_settings()
+    if setting not in _TRANSPORT_SETTING:
+        setting = ("BROKER_URL" if url.original == settings.BROKER_URL else
+                   "RESULT_BACKEND" if url.original == settings.RESULT_BACKEND else setting)
+    name = _TRANSPORT_SETTING.get(setting)
+    return getattr(settings, name) if name else {}
+
+
+def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
+                    timeouts: dict[str, float]) -> Any:
+    """A redis-py client for the master the sentinels of ``url`` name.
+
+    ``query`` holds the URL's options other than the deadlines; ``timeouts`` the deadlines,
+    used for the master and, unless ``sentinel_kwargs`` sets them, for the sentinels.
+
+    Raises:
+        ConfigurationError: a malformed list, no master name, or an unknown option.
+    """
+    from .redisconn import redis_module
+
+    sentinel_class: Any = redis_module().sentinel.Sentinel
+    where = parse_sentinels(url, setting)
+    options = transport_options(url, setting)
+    option_setting = _TRANSPORT_SETTING.get(setting, "BROKER_TRANSPORT_OPTIONS")
+    unknown = sorted(set(query) - set(OPTIONS))
+    if unknown:
+        tls = " (TLS to a Sentinel-managed master is not offered yet)" if any(
+            name.startswith("ssl") for name in unknown) else ""
+        _fail(url, setting, f"unknown option {', '.join(unknown)}{tls}; a sentinel:// URL "
+              f"takes {', '.join(OPTIONS)}, socket_timeout and socket_connect_timeout")
+    master = query.pop("master_name", None) or options.get("master_name")
+    if not master:
+        _fail(url, setting, "a sentinel:// URL needs the name of the master its sentinels "
+              f"monitor: add ?master_name=mymaster to the URL, or set TASKQ[{option_setting!r}]"
+              " = {'master_name': 'mymaster'} (Celery's "
+              f"{option_setting.lower()}")
+    kwargs: dict[str, Any] = {"socket_keepalive": True, "health_check_interval": 30, **timeouts}
+    try:
+        minimum = int(query.pop("min_other_sentinels", options.get("min_other_sentinels", 0)))
+        if "health_check_interval" in query:
+            kwargs["health_check_interval"] = float(query.pop("health_check_interval"))
+    except ValueError:
+        _fail(url, setting, "min_other_sentinels must be a whole number and "
+              "health_check_interval a number of seconds")
+    kwargs.update(query)  # client_name
+    credentials = {key: value for key, value in
+                   (("username", where.username), ("password", where.password)) if value}
+    redis = redis_module()
+    # A pooled connection to a master that is gone fails once; the retry reconnects through
+    # the sentinels. Connecting is retried too, across the moment of the switch.
+    kwargs["retry"] = redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=1.0, base=0.1),
+                                        RETRIES)
+    sentinel = sentinel_class(where.sentinels, min_other_sentinels=minimum,
+                        sentinel_kwargs={**timeouts, "retry": redis.retry.Retry(
+                            redis.backoff.NoBackoff(), 0),  # the next sentinel is the retry
+                                         **(options.get("sentinel_kwargs") or {})},
+                        db=where.db, retry_on_timeout=False, **credentials, **kwargs)
+    return sentinel.master_for(master)
