@@ -99,6 +99,14 @@ def test_retries_are_reported_then_the_result(rpc, worker, tmp_path):
     assert result.get(timeout=5) == {"run": 3, "retries": 2}
 
 
+def test_a_chains_last_step_replies_to_the_caller(rpc, worker):
+    from django_taskq import chain
+
+    result = chain(add.s(1, 2), add.s(3), add.s(4)).apply_async(queue=QUEUE)
+    drain(worker, result)
+    assert result.get(timeout=5) == 10 and result.parent.get(timeout=5) == 6
+
+
 def test_many_results_to_one_client(rpc, worker):
     results = [add.apply_async((i, i), queue=QUEUE) for i in range(300)]
     deadline = time.monotonic() + 30

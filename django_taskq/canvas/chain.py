@@ -78,7 +78,7 @@ class chain(Composite):  # noqa: N801 - Celery's name
         if get_settings().TASK_ALWAYS_EAGER:
             with allow_join_result():
                 return self.apply(args, kwargs, **options)
-        merged = {**self.options, **options}
+        merged = _replying({**self.options, **options})
         steps = self._prepared(args, kwargs, merged)
         results = _freeze_steps(steps, root_id=merged.get("root_id"),
                                 parent_id=merged.get("parent_id"), group_id=merged.get("group_id"),
@@ -238,3 +238,13 @@ def _without_repeated_module(first_name: str, text: str) -> str:
     cut = index + len(module)
     return text[:cut] + text[cut:].replace(module, "")
 
+
+def _replying(options: dict[str, Any]) -> dict[str, Any]:
+    """With results on rpc://, every step names this process's reply queue (Celery's freeze
+    gives each its ``reply_to``): the steps the worker sends on reply here too."""
+    if options.get("reply_to"):
+        return options
+    from ..results import get_backend
+
+    address = get_backend().reply_address()
+    return options if address is None else {**options, "reply_to": address}
