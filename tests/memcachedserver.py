@@ -36,7 +36,7 @@ class MemcachedServer:
         self.proc = subprocess.Popen(
             [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64",
              "-I", str(ITEM_LIMIT), *user],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
         deadline = time.monotonic() + 10
         while not services.reachable("127.0.0.1", self.port, timeout=0.2):
             assert self.proc.poll() is None, "memcached exited at start"
