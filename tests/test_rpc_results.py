@@ -107,6 +107,29 @@ def test_a_chains_last_step_replies_to_the_caller(rpc, worker):
     assert result.get(timeout=5) == 10 and result.parent.get(timeout=5) == 6
 
 
+def test_started_and_custom_states_reach_the_caller(rpc, worker, tmp_path):
+    """track_started's STARTED and update_state's PROGRESS are replies too, while it runs."""
+    from tests.testapp.feature_tasks import progress, started_then_wait
+
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        for sig, state in ((started_then_wait, states.STARTED), (progress, "PROGRESS")):
+            flag = tmp_path / state
+            result = sig.apply_async((str(flag),), queue=QUEUE)
+            deadline = time.monotonic() + 10
+            while result.state != state:
+                assert time.monotonic() < deadline, result.state
+                time.sleep(0.02)
+            if state == "PROGRESS":
+                assert result.info == {"done": 1, "total": 2}
+            flag.touch()
+            assert result.get(timeout=10) in ("done", "finished")
+    finally:
+        worker.request_stop()
+        runner.join(10)
+
+
 def test_many_results_to_one_client(rpc, worker):
     results = [add.apply_async((i, i), queue=QUEUE) for i in range(300)]
     deadline = time.monotonic() + 30
@@ -243,6 +266,14 @@ def test_rpc_needs_an_amqp_broker(settings, redis_url):
     with pytest.raises(ConfigurationError, match=r"AMQP messages.*amqp://.*redis://") as info:
         get_backend()
     assert "redis://127.0.0.1" in str(info.value)
+
+
+def test_system_check_reports_rpc_without_rabbitmq(settings, redis_url):
+    from django.core import checks
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": redis_url, "RESULT_BACKEND": "rpc://"}
+    [error] = [e for e in checks.run_checks() if e.id == "django_taskq.E004"]
+    assert "AMQP messages" in error.msg and "amqp://" in error.msg
 
 
 def test_rpc_takes_no_server(settings, rabbit_url):

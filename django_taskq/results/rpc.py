@@ -303,7 +303,7 @@ def rpc_backend(url: ParsedUrl, **common: Any) -> RpcResultBackend:
     Raises:
         ConfigurationError: the URL names a server, or the broker is not RabbitMQ.
     """
-    from ..brokers import get_broker
+    from ..brokers import broker_from_url
     from ..brokers.amqp import AmqpBroker
     from ..conf import get_settings
     from ..service_url import mask
@@ -313,7 +313,8 @@ def rpc_backend(url: ParsedUrl, **common: Any) -> RpcResultBackend:
             f"RESULT_BACKEND {url.masked!r}: rpc:// takes no server or options; it uses "
             "BROKER_URL's connection. Write RESULT_BACKEND = 'rpc://'.")
     settings = get_settings()
-    broker = get_broker()
+    broker = broker_from_url(settings.BROKER_URL)  # only read: never connected
+    broker.close()
     if not isinstance(broker, AmqpBroker):
         raise ConfigurationError(
             "RESULT_BACKEND 'rpc://' sends results back as AMQP messages through the broker, "
