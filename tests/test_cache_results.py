@@ -31,7 +31,7 @@ from tests.memcachedserver import memcached, memcached_caches, redis_caches
 from tests.redisserver import free_port
 from tests.testapp import tasks
 
-pytestmark = [pytest.mark.own_server,
+pytestmark = [pytest.mark.own_server, pytest.mark.subprocess,
               pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parent.parent
 
