@@ -209,6 +209,24 @@ def test_result_message_is_celerys(rpc, rabbit_url, settings):
         conn.collect()
 
 
+def test_a_taskworker_process_with_prefork_children_replies(rpc, rabbit_url):
+    """``manage.py taskworker --pool prefork``: each child publishes (STARTED from the child,
+    results from the parent) to this process's reply queue."""
+    from tests.test_worker_process import WorkerProcess
+
+    with WorkerProcess("default", "--pool", "prefork", "--concurrency", "2", "-Q", QUEUE,
+                       broker_url=rabbit_url, result_backend="rpc://") as proc:
+        results = [add.apply_async((i, 1), queue=QUEUE) for i in range(40)]
+        failed = fail.apply_async(("in a child",), queue=QUEUE)
+        try:
+            assert [r.get(timeout=30) for r in results] == [i + 1 for i in range(40)]
+        except Exception:
+            print(proc.output())
+            raise
+        with pytest.raises(ValueError, match="in a child"):
+            failed.get(timeout=10)
+
+
 # -- interop with Celery ------------------------------------------------------------------------
 
 
