@@ -1,8 +1,12 @@
 """django_taskq: a distributed task queue that lives inside Django.
 
 Importing this package (or an app's ``tasks.py`` that uses ``@task``) never touches the database
-or opens a connection; brokers and result backends are built on first use.
+or opens a connection; brokers and result backends are built on first use. The one exception
+comes first: a ``taskworker --pool gevent`` (or eventlet) process monkey-patches here, before
+anything else is imported (django_taskq/monkey.py).
 """
+
+from . import monkey  # noqa: F401, I001 - first of all: patches a gevent/eventlet worker early
 
 from .app import Celery, current_app
 from .canvas import Signature, chain, chord, maybe_signature, signature
