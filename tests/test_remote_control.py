@@ -440,8 +440,8 @@ def test_celery_calls_not_offered_say_what_to_do_instead():
     from django_taskq.control.memory import MemoryControlStore
 
     app, control = Celery("rc"), Control(MemoryControlStore())
-    with pytest.raises(AttributeError, match=r"app\.control\.autoscale .*pool_grow"):
-        app.control.autoscale(4, 1)
+    with pytest.raises(AttributeError, match=r"app\.control\.pool_restart .*restart the worker"):
+        app.control.pool_restart()
     with pytest.raises(AttributeError, match=r"inspect\(\)\.clock .*stats"):
         control.inspect(timeout=0.1).clock()
     with pytest.raises(ValueError, match="destination="):

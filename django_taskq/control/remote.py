@@ -20,7 +20,7 @@ from .mailbox import COMMAND_TTL
 REPLY_POLL = 0.05
 #: Celery's control and inspect calls this module lacks, and what to do instead.
 INSTEAD = {
-    "autoscale": "use pool_grow/pool_shrink", "pool_restart": "restart the worker",
+    "pool_restart": "restart the worker",
     "purge": "run manage.py taskq purge", "discard_all": "run manage.py taskq purge",
     "heartbeat": "workers send worker-heartbeat events on their own",
     "election": "no worker needs electing here",
@@ -119,6 +119,12 @@ class Control:
                     reply: bool = False, timeout: float = 1.0) -> list[dict[str, Any]]:
         """Remove ``n`` execution slots (busy ones after their task)."""
         return self._call("pool_shrink", reply, destination, timeout, n=n)
+
+    def autoscale(self, max: int | None, min: int | None,  # noqa: A002 - Celery's names
+                  destination: Sequence[str] | None = None, reply: bool = False,
+                  timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Set the autoscale range of workers started with ``--autoscale`` (None keeps one)."""
+        return self._call("autoscale", reply, destination, timeout, max=max, min=min)
 
     def rate_limit(self, task_name: str, rate_limit: str | int | float | None,
                    destination: Sequence[str] | None = None, reply: bool = False,

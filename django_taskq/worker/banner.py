@@ -50,14 +50,22 @@ def banner(worker: Worker) -> str:
         f"- broker:      {mask(settings.BROKER_URL)}\n"
         f"- results:     {mask(settings.RESULT_BACKEND)}\n"
         f"- queues:      {', '.join(options.queues)}\n"
-        f"- pool:        {options.pool} x {options.concurrency} "
-        f"(prefetch {worker.capacity})\n"
+        f"- pool:        {_pool(worker)}\n"
         f"- lease:       {options.lease:g}s (heartbeat every {options.heartbeat_interval:g}s)\n"
         f"- events:      {_events(worker)}\n"
         f"- messages:    {_messages()}\n"
         f"{warn_about_pickle(worker.accept)}"
         f"[tasks]\n{tasks}\n"
     )
+
+
+def _pool(worker: Worker) -> str:
+    """``prefork x 4 (prefetch 16)``, or with autoscale its range and prefetch per slot."""
+    options, scaler = worker.options, worker.autoscaler
+    if scaler is None:
+        return f"{options.pool} x {options.concurrency} (prefetch {worker.capacity})"
+    return (f"{options.pool}, concurrency: {scaler.min}..{scaler.max} (autoscale; prefetch "
+            f"{options.prefetch_multiplier} per slot)")
 
 
 def _messages() -> str:

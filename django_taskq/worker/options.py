@@ -26,6 +26,8 @@ class WorkerOptions:
     soft_time_limit: float | None = None
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None
+    autoscale: tuple[int, int] | None = None  # (max, min); the pool starts at min
+    autoscale_keepalive: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: TaskqSettings | None = None, **overrides: object
@@ -41,10 +43,21 @@ class WorkerOptions:
             "time_limit": s.WORKER_TIME_LIMIT, "soft_time_limit": s.WORKER_SOFT_TIME_LIMIT,
             "max_tasks_per_child": s.WORKER_MAX_TASKS_PER_CHILD,
             "max_memory_per_child": s.WORKER_MAX_MEMORY_PER_CHILD,
+            "autoscale": s.WORKER_AUTOSCALE, "autoscale_keepalive": s.WORKER_AUTOSCALE_KEEPALIVE,
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
+        if "concurrency" in given and "autoscale" not in given:
+            values["autoscale"] = None  # -c alone: a fixed size, whatever WORKER_AUTOSCALE says
         if values["pool"] == "solo":
             values["concurrency"] = 1
+        elif values["autoscale"] is not None:  # as Celery: --autoscale wins over -c
+            values["concurrency"] = values["autoscale"][1]  # type: ignore[index]
+        elif values["pool"] == "asyncio" and "concurrency" not in given \
+                and not s.WORKER_CONCURRENCY:
+            from .asyncio_pool import DEFAULT_CONCURRENCY  # slots are coroutines, not CPUs
+
+            values["concurrency"] = DEFAULT_CONCURRENCY
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -196,7 +196,7 @@ def stats(worker: Worker, arguments: dict[str, Any]) -> Any:
         "prefetch_count": worker.capacity,
         "rusage": {"utime": usage.ru_utime, "stime": usage.ru_stime, "maxrss": usage.ru_maxrss},
         "processed": worker.processed, "queues": list(worker.options.queues),
-    }
+    } | ({"autoscaler": worker.autoscaler.info()} if worker.autoscaler else {})
 
 
 @command("active_queues")
@@ -231,6 +231,8 @@ def _resize(worker: Worker, target: int) -> None:
         raise ValueError("the solo pool has one slot; use --pool prefork or threads")
     if worker.options.pool == "threads" and target > MAX_THREADS:
         raise ValueError(f"the threads pool grows to {MAX_THREADS} threads at most")
+    if worker.autoscaler is not None:  # the range makes room for the new size
+        worker.autoscaler.widen(target)
     worker.plan("slots", target, worker.resize_pool)
 
 
@@ -247,6 +249,17 @@ def pool_shrink(worker: Worker, arguments: dict[str, Any]) -> Any:
         raise ValueError(f"cannot shrink a pool of {size} by {n}")
     _resize(worker, size - n)
     return {"ok": "pool will shrink"}
+
+
+@command("autoscale")
+def autoscale(worker: Worker, arguments: dict[str, Any]) -> Any:
+    """Celery's: new bounds (either may be None); the loop resizes within them at its next step."""
+    if worker.autoscaler is None:
+        raise ValueError("autoscale is not enabled on this worker: start it with --autoscale "
+                         "MAX,MIN (or TASKQ['WORKER_AUTOSCALE']); use pool_grow/pool_shrink")
+    high, low = worker.autoscaler.update(arguments.get("max"), arguments.get("min"))
+    worker.change(lambda: None)  # an idle worker waiting in reserve comes round at once
+    return {"ok": f"autoscale now max={high} min={low}"}
 
 
 def _task(arguments: dict[str, Any]) -> Any:

@@ -29,6 +29,7 @@ from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
 from . import chords, ratelimits, rejection, stopping
+from .autoscale import Autoscaler
 from .heartbeat import Heartbeat
 from .introspection import Introspection
 from .job import Job, prepare
@@ -70,6 +71,7 @@ class Worker(Introspection):
             options.pool, options.concurrency, time_limit=options.time_limit,
             soft_time_limit=options.soft_time_limit, max_tasks_per_child=options.max_tasks_per_child,
             max_memory_per_child=options.max_memory_per_child)
+        self.autoscaler = Autoscaler.for_worker(self)  # None without --autoscale
         # Solo tasks run on the worker's own thread and so share its database connections.
         self.keep_connections: tuple[str, ...] = cast("tuple[str, ...]", tuple(
             {getattr(self.broker, "alias", None), getattr(self.backend, "alias", None)} - {None}
@@ -99,6 +101,8 @@ class Worker(Introspection):
     @property
     def capacity(self) -> int:
         """How many messages this worker holds at most (running plus prefetched)."""
+        if self.autoscaler is not None:
+            return self.autoscaler.capacity()
         return self.options.concurrency * self.options.prefetch_multiplier
 
     def control_store(self) -> Any:
@@ -146,6 +150,8 @@ class Worker(Introspection):
         if self.settler.due(more_ready=bool(self.prefetched)):
             self.settler.flush()
         self._fill()
+        if self.autoscaler is not None:
+            self.autoscaler.step()
         self._dispatch()
         if self.running and not (self.prefetched and self.pool.free_slots()):
             self._collect(self._wait_time())
@@ -160,7 +166,7 @@ class Worker(Introspection):
         return max(0.0, min(wait, self.settler.time_left(), self.revocations.time_left()))
 
     def _wants_more(self) -> bool:
-        return (len(self.prefetched) < self.options.concurrency
+        return (len(self.prefetched) < max(self.options.concurrency, 1)
                 and len(self.prefetched) + len(self.running) < self.capacity)
 
     def _fill(self) -> None:

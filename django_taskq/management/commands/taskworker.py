@@ -14,7 +14,7 @@ from ...conf import get_settings
 from ...exceptions import ConfigurationError
 from ...log import setup_worker_logging
 from ...service_url import mask_text
-from ...setting_values import POOLS
+from ...setting_values import POOLS, autoscale
 from ...worker import Worker, WorkerOptions
 from ...worker.banner import banner
 
@@ -29,7 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("-Q", "--queues", help="comma-separated queues (default: DEFAULT_QUEUE)")
         parser.add_argument("-c", "--concurrency", type=int,
                             help="execution slots (default: WORKER_CONCURRENCY or CPU count)")
-        parser.add_argument("-P", "--pool", choices=POOLS, help="execution pool (default: prefork)")
+        parser.add_argument("-P", "--pool", choices=POOLS,
+                            help="execution pool (default: prefork); gevent and eventlet patch "
+                                 "the process before Django starts (docs/pools.md)")
         parser.add_argument("-l", "--loglevel", default="INFO",
                             choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                             type=str.upper, help="log level when logging is not configured")
@@ -37,6 +39,11 @@ class Command(BaseCommand):
                             help="log to this file instead of stderr, when logging is not "
                                  "configured")
         parser.add_argument("-n", "--hostname", help="worker name (default: worker<pid>@<host>)")
+        parser.add_argument("--autoscale", metavar="MAX,MIN",
+                            help="grow the pool up to MAX slots when tasks wait, shrink it back "
+                                 "to MIN after WORKER_AUTOSCALE_KEEPALIVE seconds of quiet "
+                                 "(MAX alone: MIN 0; prefork and threads pools; default: "
+                                 "WORKER_AUTOSCALE)")
         parser.add_argument("--prefetch-multiplier", type=int,
                             help="messages held per slot (default: WORKER_PREFETCH_MULTIPLIER)")
         parser.add_argument("--max-tasks", type=int,
@@ -45,10 +52,12 @@ class Command(BaseCommand):
                             help="exit when the queues are empty")
         parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                             help="hard time limit per task: the task is stopped and fails "
-                                 "(default: WORKER_TIME_LIMIT; prefork and solo pools)")
+                                 "(default: WORKER_TIME_LIMIT; prefork, solo, gevent, eventlet; "
+                                 "async def tasks on every pool)")
         parser.add_argument("--soft-time-limit", type=float, metavar="SECONDS",
                             help="raise SoftTimeLimitExceeded inside the task after this long "
-                                 "(default: WORKER_SOFT_TIME_LIMIT; prefork and solo pools)")
+                                 "(default: WORKER_SOFT_TIME_LIMIT; prefork, solo, gevent, "
+                                 "eventlet; async def tasks on every pool)")
         parser.add_argument("--max-tasks-per-child", type=int, metavar="N",
                             help="replace a prefork child after it has run N tasks "
                                  "(default: WORKER_MAX_TASKS_PER_CHILD)")
@@ -91,7 +100,7 @@ class Command(BaseCommand):
             if beat is not None:
                 beat.stop()
                 beat.join(timeout=10)
-        if worker.cold and worker.options.pool == "threads":
+        if worker.cold and worker.options.pool in ("threads", "asyncio"):
             # Running threads cannot be stopped and Python would wait for them at exit; their
             # messages were requeued, so leave now rather than finish them twice.
             sys.stdout.flush()
@@ -117,10 +126,20 @@ class Command(BaseCommand):
                                "hard limit stops it.")
         return WorkerOptions.from_settings(
             get_settings(), queues=names, concurrency=options["concurrency"],
+            autoscale=_autoscale(options["autoscale"]),
             pool=options["pool"], hostname=options["hostname"],
             prefetch_multiplier=options["prefetch_multiplier"], time_limit=hard,
             soft_time_limit=soft, max_tasks_per_child=options["max_tasks_per_child"],
             max_memory_per_child=options["max_memory_per_child"])
+
+
+def _autoscale(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return autoscale(value)
+    except TypeError as exc:
+        raise CommandError(f"--autoscale {value!r} is not valid: it takes {exc}.") from exc
 
 
 def embedded_beat() -> BeatService:

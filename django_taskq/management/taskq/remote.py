@@ -70,6 +70,10 @@ class ControlGroup(Group):
                                            "task)")):
             subs[name] = actions.add_parser(name, help=what)
             subs[name].add_argument("n", type=positive, nargs="?", default=1)
+        subs["autoscale"] = actions.add_parser(
+            "autoscale", help="set the range of workers started with --autoscale (MAX [MIN])")
+        subs["autoscale"].add_argument("max", type=positive)
+        subs["autoscale"].add_argument("min", type=int, nargs="?")
         subs["rate_limit"] = actions.add_parser(
             "rate_limit", help='set a task\'s rate limit ("10/m"; 0 removes it)')
         subs["rate_limit"].add_argument("task_name")
@@ -124,6 +128,8 @@ def control_arguments(options: dict[str, Any]) -> dict[str, Any]:
     action = options["action"]
     if action in ("pool_grow", "pool_shrink"):
         return {"n": options["n"]}
+    if action == "autoscale":
+        return {"max": options["max"], "min": options["min"]}
     if action == "rate_limit":
         try:
             parse_rate(options["rate"])
