@@ -158,6 +158,22 @@ def test_each_client_gets_only_its_own_results(rpc, worker, rabbit_url):
         other.close()
 
 
+def test_a_wait_reconnects_when_the_reply_connection_is_lost(rpc, worker):
+    import socket
+
+    result = add.apply_async((4, 4), queue=QUEUE)
+    rpc.replies._conn.transport.sock.shutdown(socket.SHUT_RDWR)  # the server closes it too
+
+    def later():
+        time.sleep(0.5)  # after the wait reopened (and declared) the queue
+        drain(worker, result)
+
+    runner = threading.Thread(target=later, daemon=True)
+    runner.start()
+    assert AsyncResult(result.id, backend=rpc).get(timeout=10) == 8
+    runner.join(10)
+
+
 def test_reply_queue_as_celery_declares_it_and_goes_with_the_client(rpc, rabbit_url):
     from amqp.exceptions import NotFound
 

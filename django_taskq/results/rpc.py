@@ -15,9 +15,10 @@ groups, nothing for ``cleanup()`` to delete. The connection is BROKER_URL's, whi
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,8 @@ from .base import OnInterval, OnMessage, ResultBackend, plain_arguments
 from .meta import PartResult, ResultMeta
 from .redis import RedisResultBackend
 from .rpc_replies import ReplyQueue, left, translated
+
+logger = logging.getLogger(__name__)
 
 #: What rpc:// cannot do, and which store can.
 NO_CHORDS = ("RESULT_BACKEND 'rpc://' cannot run chords (nor a group followed by a task, "
@@ -127,7 +130,7 @@ class RpcResultBackend(ResultBackend):
         are pushed). ``on_interval`` runs after each wait without the final state."""
         deadline = None if timeout is None else _now() + timeout
         self.replies.accept = self.accept
-        self.replies.sync()
+        lost = self._tolerant(self.replies.sync, False)
         seen: dict[str, Any] | None = None
         while True:
             meta = self.replies.latest(task_id)
@@ -144,9 +147,23 @@ class RpcResultBackend(ResultBackend):
                 state = meta.get("status") if meta else states.PENDING
                 raise TimeoutError(f"Task {task_id} did not finish within {timeout} seconds "
                                    f"(state {state}).")
-            self.replies.pump(left(deadline, 1.0))
+            lost = self._tolerant(lambda: self.replies.pump(left(deadline, 1.0)), lost)
             if on_interval is not None:
                 on_interval()
+
+    def _tolerant(self, read: Callable[[], None], lost: bool) -> bool:
+        """``read()``; a lost connection is opened again once per wait (the queue is declared
+        anew: replies sent meanwhile are gone, later ones arrive). Returns whether that once
+        is used up."""
+        try:
+            read()
+        except ResultBackendConnectionError as exc:
+            if lost:
+                raise
+            logger.warning("rpc:// reply connection lost (%s); reconnecting", exc)
+            self.replies.sync()
+            return True
+        return lost
 
     def forget(self, task_id: str) -> None:
         """Drop what this process holds of ``task_id`` (nothing is stored elsewhere)."""
