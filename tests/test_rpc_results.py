@@ -130,6 +130,12 @@ def test_started_and_custom_states_reach_the_caller(rpc, worker, tmp_path):
         runner.join(10)
 
 
+def test_a_groups_members_reply_to_the_caller(rpc, worker):
+    result = group(add.s(i, i) for i in range(5)).apply_async(queue=QUEUE)
+    drain(worker, result)
+    assert result.get(timeout=5) == [0, 2, 4, 6, 8]
+
+
 def test_many_results_to_one_client(rpc, worker):
     results = [add.apply_async((i, i), queue=QUEUE) for i in range(300)]
     deadline = time.monotonic() + 30
@@ -259,6 +265,11 @@ def test_celery_client_with_rpc_gets_our_workers_result(rpc, worker, rabbit_url)
         with pytest.raises(Exception, match="celery asked") as info:
             failed.get(timeout=15)
         assert type(info.value).__name__ == "ValueError"
+        from celery import group as celery_group
+
+        members = celery_group(app.signature("tests.testapp.tasks.add", (i, i), queue=QUEUE)
+                               for i in range(3))
+        assert members.apply_async().get(timeout=15) == [0, 2, 4]
     finally:
         worker.request_stop()
         runner.join(10)
