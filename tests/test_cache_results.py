@@ -185,6 +185,21 @@ def test_bad_cache_urls_are_configuration_errors(settings):
     assert backend_from_url("cache://").alias == "default"
 
 
+def test_a_cache_whose_client_library_is_missing_names_what_to_install(settings):
+    pytest.importorskip("django.core.cache.backends.memcached")
+    try:
+        import pylibmc  # noqa: F401
+        pytest.skip("pylibmc is installed here")
+    except ImportError:
+        pass
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+                       "mc": {"BACKEND": "django.core.cache.backends.memcached.PyLibMCCache",
+                              "LOCATION": "127.0.0.1:11211"}}
+    with pytest.raises(ConfigurationError, match=r"cannot be loaded: No module named 'pylibmc'"
+                                                 r".*pip install pylibmc"):
+        backend_from_url("cache://mc")
+
+
 def test_checks_report_unshared_and_non_atomic_caches(settings, tmp_path):
     from django_taskq.checks import check_result_stores, check_settings
 
@@ -238,3 +253,24 @@ def test_a_worker_process_stores_what_this_process_reads(settings, redis_url):
             output = log.read()
         assert "cannot be stored" in output, output[-2000:]
     caches.close_all()
+
+
+# -- moving from Celery ----------------------------------------------------------------------
+
+def test_celerys_cache_settings_become_the_cache_store_or_say_how():
+    from django.test import override_settings
+
+    from django_taskq.checks import check_celery_settings
+    from django_taskq.conf import get_settings
+
+    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="django-cache",
+                           CELERY_CACHE_BACKEND="results"):
+        assert get_settings().RESULT_BACKEND == "cache://results"
+        assert check_celery_settings() == []
+    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="cache",
+                           CELERY_CACHE_BACKEND="memcached://10.1.2.3:11211/"):
+        [note] = check_celery_settings()
+        assert note.id == "django_taskq.W011"
+        assert "'LOCATION': '10.1.2.3:11211'" in note.hint and "cache://results" in note.hint
+        assert get_settings().RESULT_BACKEND == "db://default"
+

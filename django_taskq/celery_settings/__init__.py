@@ -140,13 +140,19 @@ def _fold_include(found: dict[str, tuple[str, Any]]) -> None:
 
 def _fold_cache(found: dict[str, tuple[str, Any]]) -> None:
     """django-celery-results' ``django-cache`` reads the cache alias from ``cache_backend``
-    (``CELERY_CACHE_BACKEND = 'default'``): one ``cache://<alias>`` here."""
+    (``CELERY_CACHE_BACKEND = 'default'``): one ``cache://<alias>`` here. Celery's ``cache``
+    reads its memcached servers there: explained as ``cache+memcached://`` is."""
     backend, alias = found.get("result_backend"), found.get("cache_backend")
-    if backend is None or alias is None or backend[1] != "django-cache" \
-            or not isinstance(alias[1], str) or not alias[1] or "://" in alias[1]:
+    if backend is None or alias is None or not isinstance(alias[1], str) or not alias[1]:
         return
-    found["result_backend"] = (f"{backend[0]} + {found.pop('cache_backend')[0]}",
-                               f"cache://{alias[1]}")
+    name = f"{backend[0]} + {alias[0]}"
+    if backend[1] == "django-cache" and "://" not in alias[1]:
+        found["result_backend"] = (name, f"cache://{alias[1]}")
+    elif backend[1] == "cache" and alias[1].startswith("memcached://"):
+        found["result_backend"] = (name, f"cache+{alias[1]}")  # Celery's: its servers there
+    else:
+        return
+    del found["cache_backend"]
 
 
 def _honour(name: str, value: Any, rule: tuple[str, Callable[[Any], Any] | None],

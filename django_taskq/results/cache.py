@@ -24,7 +24,7 @@ from ..exceptions import (
     TaskqError,
 )
 from ..outcome import Outcome
-from ..service_url import ParsedUrl
+from ..service_url import ParsedUrl, mask_text
 from .base import ResultBackend
 from .cache_chords import CacheChords
 from .keyvalue import (
@@ -51,6 +51,10 @@ ATOMIC = ("django.core.cache.backends.memcached.PyMemcacheCache",
 #: Errors of the cache clients that mean "unreachable", by class name (not imported here).
 _CONNECTION_ERRORS = frozenset({"ConnectionError", "TimeoutError", "ConnectionInterrupted",
                                 "MemcacheUnexpectedCloseError", "ServerDown"})
+#: What to install for a cache backend whose client library is missing, by its path.
+_INSTALL = {"PyMemcacheCache": "pip install 'django-taskq[memcached]' (pymemcache)",
+            "PyLibMCCache": "pip install pylibmc",
+            "redis": "pip install 'django-taskq[redis]' (redis-py)"}
 #: Longest task id kept as it is in a key; memcached takes keys of 250 bytes, without spaces.
 _PLAIN_ID = 160
 
@@ -75,11 +79,27 @@ def cache_alias(url: ParsedUrl) -> str:
             f"CACHES (aliases: {', '.join(caches) or 'none'}). Add it to CACHES, e.g. "
             f"{{{alias!r}: {{'BACKEND': 'django.core.cache.backends.memcached.PyMemcacheCache', "
             "'LOCATION': '127.0.0.1:11211'}}.")
-    if _backend_path(alias) in DUMMY:
+    path = _backend_path(alias)
+    if path in DUMMY:
         raise ConfigurationError(
             f"RESULT_BACKEND {url.masked!r}: cache {alias!r} is a DummyCache, which stores "
             "nothing: every result would be lost. Name a memcached or Redis cache.")
+    _load(url, alias, path)
     return alias
+
+
+def _load(url: ParsedUrl, alias: str, path: str) -> None:
+    """Build the cache object (no connection yet): its client library must be installed."""
+    from django.core.cache import caches
+
+    try:
+        caches[alias]
+    except Exception as exc:  # noqa: BLE001 - ImportError, InvalidCacheBackendError, ...
+        install = next((hint for key, hint in _INSTALL.items() if key in path),
+                       "install the library it needs")
+        raise ConfigurationError(
+            f"RESULT_BACKEND {url.masked!r}: cache {alias!r} ({path}) cannot be loaded: "
+            f"{mask_text(str(exc))}. Fix its CACHES entry, or {install}.") from exc
 
 
 def _backend_path(alias: str) -> str:
@@ -139,7 +159,7 @@ class CacheResultBackend(CacheChords, ResultBackend):
         except Exception as exc:
             kind = ResultBackendConnectionError if _unreachable(exc) else ResultBackendError
             raise kind(f"cache {self.alias!r} failed ({what}): {type(exc).__name__}: "
-                       f"{exc}{_size_hint(exc)}") from exc
+                       f"{mask_text(str(exc))}{_size_hint(exc)}") from exc
 
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
         with self.errors("mark pending"):
