@@ -33,7 +33,7 @@ from django_taskq.control.remote import Control
 from django_taskq.exceptions import ConfigurationError
 from django_taskq.setting_values import autoscale
 from django_taskq.worker import Worker, WorkerOptions
-from django_taskq.worker.autoscale import target
+from django_taskq.worker.autoscale import Autoscaler, target
 from django_taskq.worker.banner import banner
 from django_taskq.worker.remote import RemoteControl
 from tests.testapp import tasks
@@ -122,6 +122,52 @@ def test_autoscale_from_the_setting_and_dash_c_alone_overrides_it(memory_setting
     memory_settings.TASKQ = {**memory_settings.TASKQ, "WORKER_POOL": "solo"}
     with pytest.raises(ConfigurationError, match="the solo pool cannot"):
         Worker(WorkerOptions.from_settings(), monitor=False)
+
+
+class StubPool:
+    """A pool of another kind (gevent, asyncio): resizes, but never to 0 or above 5."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+
+    def resize(self, slots: int) -> None:
+        if not 0 < slots <= 5:
+            raise ValueError(f"the stub pool has 1 to 5 slots, not {slots}")
+        self.slots = slots
+
+
+def stub_worker(pool: Any, bounds: tuple[int, int]) -> Any:
+    from types import SimpleNamespace
+
+    worker = SimpleNamespace(
+        options=SimpleNamespace(autoscale=bounds, pool="stub", autoscale_keepalive=30.0,
+                                prefetch_multiplier=4),
+        pool=pool, clock=Clock(monotonic=FakeMonotonic()), stopping=False,
+        _held_lock=threading.Lock(), running={}, prefetched=[],
+        pool_size=lambda: pool.slots)
+    worker.resize_pool = getattr(pool, "resize", None)
+    return worker
+
+
+def test_other_pools_autoscale_within_their_own_limits(caplog):
+    with pytest.raises(ConfigurationError, match=r"grow and shrink: the stub pool cannot\. Run "
+                                                 r"the worker with --pool prefork"):
+        Autoscaler.for_worker(stub_worker(object(), (4, 1)))
+    with pytest.raises(ConfigurationError, match=r"--autoscale 4,0: the stub pool keeps at least "
+                                                 r"one slot; give a minimum of 1 "
+                                                 r"\(--autoscale 4,1\)"):
+        Autoscaler.for_worker(stub_worker(StubPool(0), (4, 0)))
+    pool = StubPool(1)
+    worker = stub_worker(pool, (9, 1))
+    scaler = Autoscaler.for_worker(worker)
+    assert "min must be a whole number of at least 1" in str(
+        pytest.raises(ValueError, scaler.update, None, 0).value)
+    worker.prefetched = [(None, type("J", (), {"key": n})) for n in range(1, 9)]
+    with caplog.at_level("WARNING", "django_taskq.worker.autoscale"):
+        scaler.step()
+        scaler.step()  # refused once: not tried again each turn
+    assert pool.slots == 1  # the pool's own limit holds; the worker goes on
+    assert caplog.text.count("autoscale: cannot resize the stub pool to 8") == 1
 
 
 # -- an in-process worker on a fake clock ---------------------------------------------------------
@@ -346,3 +392,18 @@ def test_a_prefork_worker_scales_with_a_burst_and_back(settings, tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_taskq_control_autoscale_sends_celerys_arguments(memory_settings, monkeypatch):
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def broadcast(self: Any, command: str, arguments: Any = None, **options: Any) -> Any:
+        sent.append((command, arguments))
+        return [{"w@h": {"ok": "autoscale now max=10 min=3"}}]
+
+    monkeypatch.setattr(Control, "broadcast", broadcast)
+    call_command("taskq", "control", "autoscale", "10", "3", "-d", "w@h")
+    call_command("taskq", "control", "autoscale", "8", "-d", "w@h")
+    assert sent == [("autoscale", {"max": 10, "min": 3}), ("autoscale", {"max": 8, "min": None})]
+    with pytest.raises(CommandError, match="expected a positive whole number, got '0'"):
+        call_command("taskq", "control", "autoscale", "0")

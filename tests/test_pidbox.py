@@ -265,6 +265,9 @@ def test_celery_inspect_and_control_reach_a_live_worker(
         assert app.control.pool_grow(1, reply=True, destination=[HOST], timeout=PATIENCE) == [
             {HOST: {"ok": "pool will grow"}}]
         eventually(lambda: ask.stats()[HOST]["pool"]["max-concurrency"] == 3, "a pool of 3")
+        [scaled] = app.control.autoscale(4, 1, reply=True, destination=[HOST],
+                                         timeout=PATIENCE)  # Celery's call, our answer
+        assert "autoscale is not enabled on this worker" in scaled[HOST]["error"]
         assert app.control.rate_limit("tests.pidbox.gated", "10/m", reply=True,
                                       destination=[HOST], timeout=PATIENCE) == [
             {HOST: {"ok": "new rate limit set successfully"}}]

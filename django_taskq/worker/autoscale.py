@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: Pools that cannot grow or shrink.
 FIXED_POOLS = ("solo",)
+#: Pools that may have no slot at all while idle (the others keep one: MIN ≥ 1).
+EMPTYABLE_POOLS = ("prefork", "threads")
 
 
 def target(current: int, held: int, bounds: tuple[int, int], quiet_for: float,
@@ -52,14 +54,17 @@ class Autoscaler:
     """Keeps a worker's pool between ``min`` and ``max`` slots, following the load."""
 
     def __init__(self, worker: Worker, bounds: tuple[int, int], *, keepalive: float,
-                 clock: Callable[[], float], limit: int | None = None) -> None:
+                 clock: Callable[[], float], limit: int | None = None, floor: int = 0
+                 ) -> None:
         self.worker = worker
         self.max, self.min = bounds
         self.keepalive = keepalive
         self.limit = limit  # the most slots the pool can have (threads: MAX_THREADS)
+        self.floor = floor  # the fewest
         self._clock = clock
         self._last_active = clock()
         self._newest = 0  # the key of the newest job seen: a larger one means a new task came
+        self._refused: set[int] = set()  # sizes the pool refused (logged once, not retried)
         self._lock = threading.Lock()  # bounds change from the monitor thread (remote control)
 
     @classmethod
@@ -69,21 +74,26 @@ class Autoscaler:
         Raises:
             ConfigurationError: the pool cannot grow or shrink, or ``max`` is above its limit.
         """
-        options = worker.options
+        options, pool = worker.options, worker.options.pool
         if options.autoscale is None:
             return None
-        if options.pool in FIXED_POOLS or not callable(getattr(worker.pool, "resize", None)):
+        high, low = options.autoscale
+        if pool in FIXED_POOLS or not callable(getattr(worker.pool, "resize", None)):
+            why = " (it has one slot)" if pool == "solo" else ""
             raise ConfigurationError(
-                f"--autoscale needs a pool that can grow and shrink: the {options.pool} pool "
-                "cannot (it has one slot). Run the worker with --pool prefork or --pool threads, "
+                f"--autoscale needs a pool that can grow and shrink: the {pool} pool "
+                f"cannot{why}. Run the worker with --pool prefork or --pool threads, "
                 "or drop --autoscale (and TASKQ['WORKER_AUTOSCALE']).")
-        limit = MAX_THREADS if options.pool == "threads" else None
-        if limit is not None and options.autoscale[0] > limit:
-            raise ConfigurationError(
-                f"--autoscale {options.autoscale[0]},{options.autoscale[1]}: the threads pool "
-                f"grows to {limit} threads at most; lower the maximum.")
+        limit = MAX_THREADS if pool == "threads" else None
+        if limit is not None and high > limit:
+            raise ConfigurationError(f"--autoscale {high},{low}: the threads pool grows to "
+                                     f"{limit} threads at most; lower the maximum.")
+        floor = 0 if pool in EMPTYABLE_POOLS else 1
+        if low < floor:
+            raise ConfigurationError(f"--autoscale {high},{low}: the {pool} pool keeps at least "
+                                     f"one slot; give a minimum of 1 (--autoscale {high},1).")
         return cls(worker, options.autoscale, keepalive=options.autoscale_keepalive,
-                   clock=worker.clock.monotonic, limit=limit)
+                   clock=worker.clock.monotonic, limit=limit, floor=floor)
 
     def capacity(self) -> int:
         """Messages the worker may hold: the prefetch of the current size, and one more while
@@ -112,14 +122,19 @@ class Autoscaler:
             bounds, quiet_for = (self.max, self.min), now - self._last_active
         current = self.worker.pool_size()
         size = target(current, held, bounds, quiet_for, self.keepalive)
-        if size == current:
+        if size == current or size in self._refused:
             return
         if size > current:
             with self._lock:
                 self._last_active = now
         logger.info("autoscale: %s the pool from %d to %d slot(s) (%d task(s) held)",
                     "growing" if size > current else "shrinking", current, size, held)
-        self.worker.resize_pool(size)
+        try:
+            self.worker.resize_pool(size)
+        except ValueError:  # a pool's own limit: keep the size, keep running
+            self._refused.add(size)
+            logger.warning("autoscale: cannot resize the %s pool to %d", self.worker.options.pool,
+                           size, exc_info=True)
 
     def update(self, high: Any = None, low: Any = None) -> tuple[int, int]:
         """Set new bounds (remote ``autoscale``; None keeps one); the loop follows at its next
@@ -131,7 +146,7 @@ class Autoscaler:
         """
         with self._lock:
             high = self.max if high is None else _count("max", high, 1)
-            low = self.min if low is None else _count("min", low, 0)
+            low = self.min if low is None else _count("min", low, self.floor)
             if high < low:
                 raise ValueError(f"max ({high}) must be at least min ({low}): "
                                  "autoscale(max, min) takes the maximum first")
