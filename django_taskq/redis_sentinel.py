@@ -14,9 +14,10 @@ Celery's ``broker_transport_options`` and ``result_backend_transport_options``),
 
 The client is redis-py's ``Sentinel(...).master_for(name)``: each new connection asks the
 sentinels where the master is. After a failover a connection to the old master fails (refused,
-reset, or READONLY from the demoted master) and the command is retried (RETRIES times, backing
-off from 0.1 s) on a new connection, which reaches the new master once the sentinels have
-promoted it. While no master is known (the sentinels' down-after-milliseconds and the election)
+reset, or READONLY from the demoted master) and ``redisconn.reconnecting`` makes the call again
+(SENTINEL_RETRIES times, backing off from 0.1 s) on a new connection from the pool, which asks
+the sentinels and so reaches the new master once they have promoted it. (redis-py's own retry
+would reconnect to the old address: it is left off.) While no master is known (the sentinels' down-after-milliseconds and the election)
 the caller gets BrokerConnectionError, and a worker backs off and retries as for any lost Redis.
 A retried write whose first attempt did reach the old master may apply twice: delivery is at
 least once, as on a reconnect to a plain Redis.
@@ -35,8 +36,6 @@ from .service_url import ParsedUrl, split_list
 DEFAULT_PORT = 26379
 #: URL options of a sentinel:// URL besides the deadlines (which redisconn reads).
 OPTIONS = ("master_name", "min_other_sentinels", "client_name", "health_check_interval")
-#: Retries of a command (and of connecting) that met a lost or unknown master.
-RETRIES = 3
 #: Which transport options each setting's URL reads.
 _TRANSPORT_SETTING = {"BROKER_URL": "BROKER_TRANSPORT_OPTIONS",
                       "RESULT_BACKEND": "RESULT_BACKEND_TRANSPORT_OPTIONS"}
@@ -148,10 +147,6 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
     credentials = {key: value for key, value in
                    (("username", where.username), ("password", where.password)) if value}
     redis = redis_module()
-    # A pooled connection to a master that is gone fails once; the retry reconnects through
-    # the sentinels. Connecting is retried too, across the moment of the switch.
-    kwargs["retry"] = redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=1.0, base=0.1),
-                                        RETRIES)
     sentinel = sentinel_class(where.sentinels, min_other_sentinels=minimum,
                         sentinel_kwargs={**timeouts, "retry": redis.retry.Retry(
                             redis.backoff.NoBackoff(), 0),  # the next sentinel is the retry

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 #: Seconds to open a connection, and to wait for any reply that is not a blocking wait.
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 10.0
+#: Calls made again after a lost connection to a Sentinel-managed master (``reconnecting``).
+SENTINEL_RETRIES = 3
 #: Options of ours that redis-py must not see.
 OWN_OPTIONS = ("poll_interval", "prefix")
 
@@ -114,9 +117,21 @@ def _hint(exc: BaseException) -> str:
 
 
 def reconnecting(method: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a broker or backend method: connection errors become BrokerConnectionError."""
+    """Decorate a broker or backend method: connection errors become BrokerConnectionError.
+
+    On a Sentinel-managed client (``self.client``) the call is made again after a lost
+    connection, up to SENTINEL_RETRIES times, backing off from 0.1 s: each new connection asks
+    the sentinels for the master, so a failover costs the caller no error once it is over.
+    """
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        pool = getattr(getattr(self, "client", None), "connection_pool", None)
+        retries = SENTINEL_RETRIES if getattr(pool, "sentinel_manager", None) else 0
         with translated(method.__name__):
+            for attempt in range(retries):
+                try:
+                    return method(self, *args, **kwargs)
+                except connection_errors():
+                    time.sleep(0.1 * 2 ** attempt)
             return method(self, *args, **kwargs)
     return wrapper

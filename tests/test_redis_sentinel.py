@@ -109,6 +109,31 @@ class Deployment:
                     "the failover to end")
         return new
 
+    def rejoin(self, server: RedisServer) -> None:
+        """Restart a killed master as a replica of the current one, in sync."""
+        master = self.master_port()
+        server.args += ["--replicaof", "127.0.0.1", str(master)]
+        server.start()
+        assert self.client(master).wait(1, 5000) == 1
+        self._until(lambda: any(not replica["is_sdown"] and replica["port"] == server.port
+                                for replica in self.admin.sentinel_slaves(MASTER)),
+                    "the sentinel to see the rejoined replica")
+
+    def switch_over(self) -> tuple[int, int]:
+        """A planned failover (SENTINEL FAILOVER): the old master stays up and is demoted.
+        The test demotes it at once, as the sentinel does some seconds later."""
+        old = self.master_port()
+        assert self.client(old).wait(1, 5000) == 1
+        self.admin.execute_command("SENTINEL", "FAILOVER", MASTER)
+        self._until(lambda: self.admin.sentinel_masters()[MASTER]["port"] != old
+                    and self.admin.sentinel_masters()[MASTER]["flags"] == "master",
+                    "the sentinel to promote the replica")
+        new = self.master_port()
+        self.client(old).replicaof("127.0.0.1", new)
+        self._until(lambda: self.client(old).info("replication")["role"] == "slave",
+                    "the old master to follow the new one")
+        return old, new
+
     def stop(self) -> None:
         self.admin.close()
         for proc in self.procs:
@@ -191,6 +216,25 @@ def test_broker_and_results_keep_working_across_a_failover(deployment, sentinel_
     assert backend.wait("after-failover", timeout=5).result == 2  # pub/sub on the new master
     broker.close()
     backend.close()
+
+
+def test_a_write_to_a_demoted_master_is_retried_on_the_new_one(deployment, sentinel_settings):
+    """After a planned failover the pooled connection to the old master still works, but
+    the old master answers READONLY: the write goes again, through the sentinels, to the new
+    master (a plain retry-less client would raise)."""
+    deployment.rejoin(deployment.master)
+    broker = broker_from_url(sentinel_settings["BROKER_URL"])
+    queue = f"switch-{uuid.uuid4().hex[:8]}"
+    before = envelope(queue)
+    broker.enqueue_many([before])  # a pooled connection to the master of now
+    old, new = deployment.switch_over()
+    after = envelope(queue)
+    broker.enqueue_many([after])  # READONLY from the old master, then the new one
+    assert deployment.client(new).llen(queue) == 2
+    got = broker.reserve([queue], max_messages=5, lease=60, worker="w")
+    assert sorted(d.envelope.message_id for d in got) == sorted(
+        [before.message_id, after.message_id])
+    broker.close()
 
 
 def test_a_worker_process_runs_tasks_and_a_chord_through_sentinel(deployment, sentinel_settings):
