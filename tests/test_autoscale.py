@@ -364,6 +364,11 @@ def test_a_prefork_worker_scales_with_a_burst_and_back(settings, tmp_path):
         sent = [tasks.record_and_sleep.apply_async((str(tmp_path / f"run-{n}"), 0.4),
                                                    queue=QUEUE) for n in range(16)]
         eventually(lambda: (scaler() or {}).get("current") == 4, "the pool at 4")
+        # A lower max mid-burst: two busy children retire after their task, none is killed.
+        control = Control()
+        assert control.autoscale(2, 1, destination=[host], reply=True, timeout=5) == [
+            {host: {"ok": "autoscale now max=2 min=1"}}]
+        eventually(lambda: (scaler() or {}).get("current") == 2, "the pool down to 2")
         assert [r.get(timeout=20) for r in sent] == ["slept"] * 16
         runs = [(tmp_path / f"run-{n}").read_text().split() for n in range(16)]
         assert all(len(pids) == 1 for pids in runs), runs  # each exactly once
@@ -371,7 +376,6 @@ def test_a_prefork_worker_scales_with_a_burst_and_back(settings, tmp_path):
         eventually(lambda: (scaler() or {}).get("current") == 1, "the pool back at 1")
         eventually(lambda: len(ask.stats()[host]["pool"]["processes"]) == 1, "one child left")
 
-        control = Control()
         assert control.autoscale(3, 2, destination=[host], reply=True, timeout=5) == [
             {host: {"ok": "autoscale now max=3 min=2"}}]
         eventually(lambda: (scaler() or {}).get("current") == 2, "the pool at the new min")
