@@ -17,8 +17,9 @@ sentinels where the master is. After a failover a connection to the old master f
 reset, or READONLY from the demoted master) and ``redisconn.reconnecting`` makes the call again
 (SENTINEL_RETRIES times, backing off from 0.1 s) on a new connection from the pool, which asks
 the sentinels and so reaches the new master once they have promoted it. (redis-py's own retry
-would reconnect to the old address: it is left off.) While no master is known (the sentinels' down-after-milliseconds and the election)
-the caller gets BrokerConnectionError, and a worker backs off and retries as for any lost Redis.
+would reconnect to the old address: it is left off.) While no master is known (the sentinels'
+down-after-milliseconds and the election) the caller gets BrokerConnectionError, and a worker
+backs off and retries as for any lost Redis.
 A retried write whose first attempt did reach the old master may apply twice: delivery is at
 least once, as on a reconnect to a plain Redis.
 """
