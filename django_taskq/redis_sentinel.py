@@ -120,7 +120,7 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
     """
     from .redisconn import redis_module
 
-    sentinel_class: Any = redis_module().sentinel.Sentinel
+    redis = redis_module()
     where = parse_sentinels(url, setting)
     options = transport_options(url, setting)
     option_setting = _TRANSPORT_SETTING.get(setting, "BROKER_TRANSPORT_OPTIONS")
@@ -134,8 +134,7 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
     if not master:
         _fail(url, setting, "a sentinel:// URL needs the name of the master its sentinels "
               f"monitor: add ?master_name=mymaster to the URL, or set TASKQ[{option_setting!r}]"
-              " = {'master_name': 'mymaster'} (Celery's "
-              f"{option_setting.lower()}")
+              f" = {{'master_name': 'mymaster'}} (Celery's {option_setting.lower()})")
     kwargs: dict[str, Any] = {"socket_keepalive": True, "health_check_interval": 30, **timeouts}
     try:
         minimum = int(query.pop("min_other_sentinels", options.get("min_other_sentinels", 0)))
@@ -145,12 +144,12 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
         _fail(url, setting, "min_other_sentinels must be a whole number and "
               "health_check_interval a number of seconds")
     kwargs.update(query)  # client_name
-    credentials = {key: value for key, value in
-                   (("username", where.username), ("password", where.password)) if value}
-    redis = redis_module()
-    sentinel = sentinel_class(where.sentinels, min_other_sentinels=minimum,
-                        sentinel_kwargs={**timeouts, "retry": redis.retry.Retry(
-                            redis.backoff.NoBackoff(), 0),  # the next sentinel is the retry
-                                         **(options.get("sentinel_kwargs") or {})},
-                        db=where.db, retry_on_timeout=False, **credentials, **kwargs)
+    kwargs.update((key, value) for key, value in
+                  (("username", where.username), ("password", where.password)) if value)
+    # One try per sentinel: asking the next sentinel is the retry.
+    sentinel_kwargs = {**timeouts, "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+                       **(options.get("sentinel_kwargs") or {})}
+    sentinel = redis.sentinel.Sentinel(where.sentinels, min_other_sentinels=minimum,
+                                       sentinel_kwargs=sentinel_kwargs, db=where.db,
+                                       retry_on_timeout=False, **kwargs)
     return sentinel.master_for(master)

@@ -315,3 +315,25 @@ def test_celery_sentinel_settings_are_honoured(deployment, settings):
     broker.enqueue_many([envelope("celery-sentinel")])
     assert broker.reserve(["celery-sentinel"], max_messages=1, lease=5, worker="w")
     broker.close()
+
+
+def test_celery_transport_options_without_sentinel_keys_still_have_no_effect(settings):
+    from django_taskq.celery_settings import NO_EFFECT, translate
+
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    translation = translate({})
+    assert "BROKER_TRANSPORT_OPTIONS" not in translation.values
+    [note] = [n for n in translation.notes if n.setting == "CELERY_BROKER_TRANSPORT_OPTIONS"]
+    assert note.kind == NO_EFFECT and "sentinel://" in note.hint
+
+
+@pytest.mark.parametrize("value", ["mymaster", {"master_name": ""},
+                                   {"sentinel_kwargs": "pw"}, {"min_other_sentinels": -1}])
+def test_bad_transport_options_are_setting_errors(settings, value):
+    from django_taskq.conf import get_settings
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_TRANSPORT_OPTIONS": value}
+    reset_settings()
+    with pytest.raises(ConfigurationError, match="BROKER_TRANSPORT_OPTIONS"):
+        get_settings()
+    reset_settings()
