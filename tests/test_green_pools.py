@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connections
 
 from django_taskq import monkey, states
+from django_taskq.brokers import get_broker
 from django_taskq.control.remote import Control
 from django_taskq.exceptions import ConfigurationError, TaskRevokedError, TimeLimitExceeded
 from django_taskq.result import AsyncResult
@@ -135,7 +136,7 @@ def test_hundreds_of_io_bound_tasks_wait_at_once_each_on_its_own_connection(pool
 
 @GREEN
 @on_databases
-def test_time_limits_revoke_terminate_and_resizing(pool, urls, tmp_path):
+def test_time_limits_revoke_terminate_resizing_and_cold_stop(pool, urls, tmp_path):
     marker, host = tmp_path / "runs", f"green-{pool}@test"
     with GreenWorker(urls, "--pool", pool, "-c", "4", "-n", host) as worker:
         soft = limit_tasks.clean_up_on_soft_limit.apply_async((30,), soft_time_limit=0.3)
@@ -161,10 +162,17 @@ def test_time_limits_revoke_terminate_and_resizing(pool, urls, tmp_path):
         control.pool_shrink(6, destination=[host], reply=True, timeout=PATIENCE)
         wait_for(lambda: ask.stats()[host]["pool"]["max-concurrency"] == 1)
         assert tasks.add.delay(2, 2).get(timeout=PATIENCE) == 4  # the worker goes on
+
+        # A second SIGTERM is a cold stop: the running greenlet is killed, its task requeued.
+        cut = tasks.record_and_sleep.delay(str(tmp_path / "cut"), 60)
+        wait_for(lambda: runs(tmp_path / "cut") == 1)
+        worker.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
         code, output = worker.stop()
     assert code == 0, output
     assert runs(marker) == 1  # killed, not redelivered
     assert "hard time limit (0.5s) exceeded" in output
+    assert cut.state == states.PENDING and get_broker().size("default") == 1
 
 
 @GREEN
