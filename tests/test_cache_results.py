@@ -16,7 +16,7 @@ import pytest
 from django.core.cache import caches
 from django.db import connections
 
-from django_taskq import GroupResult, chord, states
+from django_taskq import GroupResult, chain, chord, group, states
 from django_taskq.exceptions import (
     ConfigurationError,
     ResultBackendConnectionError,
@@ -91,6 +91,10 @@ def test_a_worker_stores_results_and_completes_a_chord(worker):
     assert drain(worker, result).get(timeout=1) == 5
     whole = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], tasks.tsum.s()).delay()
     assert drain(worker, whole).get(timeout=1) == 6
+    # A header with a nested group and a chain in it (flattened; the chain's last step counts).
+    mixed = chord([tasks.add.s(1, 1), group(tasks.add.s(2, 2), tasks.add.s(3, 3)),
+                   chain(tasks.add.s(1, 1), tasks.add.s(1))], tasks.tsum.s()).delay()
+    assert drain(worker, mixed).get(timeout=1) == 15
 
 
 @pytest.mark.parametrize("store", ["memcached"], indirect=True)  # Redis takes 512 MB values

@@ -11,7 +11,7 @@ bumps again) only makes a part look once more; a bump lost with a dying worker i
 redelivery. Of the parts that find the header complete, the one whose ``add`` of ``.claim``
 succeeds completes the chord; a call for that same task again (its worker died before sending
 the body) completes it again, until ``chord_sent`` or CLAIM_TTL. Header tasks without an index
-(an old Celery client) take the next free place from ``.n``.
+(an old Celery client), or with one outside the header, take the next free place from ``.n``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class CacheChords:
             size = self.cache.get(self.chord_key(group_id, ".s"))
             if not isinstance(size, int):
                 return None  # never sized, expired, or its body was sent
-            place = index if index is not None else self._place(group_id, outcome.task_id)
+            place = index if index is not None and 0 <= index < size \
+                else self._place(group_id, f"{outcome.task_id}:{index}")
             if place is None:
                 return None
             self.cache.add(self.chord_key(group_id, f".j.{place}"), part, self.ttl())
@@ -76,12 +77,13 @@ class CacheChords:
         except ValueError:  # Django's incr of a missing key
             return None
 
-    def _place(self, group_id: str, task_id: str) -> int | None:
-        """The place of a header task sent without an index: the next free one, kept per
-        task id (None when its first attempt died before taking one)."""
+    def _place(self, group_id: str, part: str) -> int | None:
+        """The place of a header task sent without an index (or with one outside the header):
+        the next free one, kept per ``task_id:index`` (None when its first attempt died
+        before taking one)."""
         from .cache import _safe
 
-        mine = self.chord_key(group_id, f".u.{_safe(task_id)}")
+        mine = self.chord_key(group_id, f".u.{_safe(part)}")
         if not self.cache.add(mine, -1, self.ttl()):
             place = self.cache.get(mine)
             return place if isinstance(place, int) and place >= 0 else None
