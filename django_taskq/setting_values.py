@@ -60,8 +60,8 @@ def scheme_table(value: Any) -> dict[str, str]:
 
 def transport_options(value: Any) -> dict[str, Any]:
     """BROKER_TRANSPORT_OPTIONS / RESULT_BACKEND_TRANSPORT_OPTIONS (Celery's dicts): a
-    ``sentinel://`` URL reads ``master_name``, ``sentinel_kwargs`` and ``min_other_sentinels``;
-    Celery's other keys (``visibility_timeout``...) have no meaning here and are ignored."""
+    ``sentinel://`` URL reads ``master_name``, ``sentinel_kwargs`` and ``min_other_sentinels``,
+    an ``sqs://`` one its own (brokers/sqs_options.py); other keys are ignored."""
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise TypeError("a dict of transport options, e.g. {'master_name': 'mymaster'}")
     if "master_name" in value and not (isinstance(value["master_name"], str)

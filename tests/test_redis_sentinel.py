@@ -325,6 +325,10 @@ def test_celery_transport_options_without_sentinel_keys_still_have_no_effect(set
     assert "BROKER_TRANSPORT_OPTIONS" not in translation.values
     [note] = [n for n in translation.notes if n.setting == "CELERY_BROKER_TRANSPORT_OPTIONS"]
     assert note.kind == NO_EFFECT and "sentinel://" in note.hint
+    # SQS's keys are read by the sqs:// broker: such a dict is honoured whole.
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"region": "eu-west-1", "visibility_timeout": 60}
+    assert honoured_values({})["BROKER_TRANSPORT_OPTIONS"] == {
+        "region": "eu-west-1", "visibility_timeout": 60}
 
 
 @pytest.mark.parametrize("value", ["mymaster", {"master_name": ""},

@@ -40,8 +40,8 @@ _OTHER_BACKEND = ("A setting of a Celery result backend django_taskq does not ha
                   "TASKQ['RESULT_BACKEND'] (db://<alias> or redis://). Remove it.")
 TRANSPORT_HINT = ("Not needed for visibility_timeout: leases are renewed while a task runs "
                   "(TASKQ['LEASE_TIMEOUT']). Connection options are URL query options "
-                  "(docs/brokers.md); only a sentinel:// URL reads transport options "
-                  "(master_name, sentinel_kwargs, min_other_sentinels). Remove it.")
+                  "(docs/brokers.md); only sentinel:// (master_name, sentinel_kwargs, "
+                  "min_other_sentinels) and sqs:// URLs read transport options. Remove it.")
 SQLALCHEMY_HINT = ("Celery's SQLAlchemy result backend: use TASKQ['RESULT_BACKEND'] = "
                    "'db://<alias>' (a DATABASES alias; its tables come from migrate). Remove it.")
 NO_BACKEND_HINT = ("django_taskq always has a result backend (TASKQ['RESULT_BACKEND']); to "

@@ -89,8 +89,13 @@ def _result_backend(value: Any) -> str:
 
 
 def _transport_options(value: Any) -> Any:
-    """Kept when it holds a key read here (Sentinel's); else it has no effect, as before."""
-    if isinstance(value, dict) and not any(key in value for key in _TRANSPORT_KEYS):
+    """Kept when it holds a key a broker here reads (Sentinel's, SQS's); else it has no effect
+    (``visibility_timeout`` alone: leases are renewed while a task runs)."""
+    from ..brokers.sqs_options import KNOWN
+
+    read = {*_TRANSPORT_KEYS, *KNOWN, "predefined_queues", "sqs-creation-attributes"}
+    read.discard("visibility_timeout")
+    if isinstance(value, dict) and not any(key in value for key in read):
         raise Refused(NO_EFFECT, TRANSPORT_HINT)
     return value
 
