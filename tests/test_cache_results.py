@@ -143,6 +143,21 @@ def test_results_expire_with_result_expires(store, settings):
         time.sleep(0.1)
 
 
+def test_a_forked_child_opens_its_own_cache_connection(store):
+    store.store(done("before", 1))  # the parent's connection is open
+    parent = caches["results"]
+    pid = os.fork()
+    if pid == 0:  # the child: a prefork pool's
+        try:
+            store.store(done("child", 2))
+            os._exit(0 if caches["results"] is not parent else 3)
+        finally:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (store.get("child").result, store.get("before").result) == (2, 1)
+
+
 def test_ids_memcached_cannot_take_as_keys_are_hashed(store):
     odd = "an id with spaces " + "x" * 300
     store.mark_pending([(odd, "t")])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -132,6 +133,7 @@ class CacheResultBackend(CacheChords, ResultBackend):
     def __init__(self, alias: str = "default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.alias = alias
+        _forget_after_fork(alias)
 
     @property
     def cache(self) -> Any:
@@ -224,6 +226,26 @@ class CacheResultBackend(CacheChords, ResultBackend):
     @staticmethod
     def _group_key(group_id: str) -> str:
         return f"{GROUP_KEY_PREFIX}{_safe(group_id)}"
+
+
+#: The aliases of result caches, whose connections a forked child must not share.
+_USED: set[str] = set()
+
+
+def _forget_after_fork(alias: str) -> None:
+    """Make a forked child (a prefork pool's) open its own connection to ``alias``: Django keeps
+    one per thread, and the forking thread's would be the parent's socket, shared."""
+    if not _USED:
+        os.register_at_fork(after_in_child=_forget_connections)
+    _USED.add(alias)
+
+
+def _forget_connections() -> None:
+    from django.core.cache import caches
+
+    for alias in _USED:
+        with contextlib.suppress(AttributeError):  # never opened in this thread
+            del caches[alias]  # dropped, not closed: closing could end the parent's too
 
 
 def _safe(name: str) -> str:
