@@ -106,6 +106,22 @@ def test_transport_options_come_from_the_setting(settings, sqs_server):
     assert made.options.wait_time_seconds == 2  # the URL's own
 
 
+def test_celerys_sqs_settings_are_honoured(settings, sqs_server):
+    """A Celery project's CELERY_BROKER_URL and CELERY_BROKER_TRANSPORT_OPTIONS, as they are."""
+    from django.test import override_settings
+
+    from django_taskq.brokers import broker_from_url
+    from django_taskq.conf import get_settings
+
+    celery = {"CELERY_BROKER_URL": sqs_server.url(),
+              "CELERY_BROKER_TRANSPORT_OPTIONS": {"region": "eu-west-1", "polling_interval": 3,
+                                                  "queue_name_prefix": "celery-"}}
+    with override_settings(TASKQ={}, **celery):
+        made = broker_from_url(get_settings().BROKER_URL)
+        assert (made.options.region, made.options.polling_interval) == ("eu-west-1", 3.0)
+        assert made.options.queue_name("celery.high") == "celery-celery-high"
+
+
 def test_missing_boto3_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'django-taskq\[sqs\]'"):

@@ -17,7 +17,7 @@ from tests.test_worker_process import WorkerProcess, runs, wait_for
 from tests.testapp import tasks
 
 pytestmark = [pytest.mark.own_server, pytest.mark.subprocess, pytest.mark.network_broker,
-              pytest.mark.django_db(transaction=True, databases="__all__")]
+              pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ class Refused(Exception):
         self.kind, self.hint = kind, hint
 
 
-_BROKER_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+_BROKER_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp",
+                   "sqs")
 _RESULT_SCHEMES = ("db", "memory", "redis", "rediss", "sentinel", "rpc", "cache")
 #: The transport options django_taskq reads (a sentinel:// URL's); Celery's others mean nothing.
 _TRANSPORT_KEYS = ("master_name", "sentinel_kwargs", "min_other_sentinels")
