@@ -131,3 +131,12 @@ def test_the_plugged_store_takes_a_file(settings):
     settings.TASKQ = {**settings.TASKQ, "RESULT_BACKEND_SCHEMES": PLUGIN}
     with pytest.raises(ConfigurationError, match="give a file"):
         backend_from_url("sqlitefile://")
+
+
+def test_manage_py_check_fails_on_a_bad_entry(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.TASKQ = {**settings.TASKQ, "RESULT_BACKEND_SCHEMES": {"cache": PLUGIN["sqlitefile"]}}
+    with pytest.raises(SystemCheckError, match=r"django_taskq.E020.*cache:// is a built-in"):
+        call_command("check", "--tag", "django_taskq")
