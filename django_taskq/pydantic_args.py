@@ -11,12 +11,17 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from .options import TaskOptionError
 
 M = TypeVar("M")
+
+
+async def _dumped(returned: Any, base: type[Any], dump_kwargs: Mapping[str, Any]) -> Any:
+    value = await returned
+    return value.model_dump(**dump_kwargs) if isinstance(value, base) else value
 
 
 def validating(task: Any, run: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,6 +49,8 @@ def validating(task: Any, run: Callable[..., Any]) -> Callable[..., Any]:
             if model is not None and value is not None and not isinstance(value, model):
                 bound.arguments[name] = _validate(task, model, value, options, context)
         returned = run(*bound.args, **bound.kwargs)
+        if inspect.iscoroutine(returned):  # an async def task: dump what it returns
+            return _dumped(returned, BaseModel, options.pydantic_dump_kwargs)
         if isinstance(returned, BaseModel):
             return returned.model_dump(**options.pydantic_dump_kwargs)
         return returned

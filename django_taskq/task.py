@@ -75,6 +75,9 @@ class Task(CanvasMethods, Generic[P, R]):
             inner = run
             run = functools.wraps(inner)(
                 lambda *args, **kwargs: autoretry(self, functools.partial(inner, *args, **kwargs)))
+            if inspect.iscoroutinefunction(self._plain_run):  # its exceptions come when awaited
+                run = functools.wraps(inner)(
+                    functools.partial(_autoretry_async, self, inner))  # type: ignore[assignment]
         self.run = run  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
@@ -353,6 +356,18 @@ class Task(CanvasMethods, Generic[P, R]):
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         """The result handle for ``task_id`` (Celery's name)."""
         return AsyncResult(task_id, task_name=self.name)
+
+
+async def _autoretry_async(task: Task[Any, Any], run: Any, *args: Any, **kwargs: Any) -> Any:
+    """``autoretry`` for an ``async def`` task: the policy judges what its awaiting raised."""
+    try:
+        return await run(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - judged (and re-raised) by the autoretry policy
+        return autoretry(task, functools.partial(_raise, exc))
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
 
 
 def _celery_attributes() -> None:

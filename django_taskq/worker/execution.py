@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Coroutine, Generator
+from typing import Any, cast
 
 from django.db import connections
 
@@ -26,7 +28,7 @@ from ..exceptions import Ignore, Reject, Replaced, Retry
 from ..outcome import Outcome, reply_address
 from ..registry import registry
 from ..task import Task
-from . import followups, outcomes
+from . import coroutines, followups, outcomes
 from .job import Job
 
 logger = logging.getLogger(__name__)
@@ -76,15 +78,59 @@ def execute(job: Job, task: Any = None, *, eager: bool = False,
         # task's check (in ``finally`` below) ran a moment ago.
         close_stale_connections(check_liveness=True, keep=job.keep_connections)
     try:
-        with activate(job.request):
-            return _traced(job, task, eager, propagate)
+        return drive(steps(job, task, eager=eager, propagate=propagate), None if eager else job)
     finally:
         if not eager:
             close_stale_connections(keep=job.keep_connections)
             _last_task_end = time.monotonic()
 
 
-def _traced(job: Job, task: Any, eager: bool, propagate: bool = False) -> Outcome:
+#: ``execute``'s work as a generator: it yields an ``async def`` task's coroutine for its
+#: driver to run and is sent back its value (or thrown its exception); it returns the Outcome.
+Steps = Generator[Coroutine[Any, Any, Any], Any, Outcome]
+
+
+def steps(job: Job, task: Any = None, *, eager: bool = False,
+          propagate: bool = False) -> Steps:
+    """``execute`` without the connection care, as steps: :func:`drive` runs them here; the
+    asyncio pool runs the coroutine on its loop and the rest on threads."""
+    task = task or registry.get(job.task_name)
+    with activate(job.request):
+        return (yield from _traced(job, task, eager, propagate))
+
+
+def drive(work: Steps, job: Job | None = None) -> Outcome:
+    """Run ``work`` to its Outcome here, each coroutine to completion on this thread, under
+    ``job``'s time limits (by cancellation, on any pool; none for an eager run)."""
+    soft, hard = coroutines.job_limits(job) if job is not None else (None, None)
+    started = clock_now()
+    with coroutines.limited(soft, hard):  # also for a coroutine a middleware's run() awaits
+        try:
+            return _drive(work)
+        except coroutines.HardTimeLimit as exc:
+            if job is None or not getattr(exc, "cancelled", False):
+                raise  # the solo pool's alarm in sync code: run_limited's to report
+            from .timelimits import hard_limit_outcome
+
+            logger.error("task cancelled name=%s id=%s: hard time limit (%gs) exceeded",
+                         job.task_name, job.request.id, hard)
+            return hard_limit_outcome(job, hard or 0.0, started, "the task was cancelled")
+
+
+def _drive(work: Steps) -> Outcome:
+    ok, answer = True, cast(Any, None)
+    while True:
+        try:
+            coro = work.send(answer) if ok else work.throw(answer)
+        except StopIteration as stop:
+            return cast(Outcome, stop.value)
+        try:
+            ok, answer = True, coroutines.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - thrown into the task's steps
+            ok, answer = False, exc
+
+
+def _traced(job: Job, task: Any, eager: bool, propagate: bool = False) -> Steps:
     request = job.request
     started = clock_now()
     signals.send(signals.task_prerun, task, task_id=request.id, task=task,
@@ -94,6 +140,8 @@ def _traced(job: Job, task: Any, eager: bool, propagate: bool = False) -> Outcom
     run = outcomes.Run(job, task, started, eager)
     try:
         value = _call(job, task)
+        if inspect.iscoroutine(value):  # an async def task (no middleware around it)
+            value = yield value
     except BaseException as exc:  # noqa: BLE001 - sorted by outcomes.failed (re-raises the rest)
         # Celery's tracer settles Reject and Ignore itself: only failures and retries propagate.
         if propagate and isinstance(exc, Exception) and not isinstance(exc, (Reject, Ignore)):
@@ -148,8 +196,15 @@ def _call(job: Job, task: Any) -> Any:
     if _overrides(task, "before_start"):
         task.before_start(request.id, request.args, request.kwargs)
     function = task if _overrides(task, "__call__") else task.run
+    if not any(hasattr(m, "execute") for m in middleware.installed()):
+        return function(*request.args, **request.kwargs)  # a coroutine is awaited by steps
     return middleware.run_through(task, request,
-                                  lambda: function(*request.args, **request.kwargs))
+                                  lambda: _awaited(function(*request.args, **request.kwargs)))
+
+
+def _awaited(value: Any) -> Any:
+    """A coroutine run to its value here: middleware sees the task's result or failure."""
+    return coroutines.run(value) if inspect.iscoroutine(value) else value
 
 
 def _overrides(task: Any, name: str) -> bool:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from django.db import connections
 
@@ -29,6 +29,10 @@ from ..outcome import Outcome
 from .execution import execute
 from .job import Job
 from .timelimits import Limits, hard_limit_outcome, run_limited, warn_once
+
+if TYPE_CHECKING:
+    from .asyncio_pool import AsyncioPool
+    from .green import GreenPool
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +154,7 @@ class ThreadPool:
 #: The most threads a threads pool may be resized to.
 MAX_THREADS = 256
 _THREADS_IGNORE_LIMITS = ("time limits are not enforced by the threads pool (a thread cannot "
-                          "be interrupted); use the prefork or solo pool")
+                          "be interrupted; async def tasks excepted); use prefork or solo")
 
 
 def _execute_in_thread(job: Job) -> Outcome:
@@ -368,14 +372,22 @@ def _serve(conn: Connection, limits: Limits) -> None:
 
 def make_pool(kind: str, slots: int, *, time_limit: float | None = None,
               soft_time_limit: float | None = None, max_tasks_per_child: int | None = None,
-              max_memory_per_child: int | None = None) -> SoloPool | ThreadPool | PreforkPool:
+              max_memory_per_child: int | None = None
+              ) -> SoloPool | ThreadPool | PreforkPool | AsyncioPool | GreenPool:
     """The pool called ``kind`` with ``slots`` execution slots and the worker's limits.
 
     Raises:
         ConfigurationError: a limit is not positive, or the soft time limit is not below the
-            hard one.
+            hard one; a green pool's library is missing or was not patched in time.
     """
     limits = Limits(time_limit, soft_time_limit, max_tasks_per_child, max_memory_per_child)
+    if kind in ("gevent", "eventlet"):  # greenlets of this process (green.py, monkey.py)
+        from .green import GreenPool
+
+        return GreenPool(kind, slots, limits)
+    if kind == "asyncio":  # async def tasks on one event loop, sync ones on threads
+        from .asyncio_pool import AsyncioPool
+        return AsyncioPool(slots, limits)
     if kind not in ("solo", "threads", "prefork"):
         raise ValueError(f"unknown pool {kind!r}; use prefork, threads or solo")
     if kind != "prefork" and limits.recycles:

@@ -10,6 +10,7 @@ pool it is a second timer raising :class:`HardTimeLimit`, which task code cannot
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from ..clock import clock_now
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, TimeLimitExceeded
 from ..outcome import Outcome, failure
 from ..registry import registry
+from .coroutines import HardTimeLimit as HardTimeLimit  # defined there, re-exported
 from .execution import execute
 from .job import Job
 from .outcomes import failure_settlement
@@ -35,11 +37,6 @@ logger = logging.getLogger(__name__)
 #: Once the hard limit fired in-process, it fires again this often until the task has ended,
 #: so a task that swallows it (``except BaseException``) cannot run on for ever.
 HARD_REPEAT = 1.0
-
-
-class HardTimeLimit(BaseException):
-    """Raised inside a solo task at its hard time limit (a BaseException: ``except Exception``
-    in task code does not stop it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +159,7 @@ def run_limited(job: Job, soft: float | None, hard: float | None) -> Outcome:
     started = clock_now()
     outcome: Outcome | None = None
     try:
-        with Alarm(soft, hard):
+        with _limiter(job, soft, hard):
             outcome = execute(job)
     except HardTimeLimit:
         if outcome is not None:
@@ -178,6 +175,19 @@ def run_limited(job: Job, soft: float | None, hard: float | None) -> Outcome:
                        date_done=clock_now(), traceback=traceback.format_exc(),
                        **_common(job))
     return outcome
+
+
+def _limiter(job: Job, soft: float | None, hard: float | None) -> Any:
+    """SIGALRM timers; none for an ``async def`` task (a signal would land in the loop's
+    machinery, not in the task: execute() cancels it instead) but a late hard alarm as a
+    backstop for a coroutine that never awaits."""
+    from . import coroutines
+
+    if not coroutines.is_async_name(job.task_name):
+        return Alarm(soft, hard)
+    if hard is not None and threading.current_thread() is threading.main_thread():
+        return Alarm(None, hard + coroutines.HARD_REPEAT * 2)
+    return contextlib.nullcontext()
 
 
 def hard_limit_outcome(job: Job, limit: float, started: datetime | None, how: str) -> Outcome:

@@ -69,6 +69,7 @@ def mark(path, n):
         marker.write(f"{n}\n")
     return n
 from tests.testapp import (  # noqa: E402,F401  (registers them)
+    async_tasks,
     canvas_tasks,
     feature_tasks,
     limit_tasks,
