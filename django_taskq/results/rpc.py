@@ -65,8 +65,7 @@ class RpcResultBackend(ResultBackend):
 
     def reply_address(self) -> str:
         """This process's reply queue, declared and read from now on."""
-        with self.replies.lock, self.replies._reconnecting("declare the reply queue"):
-            self.replies.open()
+        self.replies.declare()
         return self.oid
 
     # -- the worker's side -----------------------------------------------------------------

@@ -82,6 +82,11 @@ class ReplyQueue:
                 raise
         self._conn, self._channel = conn, channel
 
+    def declare(self) -> None:
+        """``open()``, taking the lock; a failure leaves nothing half open."""
+        with self.lock, self._reconnecting("declare the reply queue"):
+            self.open()
+
     def drop(self) -> None:
         """Forget the connection (the lock held); the next use opens a new one."""
         conn, self._conn, self._channel = self._conn, None, None
