@@ -95,17 +95,16 @@ def _fail(url: ParsedUrl, setting: str, why: str) -> NoReturn:
     raise ConfigurationError(f"{setting} {url.masked!r}: {why}.")
 
 
-def transport_options(url: ParsedUrl, setting: str) -> Mapping[str, Any]:
-    """The transport options ``setting``'s URL reads; a control store on the broker's or the
-    result backend's URL reads theirs."""
+def transport_setting(url: ParsedUrl, setting: str) -> str | None:
+    """The TASKQ key of the transport options ``setting``'s URL reads; a control store on the
+    broker's or the result backend's URL reads theirs, on a URL of its own none."""
     from .conf import get_settings
 
     settings = get_settings()
     if setting not in _TRANSPORT_SETTING:
         setting = ("BROKER_URL" if url.original == settings.BROKER_URL else
                    "RESULT_BACKEND" if url.original == settings.RESULT_BACKEND else setting)
-    name = _TRANSPORT_SETTING.get(setting)
-    return getattr(settings, name) if name else {}
+    return _TRANSPORT_SETTING.get(setting)
 
 
 def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
@@ -122,8 +121,10 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
 
     redis = redis_module()
     where = parse_sentinels(url, setting)
-    options = transport_options(url, setting)
-    option_setting = _TRANSPORT_SETTING.get(setting, "BROKER_TRANSPORT_OPTIONS")
+    from .conf import get_settings
+
+    option_setting = transport_setting(url, setting)
+    options: Mapping[str, Any] = getattr(get_settings(), option_setting) if option_setting else {}
     unknown = sorted(set(query) - set(OPTIONS))
     if unknown:
         tls = " (TLS to a Sentinel-managed master is not offered yet)" if any(
@@ -132,9 +133,10 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
               f"takes {', '.join(OPTIONS)}, socket_timeout and socket_connect_timeout")
     master = query.pop("master_name", None) or options.get("master_name")
     if not master:
+        other = (f", or set TASKQ[{option_setting!r}] = {{'master_name': 'mymaster'}} (Celery's "
+                 f"{option_setting.lower()})") if option_setting else ""
         _fail(url, setting, "a sentinel:// URL needs the name of the master its sentinels "
-              f"monitor: add ?master_name=mymaster to the URL, or set TASKQ[{option_setting!r}]"
-              f" = {{'master_name': 'mymaster'}} (Celery's {option_setting.lower()})")
+              f"monitor: add ?master_name=mymaster to the URL{other}")
     kwargs: dict[str, Any] = {"socket_keepalive": True, "health_check_interval": 30, **timeouts}
     try:
         minimum = int(query.pop("min_other_sentinels", options.get("min_other_sentinels", 0)))

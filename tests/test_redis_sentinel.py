@@ -18,6 +18,7 @@ from django_taskq import chord
 from django_taskq.brokers import broker_from_url
 from django_taskq.celery_settings import honoured_values
 from django_taskq.conf import reset_settings
+from django_taskq.control import control_store_from_url
 from django_taskq.exceptions import BrokerConnectionError, ConfigurationError
 from django_taskq.outcome import Outcome
 from django_taskq.results import backend_from_url
@@ -262,6 +263,10 @@ def test_a_missing_master_name_names_both_ways_to_give_it(deployment, settings):
     assert PASSWORD not in message and "****" in message
     with pytest.raises(ConfigurationError, match="RESULT_BACKEND_TRANSPORT_OPTIONS"):
         backend_from_url(deployment.url)
+    with pytest.raises(ConfigurationError) as caught:  # a control store on a URL of its own
+        control_store_from_url(deployment.url)
+    assert "CONTROL_URL" in str(caught.value) and "?master_name=" in str(caught.value)
+    assert "TRANSPORT_OPTIONS" not in str(caught.value)
 
 
 @pytest.mark.parametrize(("url", "says"), [
