@@ -231,7 +231,7 @@ def make_worker(configured):
 #: Engines that never touch Django's ORM: their tests are marked ``network_broker``, and the
 #: other Django/Python legs of scripts/test.sh leave them (and ``subprocess`` tests) to the main
 #: leg, which runs everything.
-NETWORK_BROKERS = frozenset({"redis", "amqp", "sqs"})
+NETWORK_BROKERS = frozenset({"redis", "amqp", "sqs", "rpc"})
 NETWORK_FIXTURES = frozenset({"redis_url", "amqp_url", "rabbit"})
 
 
