@@ -39,6 +39,7 @@ from .amqp_wire import copy_headers
 from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery, QueueCounts, worker_lost_reason
 from .sqs_dead import SqsDeadLetters
 from .sqs_options import (
+    BATCH,
     MAX_VISIBILITY,
     SqsOptions,
     boto3_module,
@@ -50,6 +51,8 @@ from .sqs_queues import Handle, Outgoing, Queues, delay_seconds, visibility
 from .sqs_wire import DEAD_AT, ORIGIN, REASON, Received
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: The shortest wait between two short-poll rounds of an idle worker (polling_interval 0).
+MIN_POLL = 0.05
 
 
 def _aws(what: str) -> Callable[[_F], _F]:
@@ -100,26 +103,24 @@ class SqsBroker(SqsDeadLetters, Broker):
     @_aws("reserve")
     def reserve(self, queues: Sequence[str], *, max_messages: int, lease: float, worker: str,
                 timeout: float = 0.0) -> list[Delivery]:
-        """Short-poll each queue in turn; when all are empty, long-poll a single queue for
-        ``wait_time_seconds`` (several: wait ``polling_interval``) until ``timeout``."""
+        """One queue: long-poll it for ``wait_time_seconds`` (it returns as soon as a message
+        is there). Several: short-poll each in turn, then wait ``polling_interval`` between
+        rounds. Until something came or ``timeout`` is over."""
         deadline = time.monotonic() + timeout
         self._interrupted.clear()
+        wait = self.options.wait_time_seconds if len(queues) == 1 and timeout > 0 else 0
         while True:
             got: list[Delivery] = []
             for queue in queues:
-                got += self._receive(queue, max_messages - len(got), lease, wait=0)
+                got += self._receive(queue, max_messages - len(got), lease, wait)
                 if len(got) >= max_messages:
                     return got
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or self._interrupted.is_set():
                 return got
-            if len(queues) == 1 and self.options.wait_time_seconds:
-                got = self._receive(queues[0], max_messages, lease,
-                                    wait=self.options.wait_time_seconds)
-                if got or time.monotonic() >= deadline:
-                    return got
-            else:
-                self._interrupted.wait(min(self.options.polling_interval, remaining))
+            if not wait:
+                self._interrupted.wait(min(max(MIN_POLL, self.options.polling_interval),
+                                           remaining))
 
     def _receive(self, queue: str, count: int, lease: float, wait: int) -> list[Delivery]:
         located = self.queues.locate(queue)
@@ -132,7 +133,7 @@ class SqsBroker(SqsDeadLetters, Broker):
             received = sorted((Received(m, queue) for m in messages),
                               key=lambda r: r.sent_ms)  # stable: SQS order on ties
             deliveries += self._sort(received, url, key)
-            if len(messages) < 10 or wait:
+            if len(messages) < BATCH or wait:
                 break
         return deliveries
 

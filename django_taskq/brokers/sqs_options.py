@@ -146,7 +146,7 @@ def _value(name: str, raw: Any, fail: Any) -> Any:
             raise fail(f"{name} must be a whole number of seconds from {low} to {high}, "
                        f"not {raw!r}.")
         return int(number)
-    if not number > 0 or math.isinf(number):
+    if not (number >= 0 if name == "polling_interval" else number > 0) or math.isinf(number):
         raise fail(f"{name} must be a positive number of seconds, not {raw!r}.")
     return number
 
