@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -19,6 +20,9 @@ BROKER_KINDS = ["memory", *DB_ALIASES, "redis", "amqp", "sqs"]
 REAL_CLOCK_KINDS = frozenset({"amqp", "sqs"})
 #: What SQS cannot do: these contract tests are not collected for it (docs/brokers-sqs.md).
 SQS_CANNOT = frozenset({"test_higher_priority_runs_first"})
+#: Modules whose ``configured`` tests (a worker, commands, pages) also run on SQS; elsewhere SQS
+#: runs the broker-level tests only (moto is slow: the whole suite on it would take too long).
+SQS_CONFIGURED_MODULES = frozenset({"test_dead_letters.py"})
 #: Queues the shared tests use on RabbitMQ; emptied (deleted) around every test.
 AMQP_TEST_QUEUES = ("default", "a", "b", "other", "noise", "surface", "side", "called", "high",
                     "billing", "routed", "feeds", "main", "globbed", "from-function", "q",
@@ -167,14 +171,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kind = params.get("broker_kind")
         if kinds & deselected_kinds or (item.get_closest_marker("needs_fake_clock")
                                         and kind in REAL_CLOCK_KINDS) or (
-                kind == "sqs" and (getattr(item, "originalname", "") in SQS_CANNOT
-                                   or "broker" not in names or "configured" in names)):
+                kind == "sqs" and not _sqs_applies(item, names)):
             dropped.append(item)
         else:
             kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def _sqs_applies(item: pytest.Item, names: Sequence[str]) -> bool:
+    if getattr(item, "originalname", "") in SQS_CANNOT:
+        return False
+    if "configured" in names:
+        return item.path.name in SQS_CONFIGURED_MODULES
+    return "broker" in names
 
 
 @pytest.fixture
@@ -187,11 +198,17 @@ def configured(broker_kind: str, request: pytest.FixtureRequest, settings):
     elif broker_kind == "amqp":
         request.getfixturevalue("transactional_db")
         url = request.getfixturevalue("amqp_url")
+    elif broker_kind == "sqs":
+        from tests.sqsserver import unique_prefix
+
+        request.getfixturevalue("transactional_db")
+        url = request.getfixturevalue("sqs_server").url(queue_name_prefix=unique_prefix(),
+                                                        wait_time_seconds=0)
     else:
         alias = require_alias(broker_kind)
         request.getfixturevalue("transactional_db")
         url = f"db://{alias}"
-    results = "db://default" if broker_kind == "amqp" else url
+    results = "db://default" if broker_kind in ("amqp", "sqs") else url
     settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": results,
                       "POLL_INTERVAL": 0.01}
     return url
