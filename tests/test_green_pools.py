@@ -122,10 +122,12 @@ def test_hundreds_of_io_bound_tasks_wait_at_once_each_on_its_own_connection(pool
         started = time.monotonic()
         naps = limit_tasks.nap.delay_many([(1,)] * 200)
         queries = green_tasks.database_nap.delay_many([(alias, 1)] * 20)
+        awaited = green_tasks.async_nap.delay_many([(1,)] * 20)
         assert [r.get(timeout=PATIENCE) for r in naps] == ["slept"] * 200
+        assert [r.get(timeout=PATIENCE) for r in awaited] == ["awaited"] * 20
         pids = [r.get(timeout=PATIENCE) for r in queries]
         elapsed = time.monotonic() - started
-        # 220 seconds of waiting, one after another; at once, a few seconds (bench/ measures).
+        # 240 seconds of waiting, one after another; at once, a few seconds (bench/ measures).
         assert elapsed < 30, f"{elapsed:.1f}s: the tasks did not wait at once"
         assert len(set(pids)) == 20  # a connection per greenlet, not one shared by all
         wait_for(lambda: other_connections(alias) == 0, timeout=10)  # each closed after its task

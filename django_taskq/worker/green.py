@@ -20,7 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connections
 
@@ -28,12 +28,18 @@ from .. import monkey, signals
 from ..clock import clock_now
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded
 from ..outcome import Outcome, failure
+from . import coroutines
 from .execution import execute
 from .job import Job
 from .pools import TERMINATED, Finished
 from .timelimits import HARD_REPEAT, HardTimeLimit, Limits, _common, hard_limit_outcome, warn_once
 
 logger = logging.getLogger(__name__)
+
+
+#: The most real threads gevent's pool gets for ``async def`` tasks (eventlet's is
+#: EVENTLET_THREADPOOL_SIZE, 20 by default).
+MAX_ASYNC_THREADS = 100
 
 
 class Terminated(BaseException):
@@ -56,6 +62,12 @@ class Library:
             greenlet.kill(exc, block=False)
         else:  # eventlet throws at once (type, value, traceback: it also cancels one not begun)
             greenlet.kill(type(exc), exc, None)
+
+    def in_thread(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` on a real thread of the library's pool; this greenlet waits."""
+        if self.name == "gevent":
+            return self.module.get_hub().threadpool.apply(function, args)
+        return importlib.import_module("eventlet.tpool").execute(function, *args)
 
     def timeout(self, seconds: float, exc: BaseException) -> Any:
         """A context manager raising ``exc`` in this greenlet after ``seconds`` (at a wait)."""
@@ -124,6 +136,9 @@ class GreenPool:
 
     def start(self) -> None:
         """Send ``worker_process_init``: this process is the one that runs tasks (as solo)."""
+        if self.kind == "gevent":  # async def tasks run on its threads (10 by default)
+            threadpool = self.library.module.get_hub().threadpool
+            threadpool.maxsize = max(threadpool.maxsize, min(self.slots, MAX_ASYNC_THREADS))
         signals.send(signals.worker_process_init, None)
 
     def free_slots(self) -> int:
@@ -152,6 +167,11 @@ class GreenPool:
 
     def _limited(self, job: Job, soft: float | None) -> Outcome:
         """``execute(job)`` with the soft limit raised in the task at its next wait."""
+        if coroutines.is_async_name(job.task_name):
+            # asyncio keeps one running loop per OS thread: loops of several greenlets would
+            # clash. The coroutine runs on a real thread (its limits by cancellation).
+            context = contextvars.copy_context()
+            return cast(Outcome, self.library.in_thread(context.run, _on_thread, job))
         if soft is None:
             return execute(job)
         started, outcome = clock_now(), None
@@ -241,3 +261,10 @@ class GreenPool:
         deadline = time.monotonic() + 2.0  # their finally blocks close their connections
         while any(not r.greenlet.dead for r in running) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+def _on_thread(job: Job) -> Outcome:
+    try:
+        return execute(job)
+    finally:
+        connections.close_all()  # the thread's own connections (pool threads are reused)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from django.db import connections
@@ -18,3 +19,11 @@ def database_nap(alias, seconds):
         pid = cursor.fetchone()[0]
     time.sleep(seconds)  # patched: the other greenlets run meanwhile
     return pid
+
+
+@task
+async def async_nap(seconds):
+    """An ``async def`` task on a green pool: it runs on a real thread (asyncio's loop is per
+    thread), beside the greenlets."""
+    await asyncio.sleep(seconds)
+    return "awaited"
