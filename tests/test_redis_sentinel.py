@@ -238,6 +238,7 @@ def test_a_write_to_a_demoted_master_is_retried_on_the_new_one(deployment, senti
     broker.close()
 
 
+@pytest.mark.django_db(transaction=True)  # the worker's events go to the test database
 def test_a_worker_process_runs_tasks_and_a_chord_through_sentinel(deployment, sentinel_settings):
     # The worker reads the same TASKQ: master name and sentinel password from the settings.
     url = sentinel_settings["BROKER_URL"]
@@ -252,6 +253,7 @@ def test_a_worker_process_runs_tasks_and_a_chord_through_sentinel(deployment, se
             worker.signal(signal.SIGTERM)
             code, output = worker.wait()
     assert code == 0, output
+    assert "Traceback" not in output
 
 
 def test_a_missing_master_name_names_both_ways_to_give_it(deployment, settings):
@@ -346,3 +348,27 @@ def test_bad_transport_options_are_setting_errors(settings, value):
     with pytest.raises(ConfigurationError, match="BROKER_TRANSPORT_OPTIONS"):
         get_settings()
     reset_settings()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_celery_client_on_the_same_sentinel_url_talks_to_our_worker(deployment,
+                                                                     sentinel_settings):
+    """The URL and transport options a Celery project already has: its client sends through
+    kombu's Sentinel transport and reads the result through Celery's SentinelBackend."""
+    pytest.importorskip("celery")
+    from tests.celery_peer import make_app
+
+    app = make_app(deployment.url, deployment.url)
+    app.conf.broker_transport_options = {"master_name": MASTER}
+    app.conf.result_backend_transport_options = {"master_name": MASTER}
+    with WorkerProcess("default", "-Q", "sentinel-c", broker_url=sentinel_settings["BROKER_URL"],
+                       result_backend=f"{deployment.url}?master_name={MASTER}") as worker:
+        try:
+            sent = app.send_task("tests.testapp.tasks.add", (4, 5), queue="sentinel-c")
+            assert sent.get(timeout=30) == 9
+        finally:
+            worker.signal(signal.SIGTERM)
+            code, output = worker.wait()
+            app.close()
+    assert code == 0, output
+    assert "Traceback" not in output
