@@ -38,7 +38,7 @@ def test_worker_runs_tasks_keeps_long_ones_leased_and_survives_a_kill(sqs, tmp_p
     summed = tasks.add.delay(20, 22)
     marker = tmp_path / "runs"
     long = tasks.record_and_sleep.delay(str(marker), 3.0)  # longer than the 2 s lease
-    with WorkerProcess("default", "--pool", "threads", "--concurrency", "2",
+    with WorkerProcess("default", "--pool", "prefork", "--concurrency", "2",
                        broker_url=broker_url, result_backend=results) as worker:
         assert summed.get(timeout=30) == 42
         assert long.get(timeout=30) == "slept"
