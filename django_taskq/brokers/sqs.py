@@ -141,7 +141,7 @@ class SqsBroker(SqsDeadLetters, Broker):
         """Hand out what is due; hop or hide what is early; dead-letter what was lost too often."""
         now = now_ms()
         fifo = url.endswith(".fifo")
-        ready, copies, dead, done, hide = [], [], [], [], []
+        ready, copies, dead, done, hide, lost = [], [], [], [], [], []
         for r in received:
             handle = Handle(url, r.receipt, key)
             if r.due > now:
@@ -158,8 +158,7 @@ class SqsBroker(SqsDeadLetters, Broker):
                 letter = DeadLetter(r.envelope, worker_lost_reason(attempts - 1), attempts - 1)
                 dead.append(Outgoing(r.envelope, _dead_headers(letter), copy=True))
                 done.append(handle)
-                with self._lost_lock:
-                    self._lost.append(letter)
+                lost.append(letter)
                 continue
             ready.append(Delivery(r.envelope, handle, attempts))
         if copies:
@@ -167,6 +166,9 @@ class SqsBroker(SqsDeadLetters, Broker):
         if dead:
             self.queues.send("", dead, dead=True)
         self.queues.delete(done)
+        if lost:  # only once they are in the dead letter queue (else they come back)
+            with self._lost_lock:
+                self._lost.extend(lost)
         for handle, seconds in hide:
             self.queues.change_visibility([handle], seconds)
         return ready
