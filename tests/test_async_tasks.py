@@ -158,6 +158,17 @@ def test_async_orm_runs_and_its_connections_are_closed(kind, django_user_model):
     assert wrapper.connection is None  # closed on its thread when the task ended
 
 
+@pytest.mark.parametrize("kind", ["solo", "asyncio"])
+def test_the_sync_orm_in_a_coroutine_fails_the_task_naming_the_cause(kind):
+    pool = make_pool(kind, 2)
+    pool.start()
+    try:
+        outcome = run_one(pool, make_job(at.sync_orm_in_coroutine))
+    finally:
+        pool.stop()
+    assert error(outcome) == "SynchronousOnlyOperation"  # docs/pools.md: use aget/sync_to_async
+
+
 # -- the asyncio pool ------------------------------------------------------------------------
 
 def test_asyncio_pool_runs_async_tasks_side_by_side(aio):
@@ -219,6 +230,17 @@ def test_asyncio_pool_stop_waits_for_running_tasks():
     assert sorted(value(o) for _, o in made.collect(0)) == list(range(5))
     with pytest.raises(ValueError, match="1 to 10000 slots"):
         made.resize(0)
+
+
+def test_asyncio_pool_terminate_cancels_running_coroutines_at_once():
+    made = AsyncioPool(10)
+    made.start()
+    made.submit(make_job(at.sleeper, 30))
+    time.sleep(0.1)
+    started = time.monotonic()
+    made.terminate()
+    assert time.monotonic() - started < 3
+    assert made._thread is None  # the loop's thread has ended
 
 
 def test_worker_on_the_asyncio_pool(settings):

@@ -168,3 +168,11 @@ async def mark_and_sleep(path, seconds):
 async def nested_apply():
     """An eager run of another async task from inside a coroutine (a blocking call)."""
     return add.apply((20, 22)).get()
+
+
+@task
+async def sync_orm_in_coroutine():
+    """A mistake: the synchronous ORM on the event loop's thread (Django refuses it)."""
+    from django.contrib.auth.models import User
+
+    return User.objects.count()
