@@ -69,6 +69,16 @@ def test_queue_names_follow_celerys_rules(url):
     assert options.dead_letter_name == "prod-taskq-dead"
 
 
+def test_url_gives_credentials_and_endpoint_as_kombu_reads_them():
+    options = make("sqs://AKIDEXAMPLE:se%2Fcr%2Bet@localhost:4566").options
+    assert (options.access_key_id, options.secret_access_key) == ("AKIDEXAMPLE", "se/cr+et")
+    assert options.endpoint_url == "http://localhost:4566"
+    assert make("sqs://k:s@sqs.local?is_secure=true").options.endpoint_url == "https://sqs.local"
+    bare = make("sqs://").options
+    assert (bare.access_key_id, bare.endpoint_url) == (None, None)  # boto3's chain decides
+    assert "se/cr" not in repr(options) and "cr%2B" not in options.masked
+
+
 @pytest.mark.parametrize("query, named", [
     ("?visibility=10", r"unknown option\(s\) visibility"),
     ("?visibility_timeout=abc", "visibility_timeout must be a whole number"),
