@@ -61,3 +61,26 @@ def test_asyncio_pool_process(urls, tmp_path, django_user_model):
     assert code == 0, output
     assert [r.state for r in finishing] == [states.SUCCESS] * 3
     assert runs(marker) == 4  # the terminated task was not run again
+
+
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_async_def_tasks_run_on_the_green_pools(pool, redis_url, settings):
+    from tests.test_green_pools import GreenWorker
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": redis_url, "RESULT_BACKEND": redis_url}
+    with GreenWorker(redis_url, "--pool", pool, "-c", "20") as proc:
+        total = at.add.delay(2, 3)
+        naps = at.sleeper.delay_many([(0.5, n) for n in range(10)])
+        soft = at.soft_limited.apply_async((30,), soft_time_limit=0.3)
+        hard = at.sleeper.apply_async((30,), time_limit=0.5)
+        retried = at.retrying.delay(1)
+        assert total.get(timeout=20) == 5
+        assert [r.get(timeout=20) for r in naps] == list(range(10))
+        assert soft.get(timeout=20) == "cleaned up"
+        with pytest.raises(TimeLimitExceeded):
+            hard.get(timeout=20)
+        assert retried.get(timeout=20)["retries"] == 1
+        code, output = proc.stop()
+    assert code == 0, output
+    assert not any(t in output for t in ("Traceback", "MonkeyPatchWarning", "monkey_patch")), \
+        output
