@@ -1,4 +1,5 @@
-"""``manage.py taskworker --pool gevent|eventlet``: real worker processes on Redis.
+"""``manage.py taskworker --pool gevent|eventlet``: real worker processes on Redis (and on
+the database broker, SQLite).
 
 The patch happens in the worker itself, before Django starts (django_taskq/monkey.py); hundreds
 of I/O-bound tasks wait at once; time limits, revoke with terminate, pool_grow/pool_shrink, warm
@@ -47,9 +48,9 @@ def urls(settings, redis_url):
 
 
 class GreenWorker:
-    """``python -m django taskworker`` with a green pool on the test Redis database."""
+    """``python -m django taskworker`` with a green pool, broker and results at ``url``."""
 
-    def __init__(self, redis_url: str, *args: str, overrides: dict | None = None,
+    def __init__(self, url: str, *args: str, overrides: dict | None = None,
                  pythonpath: str = "") -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pythonpath, str(ROOT)])),
                    DJANGO_SETTINGS_MODULE="tests.settings")
@@ -58,7 +59,7 @@ class GreenWorker:
         if "postgres" in settings.DATABASES:
             env["TASKQ_TEST_PG_NAME"] = connections["postgres"].settings_dict["NAME"]
         env["TASKQ_TEST_OVERRIDES"] = json.dumps({
-            "BROKER_URL": redis_url, "RESULT_BACKEND": redis_url, "LEASE_TIMEOUT": 2.0,
+            "BROKER_URL": url, "RESULT_BACKEND": url, "LEASE_TIMEOUT": 2.0,
             "HEARTBEAT_INTERVAL": 0.5, "POLL_INTERVAL": 0.1, "REVOKE_POLL_INTERVAL": 0.1,
             "IMPORTS": ["tests.testapp.green_tasks"], **(overrides or {})})
         self.log = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block it
@@ -177,11 +178,20 @@ def test_time_limits_revoke_terminate_resizing_and_cold_stop(pool, urls, tmp_pat
     assert cut.state == states.PENDING and get_broker().size("default") == 1
 
 
+@pytest.fixture(params=["redis", "sqlite"])
+def broker_url(request, settings):
+    """The test Redis database, or the database broker on the test SQLite file."""
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else "db://default"
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url, "RESULT_BACKEND": url}
+    return url
+
+
 @GREEN
 @on_databases
-def test_warm_shutdown_finishes_running_tasks_longer_than_the_lease(pool, urls, tmp_path):
+def test_warm_shutdown_finishes_running_tasks_longer_than_the_lease(pool, broker_url, tmp_path):
     markers = [tmp_path / f"runs{i}" for i in range(5)]
-    with GreenWorker(urls, "--pool", pool, "-c", "5", "--prefetch-multiplier", "1") as worker:
+    with GreenWorker(broker_url, "--pool", pool, "-c", "5", "--prefetch-multiplier",
+                     "1") as worker:
         # 3 s each, over the 2 s lease: the heartbeat (a greenlet too) must keep extending it.
         slow = [tasks.record_and_sleep.delay(str(m), 3) for m in markers]
         waiting = tasks.add.delay_many([(1, 1)] * 3)
