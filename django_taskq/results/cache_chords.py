@@ -8,21 +8,26 @@ completed the chord (``done`` once the body is sent).
 The counter is only a hint of when to look: a part whose bump reaches the size reads every
 ``.j.<i>`` and completes the chord when all are there. Counting too high (a redelivered task
 bumps again) only makes a part look once more; a bump lost with a dying worker is made by its
-redelivery. Of the parts that find the header complete, the one whose ``add`` of ``.claim``
-succeeds completes the chord; a call for that same task again (its worker died before sending
-the body) completes it again, until ``chord_sent`` or CLAIM_TTL. Header tasks without an index
-(an old Celery client), or with one outside the header, take the next free place from ``.n``.
+redelivery; a counter gone (evicted) makes every later part look. A size gone before the body
+was sent is logged as an error: the chord cannot complete. Of the parts that find the header
+complete, the one whose ``add`` of ``.claim`` succeeds completes the chord; a call for that
+same task again (its worker died before sending the body) completes it again, until
+``chord_sent`` or CLAIM_TTL. Header tasks without an index (an old Celery client), or with one
+outside the header, take the next free place from ``.n``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from ..outcome import Outcome
 from .keyvalue import GROUP_KEY_PREFIX, decode_part, encode_part
 from .meta import PartResult
+
+logger = logging.getLogger(__name__)
 
 DONE = "done"
 #: Seconds a completion claim holds when its body is not sent (as the Redis store's).
@@ -59,19 +64,30 @@ class CacheChords:
         with self.errors("count a chord part"):
             size = self.cache.get(self.chord_key(group_id, ".s"))
             if not isinstance(size, int):
-                return None  # never sized, expired, or its body was sent
+                self._lost(group_id)
+                return None  # expired, evicted, or its body was sent
             place = index if index is not None and 0 <= index < size \
                 else self._place(group_id, f"{outcome.task_id}:{index}")
             if place is None:
                 return None
             self.cache.add(self.chord_key(group_id, f".j.{place}"), part, self.ttl())
             count = self._bump(group_id)
-            if count is None or count < size:
+            if count is not None and count < size:
                 return None
             return self._complete(group_id, size, outcome.task_id)
 
+    def _lost(self, group_id: str) -> None:
+        """Log a chord whose size is gone while its body was never sent: it cannot complete."""
+        if self.cache.get(self.chord_key(group_id, ".claim")) is None:
+            logger.error(
+                "chord %s cannot complete: its size is gone from cache %r (expired after "
+                "RESULT_EXPIRES, or evicted by a full cache); its body will not run. Give the "
+                "cache more memory, or store results in redis:// or db://.", group_id,
+                self.alias)
+
     def _bump(self, group_id: str) -> int | None:
-        """The counter after this part's bump; None when it is gone (expired, evicted)."""
+        """The counter after this part's bump; None when it is gone (expired, evicted: then
+        every part looks whether the header is complete)."""
         try:
             return int(self.cache.incr(self.chord_key(group_id, ".c")))
         except ValueError:  # Django's incr of a missing key
