@@ -89,12 +89,17 @@ class AsyncioPool:
         self._thread = threading.Thread(target=self._loop.run_forever, name="taskq-asyncio",
                                         daemon=True)
         self._thread.start()
-        # A middleware's frame holds a glue thread while its coroutine runs: one per slot then.
-        glue = self.slots if _middleware_wraps_runs() else min(self.slots, GLUE_THREADS)
+        glue, sync = self._threads()
         self._glue = concurrent.futures.ThreadPoolExecutor(
             glue, thread_name_prefix="taskq-asyncio-glue")
         self._sync = concurrent.futures.ThreadPoolExecutor(
-            min(self.slots, SYNC_THREADS), thread_name_prefix="taskq-worker")
+            sync, thread_name_prefix="taskq-worker")
+
+    def _threads(self) -> tuple[int, int]:
+        """Glue and sync threads for the current size (a middleware's frame holds a glue
+        thread while its coroutine runs: one per slot then)."""
+        glue = self.slots if _middleware_wraps_runs() else min(self.slots, GLUE_THREADS)
+        return glue, min(self.slots, SYNC_THREADS)
 
     def free_slots(self) -> int:
         return max(0, self.slots - len(self._running))
@@ -143,6 +148,10 @@ class AsyncioPool:
         if not 0 < slots <= MAX_SLOTS:
             raise ValueError(f"the asyncio pool has 1 to {MAX_SLOTS} slots, not {slots}")
         self.slots = slots
+        # Grown (autoscale, pool_grow): the executors may start more threads (on demand).
+        for executor, size in zip((self._glue, self._sync), self._threads(), strict=True):
+            if executor is not None and executor._max_workers < size:
+                executor._max_workers = size
 
     def stop(self) -> None:
         """Wait for running jobs (collect them afterwards), then stop the loop and threads."""
