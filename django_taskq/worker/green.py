@@ -204,8 +204,8 @@ class GreenPool:
     def _over_time(self) -> None:
         now = time.monotonic()
         for key, run in list(self._running.items()):
-            if run.deadline is None or now < run.deadline:
-                continue
+            if run.deadline is None or now < run.deadline or self._running.get(key) is not run:
+                continue  # in time, or it ended while an earlier kill let greenlets run
             del self._running[key]
             self._bury(run.greenlet, HardTimeLimit(run.hard))
             logger.error("task killed name=%s id=%s: hard time limit (%gs) exceeded",
