@@ -145,6 +145,8 @@ def test_time_limits_revoke_terminate_resizing_and_cold_stop(pool, urls, tmp_pat
         soft = limit_tasks.clean_up_on_soft_limit.apply_async((30,), soft_time_limit=0.3)
         hard = limit_tasks.nap.apply_async((30,), time_limit=0.5)
         uncaught = limit_tasks.nap.apply_async((30,), soft_time_limit=0.3)
+        stubborn = limit_tasks.swallow_once.apply_async((str(tmp_path / "swallow"), 30),
+                                                        time_limit=0.5)
         long = tasks.record_and_sleep.delay(str(marker), 60)
         wait_for(lambda: runs(marker) == 1)
         long.revoke(terminate=True)
@@ -153,6 +155,8 @@ def test_time_limits_revoke_terminate_resizing_and_cold_stop(pool, urls, tmp_pat
         with pytest.raises(TimeLimitExceeded, match="hard time limit"):
             hard.get(timeout=PATIENCE)
         assert uncaught.state == states.FAILURE
+        with pytest.raises(TimeLimitExceeded):  # failed at once, though it swallows the kill
+            stubborn.get(timeout=PATIENCE)
         assert "SoftTimeLimitExceeded" in uncaught.traceback
         wait_for(lambda: AsyncResult(long.id).ready())
         with pytest.raises(TaskRevokedError, match="terminated"):
@@ -175,6 +179,8 @@ def test_time_limits_revoke_terminate_resizing_and_cold_stop(pool, urls, tmp_pat
     assert code == 0, output
     assert runs(marker) == 1  # killed, not redelivered
     assert "hard time limit (0.5s) exceeded" in output
+    assert "killed again every second" in output  # the greenlet that swallowed the kill
+    assert (tmp_path / "swallow").read_text().split() == ["swallowed"]  # never finished
     assert cut.state == states.PENDING and get_broker().size("default") == 1
 
 
