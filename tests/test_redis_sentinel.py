@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from django_taskq import chord
 from django_taskq.brokers import broker_from_url
@@ -33,13 +35,14 @@ PASSWORD = "m4ster-pw"
 SENTINEL_PASSWORD = "s3ntinel-pw"
 MASTER = "mymaster"
 GUARDED = "guarded"
+AUTH = ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
 
 
 class Deployment:
     """A master, a replica and a sentinel on free loopback ports, in ``directory``."""
 
     def __init__(self, directory: Path) -> None:
-        auth = ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
+        auth = AUTH
         (directory / "m").mkdir()
         (directory / "r").mkdir()
         self.master = RedisServer(directory / "m", args=auth)
@@ -84,7 +87,8 @@ class Deployment:
         return int(self.admin.sentinel_get_master_addr_by_name(MASTER)[1])
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, password=PASSWORD)
+        return redis.Redis(port=port, password=PASSWORD, socket_timeout=10,
+                           retry=Retry(NoBackoff(), 0))
 
     def _replicas_known(self) -> bool:
         return any(replica["is_slave"] for replica in self.admin.sentinel_slaves(MASTER))
@@ -96,12 +100,21 @@ class Deployment:
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.05)
 
+    def in_sync(self) -> int:
+        """The master's port, once a replica (restarted if a failover killed it) has all of
+        the master's writes."""
+        master = self.master_port()
+        for server in (self.master, self.replica):
+            if server.port != master and (server.proc is None or server.proc.poll() is not None):
+                self.rejoin(server, master)
+        self._until(lambda: self.client(master).wait(1, 500) == 1, "a replica in sync")
+        return master
+
     def failover(self) -> int:
         """Kill the master once its replica has everything (nothing acknowledged may be lost);
         the port of the replica the sentinel promotes."""
-        old = self.master_port()
-        assert self.client(old).wait(1, 5000) == 1
-        self.master.kill()
+        old = self.in_sync()
+        next(server for server in (self.master, self.replica) if server.port == old).kill()
         self._until(lambda: self.master_port() != old, "the sentinel to promote the replica")
         new = self.master_port()
         self._until(lambda: self.client(new).info("replication")["role"] == "master",
@@ -110,12 +123,10 @@ class Deployment:
                     "the failover to end")
         return new
 
-    def rejoin(self, server: RedisServer) -> None:
-        """Restart a killed master as a replica of the current one, in sync."""
-        master = self.master_port()
-        server.args += ["--replicaof", "127.0.0.1", str(master)]
+    def rejoin(self, server: RedisServer, master: int) -> None:
+        """Restart a killed master as a replica of the current one."""
+        server.args = [*AUTH, "--replicaof", "127.0.0.1", str(master)]
         server.start()
-        assert self.client(master).wait(1, 5000) == 1
         self._until(lambda: any(not replica["is_sdown"] and replica["port"] == server.port
                                 for replica in self.admin.sentinel_slaves(MASTER)),
                     "the sentinel to see the rejoined replica")
@@ -123,8 +134,7 @@ class Deployment:
     def switch_over(self) -> tuple[int, int]:
         """A planned failover (SENTINEL FAILOVER): the old master stays up and is demoted.
         The test demotes it at once, as the sentinel does some seconds later."""
-        old = self.master_port()
-        assert self.client(old).wait(1, 5000) == 1
+        old = self.in_sync()
         self.admin.execute_command("SENTINEL", "FAILOVER", MASTER)
         self._until(lambda: self.admin.sentinel_masters()[MASTER]["port"] != old
                     and self.admin.sentinel_masters()[MASTER]["flags"] == "master",
@@ -199,7 +209,7 @@ def test_broker_and_results_keep_working_across_a_failover(deployment, sentinel_
     assert deployment.client(old).llen(queue) == 6  # it is the master that holds them
 
     new = deployment.failover()
-    assert new != old and new == deployment.replica.port
+    assert new != old and new in (deployment.master.port, deployment.replica.port)
 
     # The next commands reach the new master: the rest of the queue, none of the acked ones.
     rest = []
@@ -223,7 +233,7 @@ def test_a_write_to_a_demoted_master_is_retried_on_the_new_one(deployment, senti
     """After a planned failover the pooled connection to the old master still works, but
     the old master answers READONLY: the write goes again, through the sentinels, to the new
     master (a plain retry-less client would raise)."""
-    deployment.rejoin(deployment.master)
+    deployment.in_sync()  # the master the last test killed is back, as a replica
     broker = broker_from_url(sentinel_settings["BROKER_URL"])
     queue = f"switch-{uuid.uuid4().hex[:8]}"
     before = envelope(queue)
@@ -238,7 +248,42 @@ def test_a_write_to_a_demoted_master_is_retried_on_the_new_one(deployment, senti
     broker.close()
 
 
+def _runs(marker: Path) -> list[int]:
+    return sorted(int(n) for n in marker.read_text().split()) if marker.exists() else []
+
+
 @pytest.mark.django_db(transaction=True)  # the worker's events go to the test database
+def test_a_running_worker_carries_on_across_a_failover(deployment, sentinel_settings, tmp_path):
+    """The master dies under a busy taskworker: it logs the lost broker, follows the sentinels
+    to the new master and runs every task (at least once), and new tasks after."""
+    url = sentinel_settings["BROKER_URL"]
+    marker = tmp_path / "runs.txt"
+    results = f"{deployment.url}?master_name={MASTER}"
+    tasks.mark.delay_many([(str(marker), n) for n in range(200)], queue="sentinel-f")
+    with WorkerProcess("default", "-Q", "sentinel-f", "--prefetch-multiplier", "2",
+                       broker_url=url, result_backend=results) as worker:
+        try:
+            wait_until = time.monotonic() + 30
+            while len(_runs(marker)) < 20:
+                assert time.monotonic() < wait_until, worker.output()
+                time.sleep(0.02)
+            deployment.failover()
+            wait_until = time.monotonic() + 40
+            while set(_runs(marker)) != set(range(200)):
+                assert time.monotonic() < wait_until, worker.output()[-3000:]
+                time.sleep(0.05)
+            later = tasks.mark.apply_async((str(marker), 1000), queue="sentinel-f")
+            assert later.get(timeout=30) == 1000
+        finally:
+            worker.signal(signal.SIGTERM)
+            code, output = worker.wait()
+    assert code == 0, output
+    runs = _runs(marker)
+    assert set(runs) == set(range(200)) | {1000}
+    assert len(runs) - len(set(runs)) <= 10  # only tasks caught in flight by the kill ran twice
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_process_runs_tasks_and_a_chord_through_sentinel(deployment, sentinel_settings):
     # The worker reads the same TASKQ: master name and sentinel password from the settings.
     url = sentinel_settings["BROKER_URL"]
