@@ -151,12 +151,20 @@ def test_unreachable_endpoint_is_a_connection_error_naming_the_masked_url():
 
 def test_predefined_queues_are_used_and_others_refused(url, sqs_server):
     made = make(url)
-    existing = made.queues.client().create_queue(QueueName=unique_prefix() + "given")["QueueUrl"]
+    client = made.queues.client()
+    existing, dead = (client.create_queue(QueueName=unique_prefix() + name)["QueueUrl"]
+                      for name in ("given", "dead"))
     made.close()
-    broker = make(url, transport_options={"predefined_queues": {"default": {"url": existing}}})
+    with pytest.raises(ConfigurationError, match="must list the dead letter queue too"):
+        make(url, transport_options={"predefined_queues": {"default": {"url": existing}}})
+    broker = make(url, transport_options={"predefined_queues": {
+        "default": {"url": existing}, "taskq-dead": {"url": dead}}})
     sent = envelope()
     broker.enqueue(sent)
-    assert [d.message_id for d in reserve(broker)] == [sent.message_id]
+    [delivery] = reserve(broker)
+    assert delivery.message_id == sent.message_id
+    broker.dead_letter(delivery, "bad: test")
+    assert [letter.message_id for letter in broker.dead_letter_list()] == [sent.message_id]
     with pytest.raises(ConfigurationError, match="not in the transport option predefined_queues"):
         broker.enqueue(envelope("other"))
 

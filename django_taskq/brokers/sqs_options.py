@@ -121,7 +121,13 @@ def parse_options(url: ParsedUrl, transport: Mapping[str, Any], poll_interval: f
     values["creation_attributes"] = {str(k): str(v) for k, v in attributes.items()}
     if not values.get("dead_letter_queue", DEAD_LETTER_QUEUE):
         raise fail("dead_letter_queue must be a queue name.")
-    return SqsOptions(**values)
+    options = SqsOptions(**values)
+    dead = options.dead_letter_queue
+    if options.predefined_queues and not {dead, options.dead_letter_name} & set(
+            options.predefined_queues):
+        raise fail(f"predefined_queues must list the dead letter queue too: add {dead!r} "
+                   "with its 'url' (or name another one with the dead_letter_queue option).")
+    return options
 
 
 def _value(name: str, raw: Any, fail: Any) -> Any:

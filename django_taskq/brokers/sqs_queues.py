@@ -84,7 +84,8 @@ class Queues:
         name = self.options.dead_letter_name if dead else self.options.queue_name(queue)
         predefined = self.options.predefined_queues
         if predefined:
-            found = name if name in predefined else queue if queue in predefined else None
+            ours = self.options.dead_letter_queue if dead else queue
+            found = name if name in predefined else ours if ours in predefined else None
             if found is None:
                 raise ConfigurationError(
                     f"BROKER_URL {self.options.masked!r}: queue {name!r} is not in the "
