@@ -417,3 +417,13 @@ def test_a_celery_client_on_the_same_sentinel_url_talks_to_our_worker(deployment
             app.close()
     assert code == 0, output
     assert "Traceback" not in output
+
+
+def test_manage_py_check_reports_a_sentinel_url_without_master_name(settings):
+    from django_taskq.checks import check_settings
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": f"sentinel://:{PASSWORD}@h1;sentinel://h2/0"}
+    reset_settings()
+    found = [m for m in check_settings() if m.id == "django_taskq.E003"]
+    assert found and "master_name" in found[0].msg and PASSWORD not in found[0].msg
+    reset_settings()
