@@ -169,6 +169,26 @@ def test_the_sync_orm_in_a_coroutine_fails_the_task_naming_the_cause(kind):
     assert error(outcome) == "SynchronousOnlyOperation"  # docs/pools.md: use aget/sync_to_async
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["solo", "asyncio"])
+def test_a_coroutine_sends_tasks_and_progress_through_sync_to_async_on_the_database(kind,
+                                                                                   settings):
+    from django_taskq import AsyncResult
+    from django_taskq.brokers import get_broker
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "db://default",
+                      "RESULT_BACKEND": "db://default"}
+    pool = make_pool(kind, 2)
+    pool.start()
+    try:
+        job = make_job(at.send_from_coroutine)
+        sent = value(run_one(pool, job))
+    finally:
+        pool.stop()
+    assert AsyncResult(job.request.id).state == "PROGRESS"  # stored by update_state
+    assert get_broker().size("default") == 1 and AsyncResult(sent).state == states.PENDING
+
+
 # -- the asyncio pool ------------------------------------------------------------------------
 
 def test_asyncio_pool_runs_async_tasks_side_by_side(aio):

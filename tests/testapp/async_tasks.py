@@ -176,3 +176,12 @@ async def sync_orm_in_coroutine():
     from django.contrib.auth.models import User
 
     return User.objects.count()
+
+
+@task(bind=True)
+async def send_from_coroutine(self):
+    """Sending and recording progress from a coroutine: through ``sync_to_async`` (the database
+    broker and result store use the ORM, which Django refuses on the loop's thread)."""
+    await sync_to_async(self.update_state)(state="PROGRESS", meta={"done": 1})
+    sent = await sync_to_async(add.delay)(1, 2)
+    return sent.id
