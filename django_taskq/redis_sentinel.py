@@ -9,8 +9,9 @@ query options (``?master_name=mymaster&socket_timeout=5``) follow the last one. 
 monitored master is ``?master_name=`` or ``master_name`` in the transport options
 (TASKQ['BROKER_TRANSPORT_OPTIONS'], TASKQ['RESULT_BACKEND_TRANSPORT_OPTIONS'], translated from
 Celery's ``broker_transport_options`` and ``result_backend_transport_options``), beside
-``sentinel_kwargs`` (redis-py options for the sentinel connections: ``password``...) and
-``min_other_sentinels``.
+``sentinel_kwargs`` (redis-py options for the sentinel connections: ``password``, ``ssl``...)
+and ``min_other_sentinels``. TLS to the master: ``?ssl=true`` or any of ``ssl_ca_certs``,
+``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (verified unless ``none``).
 
 The client is redis-py's ``Sentinel(...).master_for(name)``: each new connection asks the
 sentinels where the master is. After a failover a connection to the old master fails (refused,
@@ -37,6 +38,9 @@ from .service_url import ParsedUrl, split_list
 DEFAULT_PORT = 26379
 #: URL options of a sentinel:// URL besides the deadlines (which redisconn reads).
 OPTIONS = ("master_name", "min_other_sentinels", "client_name", "health_check_interval")
+#: TLS to the master (redis-py's names, as on rediss://); ``ssl=true`` alone: the system's CAs.
+TLS_OPTIONS = ("ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+               "ssl_check_hostname")
 #: Which transport options each setting's URL reads.
 _TRANSPORT_SETTING = {"BROKER_URL": "BROKER_TRANSPORT_OPTIONS",
                       "RESULT_BACKEND": "RESULT_BACKEND_TRANSPORT_OPTIONS"}
@@ -107,6 +111,24 @@ def transport_setting(url: ParsedUrl, setting: str) -> str | None:
     return _TRANSPORT_SETTING.get(setting)
 
 
+def _tls(url: ParsedUrl, setting: str, query: dict[str, str]) -> dict[str, Any]:
+    """The master connections' TLS arguments, taken out of ``query`` (none: plain TCP)."""
+    given = {name: query.pop(name) for name in TLS_OPTIONS if name in query}
+    if not given or given.pop("ssl", "true").lower() in ("false", "0", "no"):
+        return {}
+    if given.get("ssl_cert_reqs", "required").lower() not in ("required", "optional", "none"):
+        _fail(url, setting, "ssl_cert_reqs must be required, optional or none")
+    if given.get("ssl_cert_reqs", "").lower() == "none":
+        from .redisconn import warn_unverified
+
+        warn_unverified(url, setting)
+    tls: dict[str, Any] = {"ssl": True, **given}
+    if "ssl_check_hostname" in given:
+        tls["ssl_check_hostname"] = given["ssl_check_hostname"].lower() not in (
+            "false", "0", "no")
+    return tls
+
+
 def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
                     timeouts: dict[str, float]) -> Any:
     """A redis-py client for the master the sentinels of ``url`` name.
@@ -125,12 +147,10 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
 
     option_setting = transport_setting(url, setting)
     options: Mapping[str, Any] = getattr(get_settings(), option_setting) if option_setting else {}
-    unknown = sorted(set(query) - set(OPTIONS))
+    unknown = sorted(set(query) - set(OPTIONS) - set(TLS_OPTIONS))
     if unknown:
-        tls = " (TLS to a Sentinel-managed master is not offered yet)" if any(
-            name.startswith("ssl") for name in unknown) else ""
-        _fail(url, setting, f"unknown option {', '.join(unknown)}{tls}; a sentinel:// URL "
-              f"takes {', '.join(OPTIONS)}, socket_timeout and socket_connect_timeout")
+        _fail(url, setting, f"unknown option {', '.join(unknown)}; a sentinel:// URL takes "
+              f"{', '.join(OPTIONS + TLS_OPTIONS)}, socket_timeout and socket_connect_timeout")
     master = query.pop("master_name", None) or options.get("master_name")
     if not master:
         other = (f", or set TASKQ[{option_setting!r}] = {{'master_name': 'mymaster'}} (Celery's "
@@ -145,6 +165,7 @@ def sentinel_client(url: ParsedUrl, setting: str, query: dict[str, str],
     except ValueError:
         _fail(url, setting, "min_other_sentinels must be a whole number and "
               "health_check_interval a number of seconds")
+    kwargs.update(_tls(url, setting, query))
     kwargs.update(query)  # client_name
     kwargs.update((key, value) for key, value in
                   (("username", where.username), ("password", where.password)) if value)

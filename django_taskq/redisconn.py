@@ -65,9 +65,7 @@ def client_from_url(url: ParsedUrl, setting: str, *, min_timeout: float = 0.0) -
 
         return sentinel_client(url, setting, query, timeouts)
     if query.get("ssl_cert_reqs", "").lower() == "none" and url.scheme == "rediss":
-        logger.warning("%s %s: ssl_cert_reqs=none, the Redis server's TLS certificate is not "
-                       "verified (anyone on the path can pose as the server); give its CA "
-                       "with ?ssl_ca_certs=/path/ca.pem instead.", setting, url.masked)
+        warn_unverified(url, setting)
     base = url.original.split("?", 1)[0]
     if query:
         base += "?" + urlencode(query)
@@ -76,6 +74,13 @@ def client_from_url(url: ParsedUrl, setting: str, *, min_timeout: float = 0.0) -
             base, **timeouts, socket_keepalive=True, health_check_interval=30, retry_on_timeout=False)
     except ValueError as exc:
         raise ConfigurationError(f"{setting} {url.masked!r}: {mask_text(str(exc))}") from exc
+
+
+def warn_unverified(url: ParsedUrl, setting: str) -> None:
+    """Log that ``url`` (``ssl_cert_reqs=none``) does not verify the server's certificate."""
+    logger.warning("%s %s: ssl_cert_reqs=none, the Redis server's TLS certificate is not "
+                   "verified (anyone on the path can pose as the server); give its CA "
+                   "with ?ssl_ca_certs=/path/ca.pem instead.", setting, url.masked)
 
 
 def connection_errors() -> tuple[type[BaseException], ...]:

@@ -2,10 +2,11 @@
 
 TASKQ['BROKER_USE_SSL'] and TASKQ['REDIS_BACKEND_USE_SSL'] (Celery's settings of those names are
 translated to them) turn TLS on for a ``redis://`` or ``amqp://`` URL (it becomes ``rediss://`` or
-``amqps://``) and, when they are a dict, add its entries to the URL's query options: Celery's keys
-are the URL options' names (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
-on Redis; ``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs`` on RabbitMQ). An option the URL
-gives itself wins. ``ssl.CERT_REQUIRED`` and ``"CERT_REQUIRED"`` become ``required``.
+``amqps://``; a ``sentinel://`` list gets ``ssl=true``) and, when they are a dict, add its entries
+to the URL's query options: Celery's keys are the URL options' names (``ssl_ca_certs``,
+``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` on Redis; ``ca_certs``, ``certfile``,
+``keyfile``, ``cert_reqs`` on RabbitMQ). An option the URL gives itself wins.
+``ssl.CERT_REQUIRED`` and ``"CERT_REQUIRED"`` become ``required``.
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ def with_tls(url: ParsedUrl, use_ssl: bool | Mapping[str, Any], setting: str,
     if use_ssl is False or (isinstance(use_ssl, Mapping) and not use_ssl):
         return url
     scheme = _TLS_SCHEMES.get(url.scheme, url.scheme)
-    if scheme not in _TLS_SCHEMES.values():
+    if scheme not in (*_TLS_SCHEMES.values(), "sentinel"):
         raise ConfigurationError(
             f"TASKQ[{option_setting!r}] turns TLS on, but {setting} {url.masked!r} has no TLS "
-            "form (rediss:// and amqps:// have). Remove the setting, or use such a URL.")
+            "form (rediss://, amqps:// and sentinel:// have). Remove the setting, or use such "
+            "a URL.")
     extra = {key: _option(value) for key, value in (use_ssl or {}).items()
              if key not in url.options} if isinstance(use_ssl, Mapping) else {}
+    if scheme == "sentinel" and "ssl" not in url.options:
+        extra["ssl"] = "true"  # the master over TLS (redis_sentinel)
     text = scheme + url.original[len(url.scheme):]
     if extra:
         text += ("&" if "?" in text else "?") + urlencode(extra)

@@ -322,7 +322,8 @@ def test_a_missing_master_name_names_both_ways_to_give_it(deployment, settings):
     ("sentinel://?master_name=m", "needs a host"),
     ("sentinel://h1:26379?master_name=m;sentinel://h2", "after the last sentinel"),
     ("sentinel://h1:26379/zero?master_name=m", "must be a number"),
-    ("sentinel://h1:26379?master_name=m&ssl_ca_certs=/ca.pem", "TLS to a Sentinel-managed"),
+    ("sentinel://h1:26379?master_name=m&ssl_ca_cert=/ca.pem", "unknown option ssl_ca_cert"),
+    ("sentinel://h1:26379?master_name=m&ssl_cert_reqs=always", "ssl_cert_reqs must be"),
 ])
 def test_a_bad_sentinel_list_is_a_clear_configuration_error(url, says, settings):
     reset_settings()

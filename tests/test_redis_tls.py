@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,11 +16,12 @@ from django_taskq.brokers import broker_from_url
 from django_taskq.celery_settings import honoured_values
 from django_taskq.conf import reset_settings
 from django_taskq.exceptions import BrokerConnectionError, ConfigurationError
+from django_taskq.outcome import Outcome
 from django_taskq.results import backend_from_url
 from django_taskq.service_url import parse
 from django_taskq.use_ssl import with_tls
 from tests.helpers import drain, envelope
-from tests.redisserver import RedisServer, require_redis_server
+from tests.redisserver import RedisServer, free_port, require_redis_server, wait_listening
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.own_server
@@ -164,11 +166,54 @@ def test_celery_use_ssl_settings_are_translated(settings, tls):
                     "BROKER_USE_SSL").scheme == "amqps"
 
 
-def test_use_ssl_on_a_url_without_a_tls_form_is_a_configuration_error(settings):
-    settings.TASKQ = {**settings.TASKQ, "BROKER_USE_SSL": True}
+def test_use_ssl_on_a_url_without_a_tls_form_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="BROKER_USE_SSL.*has no TLS form"):
+        with_tls(parse("db://default", setting="BROKER_URL"), True, "BROKER_URL",
+                 "BROKER_USE_SSL")
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(tls):
+    """A sentinel (plain TCP) watching the TLS-only server over TLS (tls-replication)."""
+    port = free_port()
+    conf = tls.open.directory / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tls.open.directory}\n"
+        f"tls-replication yes\ntls-cert-file {tls.cert}\ntls-key-file {tls.key}\n"
+        f"tls-ca-cert-file {tls.ca}\n"
+        f"sentinel monitor tlsmaster 127.0.0.1 {tls.open.port} 1\n"
+        f"sentinel auth-pass tlsmaster {PASSWORD}\n")
+    proc = subprocess.Popen([require_redis_server(), str(conf), "--sentinel"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        yield f"sentinel://:{PASSWORD}@127.0.0.1:{port}/0?master_name=tlsmaster"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_sentinel_managed_master_over_tls(tls, tls_sentinel, settings):
+    broker = broker_from_url(f"{tls_sentinel}&ssl_ca_certs={tls.ca}")
+    backend = backend_from_url(f"{tls_sentinel}&ssl_ca_certs={tls.ca}")
+    broker.enqueue_many([envelope("sentinel-tls")])
+    [delivery] = broker.reserve(["sentinel-tls"], max_messages=1, lease=5, worker="w")
+    backend.store(Outcome(task_id=delivery.message_id, task_name="t", state="SUCCESS",
+                          payload=b"7"))
+    assert backend.wait(delivery.message_id, timeout=5).result == 7
+    broker.close()
+    backend.close()
+    with pytest.raises(BrokerConnectionError, match="certificate was not verified"):
+        broker_from_url(f"{tls_sentinel}&ssl=true").enqueue_many([envelope("sentinel-tls")])
+    # Celery's broker_use_ssl on a sentinel:// URL: the master over TLS.
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": tls_sentinel,
+                      "BROKER_USE_SSL": {"ssl_cert_reqs": ssl.CERT_REQUIRED,
+                                         "ssl_ca_certs": str(tls.ca)}}
     reset_settings()
     try:
-        with pytest.raises(ConfigurationError, match="BROKER_USE_SSL.*has no TLS form"):
-            broker_from_url("sentinel://h:26379?master_name=m")
+        broker = broker_from_url(tls_sentinel)
+        broker.enqueue_many([envelope("sentinel-tls")])
+        assert broker.reserve(["sentinel-tls"], max_messages=1, lease=5, worker="w")
+        broker.close()
     finally:
         reset_settings()
