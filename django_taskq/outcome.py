@@ -160,6 +160,14 @@ def reply_address(request: Any) -> dict[str, Any]:
             "correlation_id": request.correlation_id or request.id or ""}
 
 
+def envelope_address(envelope: Any) -> dict[str, Any]:
+    """The Outcome fields saying where the sender of ``envelope`` (a message settled without
+    running, e.g. rejected or dead-lettered) wants its result (rpc://)."""
+    properties = envelope.properties or {}
+    return {"reply_to": properties.get("reply_to") or "",
+            "correlation_id": properties.get("correlation_id") or envelope.message_id or ""}
+
+
 def failure(task_id: str, task_name: str, exc: BaseException, *, traceback: str | None = None,
             state: str = states.FAILURE, serializer: str = "json", **fields: Any) -> Outcome:
     """An Outcome for a task that failed (or was revoked) with ``exc``."""

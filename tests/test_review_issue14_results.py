@@ -4,16 +4,22 @@ from Celery would meet, each a bug found in review."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from django.core.cache import caches
 
-from django_taskq import states
+from django_taskq import send_task, states
+from django_taskq.exceptions import TaskRevokedError, TimeLimitExceeded
 from django_taskq.outcome import Outcome
 from django_taskq.results import get_backend
+from tests import services
+from tests.conftest import require_service
 from tests.memcachedserver import memcached, memcached_caches, redis_caches
+from tests.testapp.tasks import add, record_and_sleep
 
 pytestmark = [pytest.mark.own_server, pytest.mark.django_db(transaction=True)]
+RPC_QUEUE = "review14_rpc"
 
 
 @pytest.fixture(params=["memcached", "redis"])
@@ -51,3 +57,56 @@ def test_a_chord_whose_size_was_evicted_is_logged_not_silent(cache_store, caplog
     cache_store.chord_sent("g3")
     assert cache_store.add_chord_part("g3", 0, done("c", 1)) is None
     assert "cannot complete" not in caplog.text
+
+
+# -- rpc://: every FAILURE/REVOKED the worker stores reaches the caller, as Celery's ---------------
+
+
+@pytest.fixture(scope="module")
+def rabbit_url():
+    url = require_service(services.AMQP_URL, "RabbitMQ")
+    yield url
+    from tests.conftest import delete_amqp_queues
+
+    delete_amqp_queues(url, (RPC_QUEUE,))
+
+
+@pytest.fixture
+def rpc_worker(settings, rabbit_url):
+    from django_taskq.worker import Worker, WorkerOptions
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": rabbit_url, "RESULT_BACKEND": "rpc://"}
+    made = Worker(WorkerOptions.from_settings(pool="solo", queues=(RPC_QUEUE,)))
+    yield made
+    made.heartbeat.stop()
+
+
+def steps(worker, count=4):
+    for _ in range(count):
+        worker.step()
+
+
+@pytest.mark.network_broker
+def test_rpc_an_expired_task_is_revoked_for_its_caller(rpc_worker):
+    result = add.apply_async((1, 1), queue=RPC_QUEUE, expires=0.01)
+    time.sleep(0.05)
+    steps(rpc_worker)
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=3)
+
+
+@pytest.mark.network_broker
+def test_rpc_a_task_stopped_at_its_hard_time_limit_fails_for_its_caller(rpc_worker, tmp_path):
+    result = record_and_sleep.apply_async((str(tmp_path / "ran"), 3), queue=RPC_QUEUE,
+                                          time_limit=0.3)
+    steps(rpc_worker)
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=3)
+
+
+@pytest.mark.network_broker
+def test_rpc_an_unknown_task_fails_for_its_caller(rpc_worker):
+    result = send_task("review14.no_such_task", (1,), queue=RPC_QUEUE)
+    steps(rpc_worker)
+    with pytest.raises(Exception, match="review14.no_such_task"):
+        result.get(timeout=3)

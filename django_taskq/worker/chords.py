@@ -40,7 +40,7 @@ from ..exceptions import (
     WorkerLostError,
 )
 from ..message import Envelope, decode_body
-from ..outcome import Outcome, failure
+from ..outcome import Outcome, envelope_address, failure
 from ..results.base import ResultBackend
 from ..results.meta import PartResult, rebuild_exception
 from . import followups
@@ -285,7 +285,8 @@ def record_dead(backend: ResultBackend, broker: Broker, letters: list[DeadLetter
     dead = [letter for letter in letters if letter.envelope.message_id]
     outcomes = [failure(letter.envelope.message_id, letter.envelope.task_name,
                         WorkerLostError(f"worker lost {letter.attempts} times; dead-lettered"),
-                        date_done=now, worker=hostname) for letter in dead]
+                        date_done=now, worker=hostname, **envelope_address(letter.envelope))
+                for letter in dead]
     for letter in letters:
         logger.error("message dead-lettered id=%s task=%s: worker lost %d times",
                      letter.envelope.message_id, letter.envelope.task_name, letter.attempts)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from .. import signals
 from ..exceptions import BadMessage, NotRegistered
-from ..outcome import failure
+from ..outcome import envelope_address, failure
 from ..registry import registry
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def reject(worker: Worker, delivery: Delivery, exc: BadMessage) -> None:
     worker.settler.add(delivery, failure(
         envelope.message_id or "", envelope.task_name, exc, date_done=worker.clock.now(),
         worker=worker.options.hostname, ignore_result=not envelope.message_id,
-        disposition="dead_letter", reason=str(exc)))
+        disposition="dead_letter", reason=str(exc), **envelope_address(envelope)))
     # The name only when registered: a name from a stranger's message would become a
     # counter row and a metrics series of its own, for good.
     worker.events.send("task-failed", uuid=envelope.message_id,

@@ -25,7 +25,7 @@ from typing import Any
 from ..canvas.fields import steps_of
 from ..clock import clock_now
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, TimeLimitExceeded
-from ..outcome import Outcome, failure
+from ..outcome import Outcome, failure, reply_address
 from ..registry import registry
 from .coroutines import HardTimeLimit as HardTimeLimit  # defined there, re-exported
 from .execution import execute
@@ -219,7 +219,7 @@ def _errbacks(job: Job, exc: BaseException) -> tuple[Any, ...]:
 def _common(job: Job) -> dict[str, Any]:
     return {"worker": job.request.hostname or "", "retries": job.request.retries,
             "ignore_result": job.ignore_result, "serializer": job.result_serializer,
-            "chain": steps_of(job.request.chain)}
+            "chain": steps_of(job.request.chain), **reply_address(job.request)}
 
 
 def resident_memory_kib() -> int:

@@ -24,7 +24,7 @@ from ..conf import get_settings
 from ..events import build, dispatcher_for
 from ..events.dispatcher import EventDispatcher
 from ..exceptions import BadMessage, ServiceError, TaskRevokedError
-from ..outcome import Outcome, failure
+from ..outcome import Outcome, failure, reply_address
 from ..registry import registry
 from ..results import get_backend
 from ..results.base import ResultBackend
@@ -225,7 +225,8 @@ class Worker(Introspection):
         outcome = failure(job.request.id or "", job.task_name, TaskRevokedError(why),
                           state=states.REVOKED, date_done=self.clock.now(),
                           worker=self.options.hostname, retries=job.request.retries,
-                          chain=steps_of(job.request.chain))  # its later steps: REVOKED too
+                          chain=steps_of(job.request.chain),  # its later steps: REVOKED too
+                          **reply_address(job.request))
         self.settler.add(delivery, outcome)
         self.events.send("task-revoked", uuid=outcome.task_id, name=job.task_name,
                          terminated=terminated, signum=9 if terminated else None, expired=expired)
