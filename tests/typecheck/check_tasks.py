@@ -9,6 +9,7 @@ an error is itself an error: if the decorators' typing regresses (a task's argum
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from typing_extensions import assert_type
@@ -172,6 +173,27 @@ assert_type(multiply(2, 3), int)
 multiply.delay(2, 3)
 multiply.delay(2, "3")  # type: ignore[arg-type]
 app.register_task(multiply).delay(2, 3)  # registered under its name, still typed loosely
+
+
+# -- async def tasks ---------------------------------------------------------------------------
+
+@task
+async def fetch(url: str, tries: int = 1) -> int:
+    return len(url) * tries
+
+
+@task(bind=True)
+async def fetch_bound(self: Task[Any, Any], url: str) -> str:
+    return url
+
+
+assert_type(fetch.delay("https://example.com"), AsyncResult)
+fetch.delay("https://example.com", tries=2)
+pending = assert_type(fetch("u"), Coroutine[Any, Any, int])  # a direct call: the coroutine
+pending.close()
+fetch.delay(1)  # type: ignore[arg-type]
+fetch_bound.delay("u")
+fetch_bound.delay("u", 2)  # type: ignore[call-arg]
 
 
 # -- results and sending by name --------------------------------------------------------------
