@@ -25,7 +25,12 @@ from django.db import connections
 from django_taskq import monkey, states
 from django_taskq.brokers import get_broker
 from django_taskq.control.remote import Control
-from django_taskq.exceptions import ConfigurationError, TaskRevokedError, TimeLimitExceeded
+from django_taskq.exceptions import (
+    ConfigurationError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from django_taskq.result import AsyncResult
 from django_taskq.worker.pools import make_pool
 from tests.conftest import require_alias
@@ -147,6 +152,7 @@ def test_time_limits_revoke_terminate_resizing_and_cold_stop(pool, urls, tmp_pat
         uncaught = limit_tasks.nap.apply_async((30,), soft_time_limit=0.3)
         stubborn = limit_tasks.swallow_once.apply_async((str(tmp_path / "swallow"), 30),
                                                         time_limit=0.5)
+        crashed = green_tasks.exits.delay()
         long = tasks.record_and_sleep.delay(str(marker), 60)
         wait_for(lambda: runs(marker) == 1)
         long.revoke(terminate=True)
@@ -157,6 +163,8 @@ def test_time_limits_revoke_terminate_resizing_and_cold_stop(pool, urls, tmp_pat
         assert uncaught.state == states.FAILURE
         with pytest.raises(TimeLimitExceeded):  # failed at once, though it swallows the kill
             stubborn.get(timeout=PATIENCE)
+        with pytest.raises(WorkerLostError, match="worker lost 3 times"):  # lost, not stuck
+            crashed.get(timeout=PATIENCE)
         assert "SoftTimeLimitExceeded" in uncaught.traceback
         wait_for(lambda: AsyncResult(long.id).ready())
         with pytest.raises(TaskRevokedError, match="terminated"):

@@ -31,7 +31,7 @@ from ..outcome import Outcome, failure
 from . import coroutines
 from .execution import execute
 from .job import Job
-from .pools import TERMINATED, Finished
+from .pools import LOST, TERMINATED, Finished
 from .timelimits import HARD_REPEAT, HardTimeLimit, Limits, _common, hard_limit_outcome, warn_once
 
 logger = logging.getLogger(__name__)
@@ -136,10 +136,13 @@ class GreenPool:
 
     def start(self) -> None:
         """Send ``worker_process_init``: this process is the one that runs tasks (as solo)."""
+        self._size_threads()
+        signals.send(signals.worker_process_init, None)
+
+    def _size_threads(self) -> None:
         if self.kind == "gevent":  # async def tasks run on its threads (10 by default)
             threadpool = self.library.module.get_hub().threadpool
             threadpool.maxsize = max(threadpool.maxsize, min(self.slots, MAX_ASYNC_THREADS))
-        signals.send(signals.worker_process_init, None)
 
     def free_slots(self) -> int:
         return max(0, self.slots - len(self._running))
@@ -153,14 +156,16 @@ class GreenPool:
         self._running[job.key] = run
 
     def _main(self, run: _Run, soft: float | None) -> None:
-        outcome: Outcome | None = None
+        outcome: Outcome | None = LOST
         try:
             outcome = self._limited(run.job, soft)
-        except BaseException:  # noqa: BLE001 - killed (hard limit, terminate, cold stop)
-            pass
+        except BaseException:  # noqa: BLE001 - killed (hard limit, terminate, cold stop) or worse
+            if self._running.get(run.job.key) is run:  # not killed by this pool: a crash
+                logger.exception("greenlet running name=%s id=%s failed",
+                                 run.job.task_name, run.job.request.id)
         finally:
             connections.close_all()  # this greenlet's own connections: 500 must not pile up
-        if self._running.get(run.job.key) is run and outcome is not None:
+        if self._running.get(run.job.key) is run:  # a crash reports LOST, as a dead child
             del self._running[run.job.key]
             self._done.append((run.job.key, outcome))
             self._ready.set()
@@ -245,6 +250,7 @@ class GreenPool:
         if slots < 1:
             raise ValueError(f"the {self.kind} pool needs at least one slot")
         self.slots = slots
+        self._size_threads()  # grown (autoscale, pool_grow): threads for async def tasks too
 
     def stop(self) -> None:
         """Wait for running jobs (hard limits still apply); ``collect`` then yields them."""

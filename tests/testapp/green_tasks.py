@@ -27,3 +27,9 @@ async def async_nap(seconds):
     thread), beside the greenlets."""
     await asyncio.sleep(seconds)
     return "awaited"
+
+
+@task
+def exits():
+    """Leave by SystemExit (not an Exception): its run is lost, as a dead child's would be."""
+    raise SystemExit(3)
