@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 
 import pytest
@@ -98,6 +99,13 @@ def test_time_limits_by_cancellation_on_every_pool(pool):
     assert error(hard) == TimeLimitExceeded.__name__
     assert time.monotonic() - started < 5
     assert value(run_one(pool, make_job(at.add, 2, 2))) == 4  # the pool goes on
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is Python 3.11+")
+def test_a_cancelled_error_from_inside_fails_the_task_not_the_pool(pool):
+    outcome = run_one(pool, make_job(at.awaits_a_cancelled_future))
+    assert error(outcome) == "RuntimeError" and b"without being cancelled" in outcome.payload
+    assert value(run_one(pool, make_job(at.add, 1, 1))) == 2
 
 
 def test_signals_and_handlers_see_the_awaited_result(pool):

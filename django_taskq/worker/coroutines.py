@@ -205,9 +205,15 @@ async def guarded(coro: Coroutine[Any, Any, Any], soft: float | None = None,
             finally:
                 steer.stop()
                 await _close_connections(sensitive)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         if steer.hard_fired:
             raise HardTimeLimit.by_cancel(hard) from None
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+        if cancelling is not None and not cancelling():
+            # Not cancelled itself: it awaited something that was. A failure of the task, not
+            # a stop of the worker (CancelledError is a BaseException).
+            raise RuntimeError("the task's coroutine raised CancelledError without being "
+                               "cancelled (it awaited a task or future that was)") from exc
         raise
     finally:
         if carried is not None:

@@ -185,3 +185,11 @@ async def send_from_coroutine(self):
     await sync_to_async(self.update_state)(state="PROGRESS", meta={"done": 1})
     sent = await sync_to_async(add.delay)(1, 2)
     return sent.id
+
+
+@task
+async def awaits_a_cancelled_future():
+    inner = asyncio.ensure_future(asyncio.sleep(10))
+    await asyncio.sleep(0)
+    inner.cancel()
+    await inner
