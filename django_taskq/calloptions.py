@@ -36,6 +36,7 @@ HONOURED = frozenset({
     "soft_time_limit", "root_id", "parent_id", "group_id", "group_index", "reply_to",
     "correlation_id", "retry", "retry_policy", "stamped_headers", "stamps",
     "replaced_task_nesting", "periodic_task_name", "compression",
+    "MessageGroupId", "MessageDeduplicationId",  # SQS FIFO queues, as Celery passes them
 })
 #: Transport details our brokers manage themselves (connections, declarations, confirms).
 IGNORED = frozenset({
@@ -223,7 +224,8 @@ def _headers(values: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(values.get("headers") or {}, Mapping):  # before dict() can fail unclearly
         raise ValueError(f"headers must be a dict, not {values['headers']!r}.")
     headers = dict(values.get("headers") or {})
-    for key in ("stamped_headers", "stamps", "replaced_task_nesting", "periodic_task_name"):
+    for key in ("stamped_headers", "stamps", "replaced_task_nesting", "periodic_task_name",
+                "MessageGroupId", "MessageDeduplicationId"):
         if key in values:
             headers[key] = values[key]
     return headers

@@ -282,3 +282,18 @@ def test_priority_travels_but_does_not_reorder(broker):
     got = reserve(broker)
     assert [d.message_id for d in got] == [low.message_id, high.message_id]
     assert got[1].envelope.priority == 9
+
+
+def test_apply_async_takes_celerys_message_group_id(settings, url):
+    """Celery's ``apply_async(MessageGroupId=…, MessageDeduplicationId=…)`` reaches the queue."""
+    from django_taskq.brokers import get_broker
+    from tests.testapp.tasks import add
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": url}
+    add.apply_async((1, 2), queue="calls.fifo", MessageGroupId="tenant-7",
+                    MessageDeduplicationId="once")
+    add.apply_async((1, 2), queue="calls.fifo", MessageGroupId="tenant-7",
+                    MessageDeduplicationId="once")  # same id within 5 minutes: dropped by SQS
+    [got] = reserve(get_broker(), ["calls.fifo"])
+    assert got.envelope.headers["MessageGroupId"] == "tenant-7"
+    assert reserve(get_broker(), ["calls.fifo"]) == []
