@@ -110,3 +110,28 @@ def test_rpc_an_unknown_task_fails_for_its_caller(rpc_worker):
     steps(rpc_worker)
     with pytest.raises(Exception, match="review14.no_such_task"):
         result.get(timeout=3)
+
+
+@pytest.mark.network_broker
+def test_rpc_sending_is_not_held_up_by_a_thread_waiting_for_replies(rpc_worker):
+    """A thread blocked in get() reads the reply connection in turns of 0.25 s under its lock;
+    each send asked for the reply queue under that same lock, so waited for the turn."""
+    import threading
+
+    from django_taskq.exceptions import TimeoutError as TaskqTimeout
+
+    waiting = add.apply_async((1, 1), queue=RPC_QUEUE)  # nothing runs it
+
+    def wait():
+        with pytest.raises(TaskqTimeout):
+            waiting.get(timeout=1.2)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    for i in range(5):
+        add.apply_async((i, i), queue=RPC_QUEUE)
+    took = time.monotonic() - start
+    waiter.join(5)
+    assert took < 0.4, f"5 sends took {took:.2f} s"

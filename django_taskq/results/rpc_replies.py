@@ -83,7 +83,10 @@ class ReplyQueue:
         self._conn, self._channel = conn, channel
 
     def declare(self) -> None:
-        """``open()``, taking the lock; a failure leaves nothing half open."""
+        """``open()``, taking the lock; a failure leaves nothing half open. Once open, at once:
+        every send asks, and a thread waiting for replies holds the lock up to TURN seconds."""
+        if self._channel is not None:
+            return
         with self.lock, self._reconnecting("declare the reply queue"):
             self.open()
 
