@@ -291,3 +291,10 @@ def test_worker_on_the_asyncio_pool(settings):
     finally:
         worker.pool.stop()
         worker.heartbeat.stop()
+
+
+def test_asyncio_pool_warns_when_a_coroutine_blocks_its_loop(aio, caplog):
+    with caplog.at_level("WARNING", logger="django_taskq.worker.asyncio_pool"):
+        assert value(run_one(aio, make_job(at.spin, 1.5))) == "spun"
+    [warning] = [r.getMessage() for r in caplog.records if "blocked" in r.getMessage()]
+    assert "does not await" in warning and at.spin.name in warning

@@ -42,6 +42,9 @@ SYNC_THREADS = 10
 GLUE_THREADS = 16
 #: The most slots the pool may be resized to.
 MAX_SLOTS = 10_000
+#: The loop is reported blocked when a check due every WATCH_EVERY seconds runs this late.
+BLOCKED_AFTER = 1.0
+WATCH_EVERY = 0.25
 _SYNC_LIMITS = ("time limits are not enforced for sync tasks in the asyncio pool (they run on "
                 "threads, which cannot be interrupted); async def tasks are cancelled")
 
@@ -78,6 +81,8 @@ class AsyncioPool:
         self._glue: concurrent.futures.ThreadPoolExecutor | None = None
         self._sync: concurrent.futures.ThreadPoolExecutor | None = None
         self._running: dict[concurrent.futures.Future[Any], _Entry] = {}
+        self._awaiting: set[_Entry] = set()  # coroutines on the loop (read on the loop only)
+        self._recent: set[str] = set()  # tasks that were on the loop since the last check
         if self.limits.recycles:
             warn_once("--max-tasks-per-child and --max-memory-per-child apply to the prefork "
                       "pool only; ignored by the asyncio pool")
@@ -89,6 +94,7 @@ class AsyncioPool:
         self._thread = threading.Thread(target=self._loop.run_forever, name="taskq-asyncio",
                                         daemon=True)
         self._thread.start()
+        self._loop.call_soon_threadsafe(self._watch, 0.0)
         glue, sync = self._threads()
         self._glue = concurrent.futures.ThreadPoolExecutor(
             glue, thread_name_prefix="taskq-asyncio-glue")
@@ -184,6 +190,19 @@ class AsyncioPool:
 
     # -- on the loop ---------------------------------------------------------------------
 
+    def _watch(self, due: float) -> None:
+        """Warn when the loop ran this check late: a coroutine blocked it (it does not await)."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if due and now - due > BLOCKED_AFTER:
+            names = self._recent | {e.job.task_name for e in self._awaiting}
+            logger.warning("the asyncio pool's event loop was blocked for %.1fs: a task that does "
+                           "not await (CPU-bound code, time.sleep, a blocking client) stops every "
+                           "other task; make it await or a sync task. On the loop meanwhile: %s",
+                           now - due, ", ".join(sorted(names)))
+        self._recent = set()
+        self._loop.call_later(WATCH_EVERY, self._watch, now + WATCH_EVERY)
+
     async def _run(self, entry: _Entry) -> Outcome | _Terminated:
         """The job's steps: sync parts on a glue thread, its coroutine here."""
         loop = asyncio.get_running_loop()
@@ -216,12 +235,15 @@ class AsyncioPool:
         task = entry.context.run(asyncio.ensure_future,
                                  coroutines.guarded(coro, soft, hard, carried))
         entry.task = task
+        self._awaiting.add(entry)
+        self._recent.add(entry.job.task_name)
         try:
             return True, await task
         except BaseException as exc:  # noqa: BLE001 - thrown into the job's steps
             return False, exc
         finally:
             entry.task = None
+            self._awaiting.discard(entry)
             if carried and carried[0] is not None:
                 entry.context.run(schedule_retry, carried[0])
 
