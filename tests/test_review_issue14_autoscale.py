@@ -66,11 +66,13 @@ def scaled(settings, monkeypatch) -> Iterator[Any]:
 
 
 def step_until(worker: Worker, check: Any, what: str, timeout: float = 5.0) -> None:
+    """Step until ``check()``; the fake clock moves a poll interval per step (not more)."""
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        worker.clock.monotonic.now += 0.01  # type: ignore[attr-defined]
         worker.step()
-        time.sleep(0.005)
+        time.sleep(0.002)
 
 
 def test_asyncio_pool_runs_sync_tasks_side_by_side_once_grown(scaled):
@@ -81,3 +83,75 @@ def test_asyncio_pool_runs_sync_tasks_side_by_side_once_grown(scaled):
     step_until(worker, lambda: len(STARTED) == 4, "the four sync tasks started side by side")
     GATE.set()
     step_until(worker, lambda: all(r.ready() for r in sent), "every task")
+
+
+@task(name="tests.review14_autoscale.nap")
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def children(worker: Worker) -> tuple[int, int]:
+    """(children alive in the pool's list, of which not retiring)."""
+    kids = worker.pool._children  # type: ignore[union-attr]
+    return len(kids), sum(1 for c in kids if not c.retiring)
+
+
+def test_prefork_shrink_with_recycling_and_hard_limits_keeps_the_count(scaled):
+    """Children recycled after each task, then a lower max while three run and the hard limit
+    kills them: the retiring ones are not replaced, so the pool does not drift."""
+    worker, fake = scaled("prefork", 3, 1, max_tasks_per_child=1, time_limit=1.5)
+    sent = [nap.apply_async((0.3,), queue=QUEUE) for _ in range(6)]
+    step_until(worker, lambda: all(r.ready() for r in sent), "every task")
+    assert children(worker) == (3, 3)
+    slow = [nap.apply_async((6,), queue=QUEUE) for _ in range(3)]
+    step_until(worker, lambda: len(worker.running) == 3, "three running")
+    worker.autoscaler.update(1, 1)
+    worker.step()
+    assert (worker.pool_size(), children(worker)) == (1, (3, 1))  # busy ones retire after
+    step_until(worker, lambda: all(r.ready() for r in slow), "killed by the hard limit")
+    assert [r.state for r in slow] == ["FAILURE"] * 3  # TimeLimitExceeded
+    assert (worker.pool_size(), children(worker)) == (1, (1, 1))  # none replaced
+    fake.now += 31
+    worker.step()
+    assert (worker.pool_size(), children(worker)) == (1, (1, 1))
+
+
+@task(name="tests.review14_autoscale.limited", rate_limit="1/m")
+def limited(n: int) -> int:
+    return n
+
+
+def test_tasks_waiting_for_a_rate_limit_token_do_not_grow_the_pool(scaled):
+    """As Celery (a task waiting for its bucket is not in ``reserved_requests``): a backlog of
+    rate-limited tasks sent back for their tokens must not fork the pool up to max."""
+    worker, _ = scaled("threads", 8, 1)
+    sent = [limited.apply_async((n,), queue=QUEUE) for n in range(30)]
+    for _ in range(30):
+        worker.clock.monotonic.now += 0.01  # type: ignore[attr-defined]
+        worker.step()
+    assert [r.state for r in sent].count("SUCCESS") == 1  # the limit holds
+    # The first claim (4) grows the pool before the bucket is known empty; no more after.
+    assert worker.pool_size() == 4
+    assert worker.autoscaler.info()["qty"] <= 1
+
+def test_gevent_pool_grown_gets_threads_for_async_tasks(monkeypatch):
+    """gevent runs async def tasks on its hub's threads, sized from the slots at start: a pool
+    grown from 1 (``--autoscale 50,1``) must get more than the 10 threads it started with."""
+    gevent = pytest.importorskip("gevent")
+    from django_taskq.worker import green
+
+    monkeypatch.setattr(green, "check_patched", lambda kind: None)
+    result: dict[str, int] = {}
+
+    def in_a_thread() -> None:  # its own hub: this test's thread keeps none
+        pool = green.GreenPool("gevent", 1)
+        pool.start()
+        pool.resize(50)
+        result["maxsize"] = gevent.get_hub().threadpool.maxsize
+        gevent.get_hub().destroy(destroy_loop=True)
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join(10)
+    assert result["maxsize"] >= 50
