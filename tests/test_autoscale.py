@@ -144,6 +144,7 @@ def stub_worker(pool: Any, bounds: tuple[int, int]) -> Any:
                                 prefetch_multiplier=4),
         pool=pool, clock=Clock(monotonic=FakeMonotonic()), stopping=False,
         _held_lock=threading.Lock(), running={}, prefetched=[],
+        rate_gate=SimpleNamespace(waiting=lambda job: False),
         pool_size=lambda: pool.slots)
     worker.resize_pool = getattr(pool, "resize", None)
     return worker

@@ -104,11 +104,17 @@ class Autoscaler:
         return max(held, slots + 1) if slots < self.max else held
 
     def held(self) -> tuple[int, int]:
-        """Tasks held (running plus prefetched), and the key of the newest prefetched job."""
+        """Tasks held (running plus prefetched), and the key of the newest prefetched job.
+
+        As Celery, a task waiting for a rate-limit token counts neither as held nor as new
+        (it goes back to its queue when a slot takes it up); one slot stays for such tasks.
+        """
         worker = self.worker
         with worker._held_lock:
-            newest = worker.prefetched[-1][1].key if worker.prefetched else 0
-            return len(worker.running) + len(worker.prefetched), newest
+            ready = [job.key for _, job in worker.prefetched
+                     if not worker.rate_gate.waiting(job)]
+            held = len(worker.running) + len(ready)
+            return max(held, 1) if worker.prefetched else held, max(ready, default=0)
 
     def step(self) -> None:
         """Resize the pool if the load says so (the loop's thread, after each claim)."""

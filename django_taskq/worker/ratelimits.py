@@ -78,6 +78,11 @@ class RateGate:
                 return self._promise(job, name, max(now + wait, slot), rate)
         return 0.0
 
+    def waiting(self, job: Job) -> bool:
+        """Whether ``job``'s task is known to have no token now (tasks of it were sent back
+        for later ones): ``--autoscale`` does not grow the pool for it."""
+        return self._next_slot.get(job.task_name, 0.0) > self._clock()
+
     def _promise(self, job: Job, name: str, at: float, rate: Any) -> float:
         now = self._clock()
         if rate is not None:
