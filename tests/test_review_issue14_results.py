@@ -16,10 +16,18 @@ from django_taskq.results import get_backend
 from tests import services
 from tests.conftest import require_service
 from tests.memcachedserver import memcached, memcached_caches, redis_caches
+from tests.plugin_backend import SQLiteFileBackend
 from tests.testapp.tasks import add, record_and_sleep
 
 pytestmark = [pytest.mark.own_server, pytest.mark.django_db(transaction=True)]
 RPC_QUEUE = "review14_rpc"
+
+
+class NarrowBackend(SQLiteFileBackend):
+    """A plugged store whose constructor takes fewer options than every store is given."""
+
+    def __init__(self, url, accept=("json",), expires=60.0):
+        super().__init__(url, accept=accept, expires=expires)
 
 
 @pytest.fixture(params=["memcached", "redis"])
@@ -135,3 +143,21 @@ def test_rpc_sending_is_not_held_up_by_a_thread_waiting_for_replies(rpc_worker):
     took = time.monotonic() - start
     waiter.join(5)
     assert took < 0.4, f"5 sends took {took:.2f} s"
+
+
+# -- plugged-in stores -----------------------------------------------------------------------------
+
+
+def test_a_plugged_store_whose_constructor_refuses_the_common_options_is_a_clear_error(settings):
+    from django_taskq.checks import check_result_stores
+    from django_taskq.exceptions import ConfigurationError
+    from django_taskq.results import _common, backend_from_url, plugins
+
+    assert set(plugins.COMMON) == set(_common())  # what the check binds is what is given
+    settings.TASKQ = {**settings.TASKQ, "RESULT_BACKEND_SCHEMES": {
+        "narrow": f"{__name__}.NarrowBackend"}}
+    with pytest.raises(ConfigurationError, match=r"RESULT_BACKEND_SCHEMES'\]\['narrow'\].*"
+                       r"cls\(url, \*\*common\).*'serializer'.*super\(\).__init__\(\*\*common\)"):
+        backend_from_url("narrow:///tmp/x.sqlite3")
+    [message] = check_result_stores()
+    assert message.id == "django_taskq.E020" and "cls(url, **common)" in message.msg

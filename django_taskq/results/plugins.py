@@ -28,7 +28,8 @@ def load_backend_class(scheme: str, path: str, builtin: Collection[str]) -> type
 
     Raises:
         ConfigurationError: the scheme is a built-in one, the path does not import, or it names
-            something other than a concrete ResultBackend subclass.
+            something other than a concrete ResultBackend subclass whose constructor takes
+            ``(url, **common)``.
     """
     from django.utils.module_loading import import_string
 
@@ -50,7 +51,26 @@ def load_backend_class(scheme: str, path: str, builtin: Collection[str]) -> type
         missing = ", ".join(sorted(getattr(found, "__abstractmethods__", ())))
         raise ConfigurationError(f"{where} does not implement {missing} (abstract methods of "
                                  "ResultBackend; see docs/result-backends.md).")
+    _check_signature(found, where)
     return found
+
+
+#: The keyword arguments every store's constructor is given (results/__init__.py ``_common``).
+COMMON = ("accept", "expires", "serializer", "compression")
+
+
+def _check_signature(found: type[ResultBackend], where: str) -> None:
+    """A constructor that cannot take ``(url, **common)`` fails when the URL is built with
+    a TypeError that names neither the setting nor the fix: say so at once."""
+    try:
+        inspect.signature(found).bind(None, **dict.fromkeys(COMMON))
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"{where}: its constructor cannot be called as cls(url, **common) ({exc}). Write "
+            f"def __init__(self, url, **common): super().__init__(**common) — common holds "
+            f"{', '.join(COMMON)} (docs/result-backends.md).") from exc
+    except ValueError:  # no signature to read (a C type): left to the call
+        pass
 
 
 def factories(table: Mapping[str, str], builtin: Collection[str],
