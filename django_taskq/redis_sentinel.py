@@ -2,10 +2,11 @@
 
 Celery's form, one URL per sentinel, ``;``-separated::
 
-    sentinel://:password@host1:26379;sentinel://host2:26379;sentinel://host3:26379/0
+    sentinel://:password@host1:26379/0;sentinel://host2:26379;sentinel://host3:26379
 
-The master's user name, password and database come from the first URL (as in kombu and Celery);
-query options (``?master_name=mymaster&socket_timeout=5``) follow the last one. The name of the
+The master's user name, password and database come from the first URL (as in kombu and Celery;
+a later URL naming another database is refused); query options
+(``?master_name=mymaster&socket_timeout=5``) follow the last one. The name of the
 monitored master is ``?master_name=`` or ``master_name`` in the transport options
 (TASKQ['BROKER_TRANSPORT_OPTIONS'], TASKQ['RESULT_BACKEND_TRANSPORT_OPTIONS'], translated from
 Celery's ``broker_transport_options`` and ``result_backend_transport_options``), beside
@@ -79,6 +80,11 @@ def parse_sentinels(url: ParsedUrl, setting: str) -> SentinelUrl:
     if not db_text.isdigit():
         _fail(url, setting, f"the database after the first sentinel must be a number, "
               f"not {db_text!r}")
+    for part in parts[1:]:  # Celery and kombu read the first URL's: a different one misleads
+        other = urlsplit(part).path.strip("/")
+        if other and other != db_text:
+            _fail(url, setting, f"the database is the first sentinel's (/{db_text}), as in "
+                  f"Celery; write /{other} after the first address too, or on none but it")
     return SentinelUrl(sentinels, unquote(first.username) if first.username else None,
                        unquote(first.password) if first.password else None, int(db_text))
 

@@ -322,6 +322,7 @@ def test_a_missing_master_name_names_both_ways_to_give_it(deployment, settings):
     ("sentinel://?master_name=m", "needs a host"),
     ("sentinel://h1:26379?master_name=m;sentinel://h2", "after the last sentinel"),
     ("sentinel://h1:26379/zero?master_name=m", "must be a number"),
+    ("sentinel://h1:26379;sentinel://h2:26379/3?master_name=m", "write /3 after the first"),
     ("sentinel://h1:26379?master_name=m&ssl_ca_cert=/ca.pem", "unknown option ssl_ca_cert"),
     ("sentinel://h1:26379?master_name=m&ssl_cert_reqs=always", "ssl_cert_reqs must be"),
 ])
