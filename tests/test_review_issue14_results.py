@@ -161,3 +161,21 @@ def test_a_plugged_store_whose_constructor_refuses_the_common_options_is_a_clear
         backend_from_url("narrow:///tmp/x.sqlite3")
     [message] = check_result_stores()
     assert message.id == "django_taskq.E020" and "cls(url, **common)" in message.msg
+
+
+def test_celerys_result_backend_of_a_plugged_scheme_is_used():
+    """A Celery project keeps CELERY_RESULT_BACKEND = 'sqlitefile://...' once the scheme is
+    plugged in; without the plug, the warning says how to plug it."""
+    from django.test import override_settings
+
+    from django_taskq.checks import check_celery_settings
+    from django_taskq.conf import get_settings
+
+    table = {"sqlitefile": "tests.plugin_backend.SQLiteFileBackend"}
+    with override_settings(TASKQ={"RESULT_BACKEND_SCHEMES": table},
+                           CELERY_RESULT_BACKEND="sqlitefile:///tmp/r.sqlite3"):
+        assert get_settings().RESULT_BACKEND == "sqlitefile:///tmp/r.sqlite3"
+        assert check_celery_settings() == []
+    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="sqlitefile:///tmp/r.sqlite3"):
+        [message] = check_celery_settings()
+        assert "RESULT_BACKEND_SCHEMES'] = {'sqlitefile'" in message.hint

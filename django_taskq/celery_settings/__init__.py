@@ -89,7 +89,9 @@ def translate(taken: Mapping[str, Any]) -> Translation:
     _fold_include(found)
     _fold_cache(found)
     for celery_name, (name, value) in sorted(found.items()):
-        if celery_name in HONOURED:
+        if celery_name == "result_backend" and _plugged(value, taken):
+            _honour(name, value, ("RESULT_BACKEND", None), taken, out)
+        elif celery_name in HONOURED:
             _honour(name, value, HONOURED[celery_name], taken, out)
         else:
             kind, hint = EXPLAINED[celery_name]
@@ -136,6 +138,14 @@ def _fold_include(found: dict[str, tuple[str, Any]]) -> None:
             return
     found["imports"] = (f"{found['imports'][0]} + {included[0]}",
                         [*found["imports"][1], *included[1]])
+
+
+def _plugged(url: Any, taken: Mapping[str, Any]) -> bool:
+    """Whether ``url`` (Celery's result_backend) has a scheme of TASKQ's RESULT_BACKEND_SCHEMES
+    (a store of another package, e.g. ``cassandra://``): then it is used as it is."""
+    table = taken.get("RESULT_BACKEND_SCHEMES")
+    return isinstance(url, str) and "://" in url and isinstance(table, Mapping) \
+        and url.split("://", 1)[0].lower() in table
 
 
 def _fold_cache(found: dict[str, tuple[str, Any]]) -> None:

@@ -85,7 +85,10 @@ def _result_backend(value: Any) -> str:
         raise Refused(NO_EFFECT, SQLALCHEMY_HINT)
     if scheme not in _RESULT_SCHEMES:
         raise Refused(NO_EFFECT, f"django_taskq has no {scheme} result backend: use "
-                       "TASKQ['RESULT_BACKEND'] = 'db://<alias>' or 'redis://...'. Remove it.")
+                       "TASKQ['RESULT_BACKEND'] = 'db://<alias>', 'redis://...', "
+                       "'cache://<alias>' or 'rpc://', or plug a store of your own in with "
+                       f"TASKQ['RESULT_BACKEND_SCHEMES'] = {{'{scheme}': 'dotted.path.Backend'}} "
+                       "(docs/result-backends.md). Remove it.")
     return _tls(value)
 
 
