@@ -155,3 +155,23 @@ def test_gevent_pool_grown_gets_threads_for_async_tasks(monkeypatch):
     thread.start()
     thread.join(10)
     assert result["maxsize"] >= 50
+
+
+def test_pool_shrink_on_a_busy_autoscaled_worker_holds_for_the_keepalive(scaled):
+    """docs/monitoring.md: after pool_grow/pool_shrink "the autoscaler then leaves the new size
+    for at least the keep-alive". A shrink with more tasks held must not grow back at once."""
+    from django_taskq.worker.remote import RemoteControl
+
+    worker, fake = scaled("threads", 4, 1)
+    sent = [blocking.apply_async((n,), queue=QUEUE) for n in range(6)]
+    step_until(worker, lambda: len(worker.running) == 4 and len(worker.prefetched) == 2,
+               "four running, two held")
+    assert RemoteControl(worker).run("pool_shrink", {"n": 2}) == {"ok": "pool will shrink"}
+    for _ in range(5):
+        worker.step()
+    assert worker.pool_size() == 2  # kept, though six tasks are held
+    fake.now += 31
+    worker.step()
+    assert worker.pool_size() == 4  # the autoscaler takes over again within (4, 1)
+    GATE.set()
+    step_until(worker, lambda: all(r.ready() for r in sent), "every task")

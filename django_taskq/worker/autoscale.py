@@ -63,6 +63,7 @@ class Autoscaler:
         self.floor = floor  # the fewest
         self._clock = clock
         self._last_active = clock()
+        self._pinned = 0.0  # until then the size pool_grow/pool_shrink set is kept
         self._newest = 0  # the key of the newest job seen: a larger one means a new task came
         self._refused: set[int] = set()  # sizes the pool refused (logged once, not retried)
         self._lock = threading.Lock()  # bounds change from the monitor thread (remote control)
@@ -126,6 +127,8 @@ class Autoscaler:
             if newest > self._newest:  # a task arrived since the last step
                 self._newest, self._last_active = newest, now
             bounds, quiet_for = (self.max, self.min), now - self._last_active
+            if now < self._pinned:
+                return
         current = self.worker.pool_size()
         size = target(current, held, bounds, quiet_for, self.keepalive)
         if size == current or size in self._refused:
@@ -158,17 +161,18 @@ class Autoscaler:
                                  "autoscale(max, min) takes the maximum first")
             if self.limit is not None and high > self.limit:
                 raise ValueError(f"the threads pool grows to {self.limit} threads at most")
-            self.max, self.min = high, low
+            self.max, self.min, self._pinned = high, low, 0.0  # a new range applies at once
         logger.info("autoscale: now max=%d min=%d", high, low)
         return high, low
 
     def widen(self, slots: int) -> None:
         """Make room for ``slots`` (remote ``pool_grow``/``pool_shrink``): raise max or lower
         min to it, as Celery 4's ``force_scale_up``/``down`` did; the new size is kept for
-        ``keepalive`` seconds at least before the autoscaler reconsiders it."""
+        ``keepalive`` seconds (even with more tasks held) before the autoscaler reconsiders it."""
         with self._lock:
             self.max, self.min = max(self.max, slots), min(self.min, slots)
             self._last_active = self._clock()
+            self._pinned = self._last_active + self.keepalive
 
     def info(self) -> dict[str, int]:
         """Celery's ``stats()['autoscaler']``: max, min, current size and tasks held."""
