@@ -179,3 +179,12 @@ def test_celerys_result_backend_of_a_plugged_scheme_is_used():
     with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="sqlitefile:///tmp/r.sqlite3"):
         [message] = check_celery_settings()
         assert "RESULT_BACKEND_SCHEMES'] = {'sqlitefile'" in message.hint
+
+
+def test_celerys_bare_rpc_alias_is_rpc():
+    from django.test import override_settings
+
+    from django_taskq.conf import get_settings
+
+    with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="rpc"):  # Celery(backend="rpc")
+        assert get_settings().RESULT_BACKEND == "rpc://"

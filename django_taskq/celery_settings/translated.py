@@ -73,6 +73,8 @@ def _result_backend(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError("a result backend URL")
     scheme = _scheme(value)
+    if value == "rpc":  # Celery takes a backend's alias alone (its by_url)
+        return "rpc://"
     if scheme == "django-db":  # django-celery-results: results in the default database
         return "db://default"
     if scheme == "django-cache":  # django-celery-results: Django's cache (CACHE_BACKEND alias)
