@@ -175,3 +175,43 @@ def test_pool_shrink_on_a_busy_autoscaled_worker_holds_for_the_keepalive(scaled)
     assert worker.pool_size() == 4  # the autoscaler takes over again within (4, 1)
     GATE.set()
     step_until(worker, lambda: all(r.ready() for r in sent), "every task")
+
+
+@pytest.mark.own_server
+@pytest.mark.subprocess
+@pytest.mark.django_db(transaction=True)
+def test_prefork_autoscale_on_redis_short_leases_and_sigterm_mid_burst(settings, redis_url,
+                                                                       tmp_path):
+    """Prefetched messages wait longer than their lease while the pool is small (the heartbeat
+    keeps them), a SIGTERM mid-burst releases them, and a second worker finishes the rest:
+    every task runs exactly once."""
+    import signal
+
+    from django_taskq import states
+    from tests.test_autoscale import eventually, taskworker
+    from tests.testapp import tasks
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": redis_url, "RESULT_BACKEND": redis_url}
+    overrides = {"BROKER_URL": redis_url, "RESULT_BACKEND": redis_url, "POLL_INTERVAL": 0.05,
+                 "LEASE_TIMEOUT": 1.0, "WORKER_AUTOSCALE_KEEPALIVE": 5.0}
+    marks = [tmp_path / f"run-{n}" for n in range(10)]
+    sent = [tasks.record_and_sleep.apply_async((str(mark), 0.6), queue=QUEUE) for mark in marks]
+    first, log = taskworker("--autoscale", "2,1", "--pool", "prefork", "-Q", QUEUE,
+                            overrides=overrides)
+    second = None
+    try:
+        eventually(lambda: sum(r.ready() for r in sent) >= 6, "six done", timeout=20)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+        second, _ = taskworker("-c", "2", "--pool", "prefork", "-Q", QUEUE, overrides=overrides)
+        eventually(lambda: all(r.ready() for r in sent), "every task", timeout=20)
+        assert all(r.state == states.SUCCESS for r in sent)
+        runs = [len(mark.read_text().split()) for mark in marks]
+        log.seek(0)
+        assert runs == [1] * 10, log.read()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log.close()
