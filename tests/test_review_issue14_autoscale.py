@@ -215,3 +215,20 @@ def test_prefork_autoscale_on_redis_short_leases_and_sigterm_mid_burst(settings,
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+def test_tasks_waiting_for_a_token_behind_a_busy_pool_do_not_block_other_work(scaled):
+    """Tasks waiting for a token go back to their queue only when a slot takes them up: with
+    every slot busy the pool must still grow by one for them, or nothing else is claimed."""
+    worker, fake = scaled("threads", 4, 1)
+    first = [limited.apply_async((n,), queue=QUEUE) for n in range(2)]
+    step_until(worker, lambda: first[0].ready() and not worker.prefetched, "the bucket known empty")
+    fake.now += 31
+    step_until(worker, lambda: worker.pool_size() == 1, "back to one slot")
+    busy = blocking.apply_async((0,), queue=QUEUE)
+    step_until(worker, lambda: len(worker.running) == 1, "the one slot busy")
+    [limited.apply_async((n,), queue=QUEUE) for n in range(3)]
+    naps = [nap.apply_async((0,), queue=QUEUE) for _ in range(2)]
+    step_until(worker, lambda: all(r.ready() for r in naps), "other tasks run meanwhile")
+    assert not busy.ready()
+    GATE.set()

@@ -107,15 +107,15 @@ class Autoscaler:
     def held(self) -> tuple[int, int]:
         """Tasks held (running plus prefetched), and the key of the newest prefetched job.
 
-        As Celery, a task waiting for a rate-limit token counts neither as held nor as new
-        (it goes back to its queue when a slot takes it up); one slot stays for such tasks.
+        As Celery, a task waiting for a rate-limit token counts neither as held nor as new;
+        all such tasks count as one, for the slot that sends them back to their queue.
         """
         worker = self.worker
         with worker._held_lock:
             ready = [job.key for _, job in worker.prefetched
                      if not worker.rate_gate.waiting(job)]
-            held = len(worker.running) + len(ready)
-            return max(held, 1) if worker.prefetched else held, max(ready, default=0)
+            waiting = len(worker.prefetched) > len(ready)
+            return len(worker.running) + len(ready) + waiting, max(ready, default=0)
 
     def step(self) -> None:
         """Resize the pool if the load says so (the loop's thread, after each claim)."""
