@@ -232,3 +232,18 @@ def test_tasks_waiting_for_a_token_behind_a_busy_pool_do_not_block_other_work(sc
     step_until(worker, lambda: all(r.ready() for r in naps), "other tasks run meanwhile")
     assert not busy.ready()
     GATE.set()
+
+
+def test_worker_autoscale_in_settings_leaves_solo_workers_alone(settings):
+    """TASKQ['WORKER_AUTOSCALE'] in the project's settings (the documented way) must not break
+    ``drain()``/``WorkerThread`` (solo workers of the test helpers), nor ``taskworker --pool
+    solo``: a solo pool asked for explicitly runs one slot, as ``-c`` alone does."""
+    from django_taskq.testing import WorkerThread, drain
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "memory://review14b",
+                      "RESULT_BACKEND": "memory://review14b", "WORKER_AUTOSCALE": "4,1"}
+    assert WorkerOptions.from_settings(pool="solo").autoscale is None
+    sent = nap.apply_async((0,))
+    assert [run.id for run in drain()] == [sent.id]
+    with WorkerThread():
+        assert nap.delay(0).get(timeout=5) == 0

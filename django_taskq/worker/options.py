@@ -47,8 +47,9 @@ class WorkerOptions:
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
-        if "concurrency" in given and "autoscale" not in given:
-            values["autoscale"] = None  # -c alone: a fixed size, whatever WORKER_AUTOSCALE says
+        if ("concurrency" in given or given.get("pool") == "solo") and "autoscale" not in given:
+            values["autoscale"] = None  # -c or --pool solo alone: a fixed size, whatever
+            # WORKER_AUTOSCALE says (the test helpers' solo workers too)
         if values["pool"] == "solo":
             values["concurrency"] = 1
         elif values["autoscale"] is not None:  # as Celery: --autoscale wins over -c
