@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 from . import signals, signing
 from .calloptions import arguments, new_task_id, resolve
 from .clock import clock_now
-from .exceptions import BrokerConnectionError, MessageTooLarge, TaskqError
+from .exceptions import (
+    BrokerConnectionError,
+    MessageTooLarge,
+    ResultBackendConnectionError,
+    TaskqError,
+)
 from .message import Envelope, SendOptions, build_envelope, decode_body
 from .registry import registry
 
@@ -114,13 +119,13 @@ def too_large(envelope: Envelope, limit: int) -> MessageTooLarge:
 
 def _publish(envelopes: Sequence[Envelope], record_results: bool,
              options: SendOptions | None) -> None:
+    retry = options.retry if options is not None else True
+    policy = options.retry_policy if options is not None and options.retry_policy else None
     if record_results:
-        envelopes = _with_reply_to(envelopes)
+        envelopes = _with_reply_to(envelopes, lambda send: _with_retries(send, retry, policy))
     if signals.before_task_publish.receivers:
         envelopes = [_before_publish(e, options) for e in envelopes]
     sealed = seal_all(envelopes)
-    retry = options.retry if options is not None else True
-    policy = options.retry_policy if options is not None and options.retry_policy else None
     try:
         _with_retries(lambda: _send(sealed, record_results), retry, policy)
     except BrokerConnectionError as exc:
@@ -134,12 +139,24 @@ def _publish(envelopes: Sequence[Envelope], record_results: bool,
                          headers=envelope.headers, queue=envelope.queue)
 
 
-def _with_reply_to(envelopes: Sequence[Envelope]) -> Sequence[Envelope]:
+def _with_reply_to(envelopes: Sequence[Envelope],
+                   retried: Callable[[Callable[[], None]], None]) -> Sequence[Envelope]:
     """With results on rpc://, each message names this process's reply queue in ``reply_to``
-    (as Celery's ``thread_oid``), unless the caller chose one; the queue is declared first."""
+    (as Celery's ``thread_oid``), unless the caller chose one; the queue is declared first, on
+    the broker's RabbitMQ: tried again as a send is, its failure the send's."""
     from .results import get_backend
 
-    address = get_backend().reply_address()
+    found: list[str | None] = []
+
+    def declare() -> None:
+        try:
+            found.append(get_backend().reply_address())
+        except ResultBackendConnectionError as exc:
+            raise BrokerConnectionError(f"could not enqueue {len(envelopes)} message(s): the "
+                                        f"reply queue cannot be declared: {exc}") from exc
+
+    retried(declare)
+    address = found[-1]
     if address is None:
         return envelopes
     return [e if e.properties.get("reply_to") else

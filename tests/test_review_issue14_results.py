@@ -188,3 +188,17 @@ def test_celerys_bare_rpc_alias_is_rpc():
 
     with override_settings(TASKQ={}, CELERY_RESULT_BACKEND="rpc"):  # Celery(backend="rpc")
         assert get_settings().RESULT_BACKEND == "rpc://"
+
+
+def test_rpc_sending_while_rabbitmq_refuses_is_a_broker_error_tried_again(settings):
+    """The reply queue is declared on the broker's RabbitMQ before the send: its failure is the
+    send's (BrokerConnectionError, as without rpc://), tried again per the retry policy."""
+    from django_taskq.exceptions import BrokerConnectionError
+
+    settings.TASKQ = {**settings.TASKQ, "RESULT_BACKEND": "rpc://",
+                      "BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
+    start = time.monotonic()
+    with pytest.raises(BrokerConnectionError, match="reply queue cannot be declared"):
+        add.apply_async((1, 1), queue=RPC_QUEUE, retry_policy={
+            "max_retries": 2, "interval_start": 0.15, "interval_step": 0})
+    assert time.monotonic() - start >= 0.3  # tried three times

@@ -17,7 +17,11 @@ import pytest
 from django.utils import timezone
 
 from django_taskq import AsyncResult, chord, group, send_task, states
-from django_taskq.exceptions import ConfigurationError, ResultBackendConnectionError
+from django_taskq.exceptions import (
+    BrokerConnectionError,
+    ConfigurationError,
+    ResultBackendConnectionError,
+)
 from django_taskq.outcome import Outcome
 from django_taskq.results import get_backend
 from django_taskq.results.rpc import RpcResultBackend
@@ -332,6 +336,9 @@ def test_rpc_takes_no_server(settings, rabbit_url):
 def test_unreachable_rabbitmq_is_a_clear_error(settings):
     settings.TASKQ = {**settings.TASKQ, "BROKER_URL": "amqp://guest:pw@127.0.0.1:1//",
                       "RESULT_BACKEND": "rpc://"}
+    with pytest.raises(BrokerConnectionError, match="RabbitMQ unreachable") as info:
+        add.delay(1, 2)  # the reply queue is declared on the broker: a send's failure
+    assert "pw" not in str(info.value)
     with pytest.raises(ResultBackendConnectionError, match="RabbitMQ unreachable") as info:
-        add.delay(1, 2)
+        AsyncResult("some-id").ready()
     assert "pw" not in str(info.value)
