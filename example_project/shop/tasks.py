@@ -4,6 +4,7 @@ Written the way Celery code is written (``shared_task``, a base class with handl
 ``get_task_logger``): a Celery project's tasks look the same, only their imports change.
 """
 
+import asyncio
 import time
 
 from django.contrib.auth.models import User
@@ -82,3 +83,11 @@ def stock_check():
 def nightly_report(kind="sales"):
     """Sent by beat at 02:00 on weekdays, Berlin time."""
     return f"{kind} report written"
+
+
+@shared_task
+async def count_customers(pause=0.2):
+    """An ``async def`` task: runs on every pool (here prefork, on a loop of the child's thread),
+    and many at once on ``--pool asyncio`` or gevent/eventlet (docs/pools.md)."""
+    await asyncio.sleep(pause)  # stands for an HTTP call made with an async client
+    return await User.objects.acount()  # Django's async ORM

@@ -11,7 +11,7 @@ from django_taskq import AsyncResult, chord, send_task
 from django_taskq.brokers import get_broker
 from django_taskq.message import SendOptions, build_envelope
 from django_taskq.models import PeriodicTask, TaskResult
-from shop.tasks import add, charge, order_total, refund, save_card, slow_square, welcome
+from shop.tasks import add, charge, count_customers, order_total, refund, save_card, slow_square, welcome
 
 
 class Command(BaseCommand):
@@ -29,6 +29,7 @@ class Command(BaseCommand):
         results = {
             "add.delay(2, 3)": add.delay(2, 3),
             "slow_square.delay(7)": slow_square.delay(7),
+            "count_customers.delay()  (async def)": count_customers.delay(),
             "welcome.delay(ada)": mail,
             "refund.delay(42)": refund.delay(42),
             "charge.delay(42)  (retries twice)": charge.delay(42),
