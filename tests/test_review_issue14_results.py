@@ -202,3 +202,12 @@ def test_rpc_sending_while_rabbitmq_refuses_is_a_broker_error_tried_again(settin
         add.apply_async((1, 1), queue=RPC_QUEUE, retry_policy={
             "max_retries": 2, "interval_start": 0.15, "interval_step": 0})
     assert time.monotonic() - start >= 0.3  # tried three times
+
+
+def test_the_plugin_api_module_has_the_errors_a_store_raises():
+    """docs/result-backends.md: 'Import everything from django_taskq.results.api'."""
+    from django_taskq import exceptions
+    from django_taskq.results import api
+
+    for name in ("ConfigurationError", "ResultBackendError", "ResultBackendConnectionError"):
+        assert getattr(api, name) is getattr(exceptions, name) and name in api.__all__

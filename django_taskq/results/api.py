@@ -4,11 +4,18 @@ Subclass :class:`ResultBackend`, take ``(url: ParsedUrl, **common)`` in the cons
 plug the class in with ``TASKQ['RESULT_BACKEND_SCHEMES']`` (docs/result-backends.md). The
 helpers encode and decode what the store keeps: Celery's meta mapping (``encode_meta`` /
 ``decode_meta`` / ``result_meta``, the key/value layout the Redis and cache stores use), saved
-groups and chord parts, or the payload as text for a text column (``payload_text``).
+groups and chord parts, or the payload as text for a text column (``payload_text``); and the
+errors a store raises (ConfigurationError, ResultBackendError, ResultBackendConnectionError).
 """
 
 from __future__ import annotations
 
+from ..exceptions import (
+    ConfigurationError,
+    ResultBackendConnectionError,
+    ResultBackendError,
+    SerializationError,
+)
 from ..outcome import Outcome
 from ..service_url import ParsedUrl
 from .base import (
@@ -36,8 +43,9 @@ from .keyvalue import (
 )
 from .meta import PartResult, ResultMeta
 
-__all__ = ["GROUP_KEY_PREFIX", "KEY_PREFIX", "OnInterval", "OnMessage", "Outcome", "ParsedUrl",
-           "PartResult", "ResultBackend", "ResultMeta", "as_text", "decode_group", "decode_meta",
-           "decode_part", "decompress_payload", "encode_argument", "encode_group", "encode_meta",
-           "encode_part", "encode_pending", "payload_text", "plain_arguments", "result_meta",
-           "wait_by_polling"]
+__all__ = ["GROUP_KEY_PREFIX", "KEY_PREFIX", "ConfigurationError", "OnInterval", "OnMessage",
+           "Outcome", "ParsedUrl", "PartResult", "ResultBackend", "ResultBackendConnectionError",
+           "ResultBackendError", "ResultMeta", "SerializationError", "as_text", "decode_group",
+           "decode_meta", "decode_part", "decompress_payload", "encode_argument", "encode_group",
+           "encode_meta", "encode_part", "encode_pending", "payload_text", "plain_arguments",
+           "result_meta", "wait_by_polling"]
