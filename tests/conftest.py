@@ -165,7 +165,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kinds = {value for value in params.values() if isinstance(value, str)}
         if NETWORK_BROKERS.intersection(kinds) or NETWORK_FIXTURES.intersection(names):
             item.add_marker(pytest.mark.network_broker)
-        if "sqs" in kinds:  # a moto server started by the tests
+        if OWN_SERVER_KINDS.intersection(kinds):  # servers the tests start themselves
             item.add_marker(pytest.mark.own_server)
         # A fake clock cannot move RabbitMQ's or SQS's time: such tests do not apply to them.
         kind = params.get("broker_kind")
@@ -249,6 +249,9 @@ def make_worker(configured):
 #: other Django/Python legs of scripts/test.sh leave them (and ``subprocess`` tests) to the main
 #: leg, which runs everything.
 NETWORK_BROKERS = frozenset({"redis", "amqp", "sqs", "rpc"})
+#: Kinds whose server the tests start (moto's SQS server, memcached), and the RPC and
+#: Django-cache stores: the servers leg of scripts/test.sh runs them beside the version legs.
+OWN_SERVER_KINDS = frozenset({"sqs", "cache_memcached", "cache_redis", "rpc"})
 NETWORK_FIXTURES = frozenset({"redis_url", "amqp_url", "rabbit"})
 
 
