@@ -97,9 +97,12 @@ def children(worker: Worker) -> tuple[int, int]:
     return len(kids), sum(1 for c in kids if not c.retiring)
 
 
+@pytest.mark.own_server
+@pytest.mark.subprocess
 def test_prefork_shrink_with_recycling_and_hard_limits_keeps_the_count(scaled):
     """Children recycled after each task, then a lower max while three run and the hard limit
-    kills them: the retiring ones are not replaced, so the pool does not drift."""
+    kills them, then a lower max while one is terminated (revoke): the retiring ones are not
+    replaced, so the pool does not drift."""
     worker, fake = scaled("prefork", 3, 1, max_tasks_per_child=1, time_limit=1.5)
     sent = [nap.apply_async((0.3,), queue=QUEUE) for _ in range(6)]
     step_until(worker, lambda: all(r.ready() for r in sent), "every task")
@@ -114,6 +117,16 @@ def test_prefork_shrink_with_recycling_and_hard_limits_keeps_the_count(scaled):
     assert (worker.pool_size(), children(worker)) == (1, (1, 1))  # none replaced
     fake.now += 31
     worker.step()
+    assert (worker.pool_size(), children(worker)) == (1, (1, 1))
+
+    # revoke(terminate=True) of one of three, and a lower max, in the same turn
+    worker.autoscaler.update(3, 1)
+    last = [nap.apply_async((1.0,), queue=QUEUE) for _ in range(3)]
+    step_until(worker, lambda: len(worker.running) == 3, "three running again")
+    assert worker.pool.kill(next(iter(worker.running)))
+    worker.autoscaler.update(1, 1)
+    step_until(worker, lambda: all(r.ready() for r in last), "the last three")
+    assert sorted(r.state for r in last) == ["REVOKED", "SUCCESS", "SUCCESS"]
     assert (worker.pool_size(), children(worker)) == (1, (1, 1))
 
 
@@ -135,6 +148,7 @@ def test_tasks_waiting_for_a_rate_limit_token_do_not_grow_the_pool(scaled):
     assert worker.pool_size() == 4
     assert worker.autoscaler.info()["qty"] <= 1
 
+@pytest.mark.own_server
 def test_gevent_pool_grown_gets_threads_for_async_tasks(monkeypatch):
     """gevent runs async def tasks on its hub's threads, sized from the slots at start: a pool
     grown from 1 (``--autoscale 50,1``) must get more than the 10 threads it started with."""
