@@ -211,3 +211,13 @@ def test_the_plugin_api_module_has_the_errors_a_store_raises():
 
     for name in ("ConfigurationError", "ResultBackendError", "ResultBackendConnectionError"):
         assert getattr(api, name) is getattr(exceptions, name) and name in api.__all__
+
+
+@pytest.mark.network_broker
+def test_rpc_a_replaced_task_replies_with_its_replacements_result(rpc_worker, settings):
+    from tests.testapp.canvas_tasks import replaced_by_chain
+
+    settings.TASKQ = {**settings.TASKQ, "DEFAULT_QUEUE": RPC_QUEUE}  # the replacement's steps
+    result = replaced_by_chain.apply_async((3,), queue=RPC_QUEUE)
+    steps(rpc_worker, 6)
+    assert result.get(timeout=3) == 40  # (3 + 1) * 10

@@ -50,9 +50,11 @@ class CanvasMethods:
 
         The replacement's result task (a chain's last step, a chord's body; a group is made a
         chord whose body collects the members' results) takes this task's id, its place in a
-        group or chord, its callbacks and errbacks, and the rest of its chain; its messages are
-        sent when this run is settled. Raises ``Ignore`` (this run stores no result); under
-        eager execution the replacement runs here and its value is returned.
+        group or chord, its callbacks and errbacks, its ``reply_to`` (rpc://: the caller gets the
+        replacement's result; Celery's goes to the worker's own reply queue), and the rest of its
+        chain; its messages are sent when this run is settled. Raises ``Ignore`` (this run
+        stores no result); under eager execution the replacement runs here and its value is
+        returned.
 
         Raises:
             TaskqError: called outside a running task.
@@ -76,6 +78,8 @@ class CanvasMethods:
             place["chord"] = request.chord
         if request.callbacks:
             place["link"] = as_list(request.callbacks)
+        if request.reply_to:  # rpc://: its result goes to this task's caller
+            place["reply_to"] = request.reply_to
         placed = take_place(plain(replacement), place)
         if request.errbacks:
             placed = with_errbacks(placed, as_list(request.errbacks))
