@@ -147,6 +147,17 @@ def test_tasks_waiting_for_a_rate_limit_token_do_not_grow_the_pool(scaled):
     # The first claim (4) grows the pool before the bucket is known empty; no more after.
     assert worker.pool_size() == 4
     assert worker.autoscaler.info()["qty"] <= 1
+    # The limit lifted at runtime (remote rate_limit): its tasks count again at once.
+    from django_taskq.worker.remote import RemoteControl
+
+    remote = RemoteControl(worker)
+    assert "ok" in remote.run("rate_limit", {"task_name": limited.name, "rate_limit": None})
+    try:
+        more = [limited.apply_async((n,), queue=QUEUE) for n in range(30, 50)]
+        step_until(worker, lambda: worker.pool_size() == 8, "the pool grown for them")
+        step_until(worker, lambda: all(r.ready() for r in more), "every unlimited task")
+    finally:
+        remote.run("rate_limit", {"task_name": limited.name, "rate_limit": "1/m"})
 
 @pytest.mark.own_server
 def test_gevent_pool_grown_gets_threads_for_async_tasks(monkeypatch):

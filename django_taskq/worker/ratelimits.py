@@ -81,7 +81,9 @@ class RateGate:
     def waiting(self, job: Job) -> bool:
         """Whether ``job``'s task is known to have no token now (tasks of it were sent back
         for later ones): ``--autoscale`` does not grow the pool for it."""
-        return self._next_slot.get(job.task_name, 0.0) > self._clock()
+        name = job.task_name
+        return (name in registry and registry.get(name).options.rate_limit is not None
+                and self._next_slot.get(name, 0.0) > self._clock())
 
     def _promise(self, job: Job, name: str, at: float, rate: Any) -> float:
         now = self._clock()
