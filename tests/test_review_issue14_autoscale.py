@@ -207,8 +207,8 @@ def test_pool_shrink_on_a_busy_autoscaled_worker_holds_for_the_keepalive(scaled)
 @pytest.mark.django_db(transaction=True)
 def test_prefork_autoscale_on_redis_short_leases_and_sigterm_mid_burst(settings, redis_url,
                                                                        tmp_path):
-    """Prefetched messages wait longer than their lease while the pool is small (the heartbeat
-    keeps them), a SIGTERM mid-burst releases them, and a second worker finishes the rest:
+    """Prefetched messages wait longer than their lease (1.5 s) while the pool is small (the
+    heartbeat keeps them), a SIGTERM mid-burst releases them, and a second worker finishes the rest:
     every task runs exactly once."""
     import signal
 
@@ -218,7 +218,8 @@ def test_prefork_autoscale_on_redis_short_leases_and_sigterm_mid_burst(settings,
 
     settings.TASKQ = {**settings.TASKQ, "BROKER_URL": redis_url, "RESULT_BACKEND": redis_url}
     overrides = {"BROKER_URL": redis_url, "RESULT_BACKEND": redis_url, "POLL_INTERVAL": 0.05,
-                 "LEASE_TIMEOUT": 1.0, "WORKER_AUTOSCALE_KEEPALIVE": 5.0}
+                 "LEASE_TIMEOUT": 1.5, "HEARTBEAT_INTERVAL": 0.2,
+                 "WORKER_AUTOSCALE_KEEPALIVE": 5.0}
     marks = [tmp_path / f"run-{n}" for n in range(10)]
     sent = [tasks.record_and_sleep.apply_async((str(mark), 0.6), queue=QUEUE) for mark in marks]
     first, log = taskworker("--autoscale", "2,1", "--pool", "prefork", "-Q", QUEUE,
