@@ -20,7 +20,7 @@ from tests.plugin_backend import SQLiteFileBackend
 from tests.testapp.tasks import add, record_and_sleep
 
 pytestmark = [pytest.mark.own_server, pytest.mark.django_db(transaction=True)]
-RPC_QUEUE = "review14_rpc"
+RPC_QUEUE, IDLE_QUEUE = "review14_rpc", "review14_idle"
 
 
 class NarrowBackend(SQLiteFileBackend):
@@ -76,14 +76,15 @@ def rabbit_url():
     yield url
     from tests.conftest import delete_amqp_queues
 
-    delete_amqp_queues(url, (RPC_QUEUE,))
+    delete_amqp_queues(url, (RPC_QUEUE, IDLE_QUEUE))
 
 
 @pytest.fixture
 def rpc_worker(settings, rabbit_url):
     from django_taskq.worker import Worker, WorkerOptions
 
-    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": rabbit_url, "RESULT_BACKEND": "rpc://"}
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": rabbit_url, "RESULT_BACKEND": "rpc://",
+                      "DEFAULT_QUEUE": RPC_QUEUE}  # where a replacement's steps go
     made = Worker(WorkerOptions.from_settings(pool="solo", queues=(RPC_QUEUE,)))
     yield made
     made.heartbeat.stop()
@@ -214,10 +215,23 @@ def test_the_plugin_api_module_has_the_errors_a_store_raises():
 
 
 @pytest.mark.network_broker
-def test_rpc_a_replaced_task_replies_with_its_replacements_result(rpc_worker, settings):
+def test_rpc_a_replaced_task_replies_with_its_replacements_result(rpc_worker):
     from tests.testapp.canvas_tasks import replaced_by_chain
 
-    settings.TASKQ = {**settings.TASKQ, "DEFAULT_QUEUE": RPC_QUEUE}  # the replacement's steps
     result = replaced_by_chain.apply_async((3,), queue=RPC_QUEUE)
     steps(rpc_worker, 6)
     assert result.get(timeout=3) == 40  # (3 + 1) * 10
+
+
+@pytest.mark.network_broker
+def test_rpc_replies_nobody_waits_for_are_read_as_the_process_sends(rpc_worker):
+    """A process that sends and never calls get() (beat, a web view) consumes its reply queue,
+    so RabbitMQ would keep every reply for the process's lifetime: each send buffers them."""
+    backend = get_backend()
+    results = [add.apply_async((i, i), queue=RPC_QUEUE) for i in range(20)]
+    deadline = time.monotonic() + 8
+    while not all(backend.replies.latest(r.id)["status"] == states.SUCCESS for r in results):
+        assert time.monotonic() < deadline, [backend.replies.latest(r.id)["status"] for r in results]
+        rpc_worker.step()
+        time.sleep(0.02)
+        add.apply_async((0, 0), queue=IDLE_QUEUE)  # a send; nothing here reads the replies

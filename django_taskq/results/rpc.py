@@ -64,7 +64,9 @@ class RpcResultBackend(ResultBackend):
         self._sender = _Sender(options)
 
     def reply_address(self) -> str:
-        """This process's reply queue, declared and read from now on."""
+        """This process's reply queue, declared and read from now on (the replies already
+        arrived are buffered: the queue stays short even when nobody calls ``get()``)."""
+        self.replies.poll()
         self.replies.declare()
         return self.oid
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 BUFFER_MAX = 8192
 #: Seconds one thread drains the connection before another waiting thread gets its turn.
 TURN = 0.25
+#: Seconds a send spends at most buffering the replies that already arrived (``poll``).
+POLL = 0.02
 
 
 @contextlib.contextmanager
@@ -120,6 +123,31 @@ class ReplyQueue:
                     self._conn.drain_events(timeout=max(min(timeout, TURN), 0.001))
                 except TimeoutError:
                     pass
+        finally:
+            self.lock.release()
+
+    def poll(self) -> None:
+        """Buffer the replies already arrived, without waiting, unless another thread reads.
+
+        Each send calls it, so a process that sends and never reads (beat, a web process not
+        calling ``get()``) keeps its queue short: RabbitMQ would hold every unread reply for as
+        long as the process lives (it consumes the queue, which therefore never expires), where
+        here the buffer keeps the latest BUFFER_MAX. A failure drops the connection (the next
+        send declares the queue again) and is not the send's."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            deadline = time.monotonic() + POLL
+            while self._channel is not None and time.monotonic() < deadline \
+                    and select.select([self._conn.transport.sock], [], [], 0)[0]:
+                try:
+                    self._conn.drain_events(timeout=POLL)
+                except TimeoutError:
+                    return
+        except Exception as exc:  # noqa: BLE001 - a lost connection: reopened by the next send
+            logger.warning("rpc:// reply connection lost while buffering replies (%s)",
+                           mask_text(str(exc)))
+            self.drop()
         finally:
             self.lock.release()
 
