@@ -235,3 +235,31 @@ def test_rpc_replies_nobody_waits_for_are_read_as_the_process_sends(rpc_worker):
         rpc_worker.step()
         time.sleep(0.02)
         add.apply_async((0, 0), queue=IDLE_QUEUE)  # a send; nothing here reads the replies
+
+
+@pytest.mark.network_broker
+def test_rpc_a_reply_in_a_serializer_not_accepted_is_raised_not_waited_for(rpc_worker):
+    """A Celery worker with result_serializer='pickle' replies in pickle: get() raises
+    ContentDisallowed, as Celery's does, instead of waiting out its timeout."""
+    import pickle
+
+    from amqp import Message
+
+    from django_taskq.brokers.amqp_options import connect
+    from django_taskq.exceptions import ContentDisallowed
+
+    backend = get_backend()
+    result = add.apply_async((1, 1), queue=IDLE_QUEUE)
+    body = pickle.dumps({"status": "SUCCESS", "result": 2, "task_id": result.id})
+    conn = connect(backend.options, heartbeat=0)
+    try:
+        conn.channel().basic_publish(
+            Message(body, content_type="application/x-python-serialize",
+                    content_encoding="binary", correlation_id=result.id),
+            exchange="", routing_key=backend.oid)
+    finally:
+        conn.collect()
+    start = time.monotonic()
+    with pytest.raises(ContentDisallowed):
+        result.get(timeout=5)
+    assert time.monotonic() - start < 2

@@ -122,7 +122,15 @@ class RpcResultBackend(ResultBackend):
         not send (its replies go to its sender)."""
         self.replies.accept = self.accept
         self.replies.sync()
+        self._raise_refused(task_id)
         return RedisResultBackend.result_meta(task_id, self.replies.latest(task_id))
+
+    def _raise_refused(self, task_id: str) -> None:
+        """Raise why ``task_id``'s reply could not be read, unless a readable one came too."""
+        refused = self.replies.refused(task_id)
+        meta = self.replies.latest(task_id)
+        if refused is not None and (meta is None or meta.get("status") not in states.READY_STATES):
+            raise refused
 
     def wait(self, task_id: str, timeout: float | None, interval: float = 0.5, *,
              on_interval: OnInterval | None = None,
@@ -134,6 +142,7 @@ class RpcResultBackend(ResultBackend):
         lost = self._tolerant(self.replies.sync, False)
         seen: dict[str, Any] | None = None
         while True:
+            self._raise_refused(task_id)
             meta = self.replies.latest(task_id)
             if on_message is not None and meta is not None and meta is not seen:
                 on_message(meta)

@@ -62,6 +62,8 @@ class ReplyQueue:
         self._conn: Any = None
         self._channel: Any = None
         self._metas: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Why a reply could not be read, per task id (a serializer not accepted here).
+        self._refused: OrderedDict[str, TaskqError] = OrderedDict()
         self._guard = threading.Lock()  # the buffer (the lock above is the connection's)
 
     def arguments(self) -> dict[str, Any]:
@@ -198,6 +200,7 @@ class ReplyQueue:
                 str(properties.get("content_encoding") or "utf-8"), self.accept)
         except TaskqError as exc:
             logger.warning("dropped a reply on %s that cannot be decoded: %s", self.name, exc)
+            self._refuse(properties.get("correlation_id"), exc)
             return
         task_id = meta.get("task_id") if isinstance(meta, dict) else None
         task_id = task_id or properties.get("correlation_id")
@@ -205,6 +208,19 @@ class ReplyQueue:
             logger.warning("dropped a reply on %s that is not a result: %.100r", self.name, meta)
             return
         self.record(task_id, {**meta, "task_id": task_id})
+
+    def _refuse(self, task_id: Any, exc: TaskqError) -> None:
+        if isinstance(task_id, str) and task_id:
+            with self._guard:
+                self._refused[task_id] = exc
+                while len(self._refused) > BUFFER_MAX:
+                    self._refused.popitem(last=False)
+
+    def refused(self, task_id: str) -> TaskqError | None:
+        """Why the reply for ``task_id`` could not be read (then ``get()`` raises it, as
+        Celery's raises ContentDisallowed), or None."""
+        with self._guard:
+            return self._refused.get(task_id)
 
     def close(self) -> None:
         """Close the connection: RabbitMQ deletes the queue (auto-delete)."""
