@@ -33,7 +33,8 @@ VALUES = {
     "declare": [], "timeout": 1.0, "confirm_timeout": 1.0, "producer": None,
     "connection": None, "publisher": None, "add_to_parent": True, "mandatory": False,
     "immediate": False, "delivery_mode": 2, "compression": "zlib", "link": None,
-    "link_error": None, "chain": None, "chord": None,
+    "link_error": None, "chain": None, "chord": None, "MessageGroupId": "tenant-7",
+    "MessageDeduplicationId": "once",
 }
 
 
