@@ -141,7 +141,7 @@ class SqsBroker(SqsDeadLetters, Broker):
         """Hand out what is due; hop or hide what is early; dead-letter what was lost too often."""
         now = now_ms()
         fifo = url.endswith(".fifo")
-        ready, copies, dead, done, hide, lost = [], [], [], [], [], []
+        ready, copies, dead, hopped, buried, hide, lost = [], [], [], [], [], [], []
         for r in received:
             handle = Handle(url, r.receipt, key)
             if r.due > now:
@@ -150,22 +150,24 @@ class SqsBroker(SqsDeadLetters, Broker):
                 else:
                     copies.append(Outgoing(r.envelope, copy_headers(r.envelope, r.used, r.due),
                                            delay_seconds(r.due, now), copy=True))
-                    done.append(handle)
+                    hopped.append(handle)
                 continue
             count = max(1, r.receive_count - (_early_receipts(r) if fifo else 0))
             attempts = r.used + count
             if count > 1 and attempts - 1 >= self.max_deliveries:
                 letter = DeadLetter(r.envelope, worker_lost_reason(attempts - 1), attempts - 1)
                 dead.append(Outgoing(r.envelope, _dead_headers(letter), copy=True))
-                done.append(handle)
+                buried.append(handle)
                 lost.append(letter)
                 continue
             ready.append(Delivery(r.envelope, handle, attempts))
+        # Each send deletes its originals at once: a failure after it duplicates nothing.
         if copies:
             self.queues.send(received[0].envelope.queue, copies)
+            self.queues.delete(hopped)
         if dead:
             self.queues.send("", dead, dead=True)
-        self.queues.delete(done)
+            self.queues.delete(buried)
         if lost:  # only once they are in the dead letter queue (else they come back)
             with self._lost_lock:
                 self._lost.extend(lost)

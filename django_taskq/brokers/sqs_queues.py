@@ -10,13 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..exceptions import BrokerError, ConfigurationError
+from ..exceptions import BrokerError, ConfigurationError, MessageTooLarge
 from ..message import Envelope
 from .sqs_options import BATCH, MAX_DELAY, MAX_VISIBILITY, SqsOptions, error_code, make_client
 from .sqs_wire import to_body
 
 #: SendMessageBatch takes at most 256 KiB in all (AWS raised it to 1 MiB; not every server did).
 MAX_BATCH_BYTES = 250_000
+#: SQS's largest message (AWS's limit since 2025; a queue's MaximumMessageSize may be lower).
+MAX_MESSAGE_BYTES = 1_048_576
 #: Dead letters are kept as long as SQS allows (14 days; the default is 4).
 DEAD_LETTER_RETENTION = "1209600"
 #: Receipt handles that no longer hold a message: the lease is gone, nothing to do.
@@ -134,6 +136,9 @@ class Queues:
         url, key = located
         fifo = url.endswith(".fifo")
         entries = [self._entry(str(i), item, fifo) for i, item in enumerate(outgoing)]
+        for item, entry in zip(outgoing, entries, strict=True):  # all or nothing: checked first
+            if len(entry["MessageBody"]) > MAX_MESSAGE_BYTES:
+                raise _too_large(item.envelope, len(entry["MessageBody"]))
         batch: list[dict[str, Any]] = []
         size = 0
         for entry in entries:
@@ -154,8 +159,9 @@ class Queues:
             entry["MessageGroupId"] = str(props.get("MessageGroupId")
                                           or headers.get("MessageGroupId")
                                           or self.options.message_group_id)
-            given = None if item.copy else (props.get("MessageDeduplicationId")
-                                            or headers.get("MessageDeduplicationId"))
+            # A copy or a retry is a new sending: the original's id would have SQS drop it.
+            given = None if item.copy or headers.get("retries") else (
+                props.get("MessageDeduplicationId") or headers.get("MessageDeduplicationId"))
             entry["MessageDeduplicationId"] = str(given or uuid.uuid4())
         elif item.delay:
             entry["DelaySeconds"] = item.delay
@@ -230,6 +236,15 @@ class Queues:
             close = getattr(client, "close", None)
             if close is not None:
                 close()
+
+
+def _too_large(envelope: Envelope, size: int) -> MessageTooLarge:
+    return MessageTooLarge(
+        f"The message of task {envelope.task_name!r} (id {envelope.message_id}) is {size} "
+        f"bytes as an SQS message (kombu's layout: about 1.8 times its {len(envelope.body)}-byte "
+        f"body), over SQS's limit of {MAX_MESSAGE_BYTES} bytes; nothing was sent. Pass a "
+        "reference to the data instead of the data; TASKQ['MESSAGE_MAX_BYTES'] = 580000 "
+        "refuses such messages when they are made.")
 
 
 def _grouped(handles: Sequence[Handle]) -> dict[tuple[str, str], list[str]]:

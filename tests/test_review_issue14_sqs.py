@@ -1,0 +1,75 @@
+"""Review of the SQS broker (issue 14): bugs a Celery SQS user would meet, each against a real
+SQS-compatible server (moto's server mode, the session's ``sqs_server`` from conftest)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from django_taskq.brokers.amqp_delay import now_ms
+from django_taskq.brokers.amqp_wire import copy_headers
+from django_taskq.brokers.sqs import SqsBroker, from_url
+from django_taskq.brokers.sqs_queues import Outgoing
+from django_taskq.exceptions import BrokerError, MessageTooLarge
+from django_taskq.message import retry_envelope
+from django_taskq.service_url import parse
+from tests.helpers import envelope
+from tests.sqsserver import unique_prefix
+
+pytestmark = [pytest.mark.own_server, pytest.mark.network_broker]
+
+
+@pytest.fixture
+def broker(sqs_server):
+    made = from_url(parse(sqs_server.url(queue_name_prefix=unique_prefix(), wait_time_seconds=0),
+                          setting="BROKER_URL"), poll_interval=0.05, max_deliveries=1)
+    yield made
+    made.close()
+
+
+def reserve(broker: SqsBroker, queues=("default",), lease: float = 30.0):
+    return broker.reserve(list(queues), max_messages=10, lease=lease, worker="w")
+
+
+def test_a_retry_on_a_fifo_queue_is_not_dropped_as_a_duplicate(broker):
+    """apply_async(MessageDeduplicationId=…) on a FIFO queue, then self.retry(): the retry is a
+    new message (Celery gives it a fresh deduplication id); sent within SQS's five-minute window
+    with the original's id it was silently dropped, and the task lost."""
+    sent = envelope("jobs.fifo", headers={"MessageGroupId": "g", "MessageDeduplicationId": "once"})
+    broker.enqueue_many([sent])
+    [got] = reserve(broker, ["jobs.fifo"])
+    broker.enqueue_many([retry_envelope(got.envelope, eta=None)])
+    broker.ack_many([got])
+    [again] = reserve(broker, ["jobs.fifo"])
+    assert again.envelope.message_id == sent.message_id
+    assert again.envelope.headers["retries"] == 1
+
+
+def test_a_message_over_sqs_size_limit_is_refused_before_anything_is_sent(broker):
+    """kombu's wrapping makes a message ~1.8 times its body: one over SQS's 1 MiB is refused
+    with MessageTooLarge naming the limit, and none of the batch is sent."""
+    small = envelope()
+    big = envelope().replace(body=b"x" * 700_000)
+    with pytest.raises(MessageTooLarge, match=r"SQS.*1048576 bytes.*MESSAGE_MAX_BYTES"):
+        broker.enqueue_many([small, big])
+    assert broker.size("default") == 0
+
+
+def test_a_failed_dead_letter_send_in_a_reserve_leaves_no_duplicate_hop(broker, sqs_server):
+    """One receive holds an early message (a hop: copy sent, original deleted) and a message
+    to dead-letter; the dead letter queue cannot be written. The hop's original must be gone
+    anyway, or it comes back and hops again: two copies, the task run twice."""
+    dead_url, _ = broker.queues.locate("", dead=True)
+    broker.queues.locate("default")
+    broker.enqueue_many([envelope()])
+    [lost] = reserve(broker, lease=1)  # its worker "dies": received again, it is dead (max 1)
+    early = envelope()
+    broker.queues.send("default", [Outgoing(early, copy_headers(early, 0, now_ms() + 3_600_000))])
+    broker.queues.client().delete_queue(QueueUrl=dead_url)  # the dead letter send now fails
+    time.sleep(1.1)
+    with pytest.raises(BrokerError):
+        reserve(broker, lease=30)
+    url, key = broker.queues.locate("default")
+    visible, delayed, hidden = broker.queues.counts(url, key)
+    assert (visible, delayed, hidden) == (0, 1, 1)  # the hop's copy; the lost one, not settled
