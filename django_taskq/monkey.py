@@ -15,6 +15,7 @@ This module imports nothing heavy: only what the decision needs, then the green 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -111,6 +112,7 @@ def _patch_gevent() -> None:
     gevent_monkey.patch_all()
     patched = "gevent"
     _renew(made_before)
+    _cooperative_psycopg()
 
 
 def _patch_eventlet() -> None:
@@ -131,6 +133,30 @@ def _patch_eventlet() -> None:
     eventlet.monkey_patch()
     patched = "eventlet"
     _renew(made_before)
+    _cooperative_psycopg()
+
+
+def _cooperative_psycopg() -> None:
+    """Make psycopg 3 wait for its queries through the patched ``select()``.
+
+    psycopg waits in C (an unpatched ``poll()``, holding the whole process) unless, when it
+    was first imported, it saw gevent's patch: not when it was imported before django_taskq
+    (``django.contrib.postgres`` listed first in INSTALLED_APPS, settings that import it), and
+    never on eventlet. Its wait function is read from its module at each call: set it here
+    (importing psycopg now, patched, when it is installed). ``PSYCOPG_WAIT_FUNC`` wins.
+    """
+    if "PSYCOPG_WAIT_FUNC" in os.environ:
+        return
+    waiting: Any = sys.modules.get("psycopg.waiting")
+    if waiting is None:
+        if importlib.util.find_spec("psycopg") is None:
+            return
+        try:
+            waiting = importlib.import_module("psycopg.waiting")
+        except ImportError:  # no libpq: Django says so when it connects
+            return
+    if waiting.wait is getattr(waiting, "wait_c", None):
+        waiting.wait, waiting._ready = waiting.wait_select, waiting._ready_select
 
 
 def _own_held_locks() -> None:
