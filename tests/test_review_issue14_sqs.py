@@ -73,3 +73,41 @@ def test_a_failed_dead_letter_send_in_a_reserve_leaves_no_duplicate_hop(broker, 
     url, key = broker.queues.locate("default")
     visible, delayed, hidden = broker.queues.counts(url, key)
     assert (visible, delayed, hidden) == (0, 1, 1)  # the hop's copy; the lost one, not settled
+
+
+def test_a_lease_that_cannot_be_extended_past_12_hours_is_logged(broker, caplog):
+    """SQS keeps a message in flight 12 hours at most (moto counts from its sending): the
+    heartbeat's extension past that is refused and the message will run twice. That was
+    silent on AWS; on moto the whole batch failed, so the other leases were not extended."""
+    broker.enqueue_many([envelope()])
+    time.sleep(1.2)
+    broker.enqueue_many([envelope()])
+    held = reserve(broker, lease=1)
+    assert len(held) == 2
+    with caplog.at_level("WARNING", logger="django_taskq.brokers.sqs_queues"):
+        broker.extend_leases(held, 43_199)  # over 12 h for the first one only
+    assert "12 hours" in caplog.text and "1 message" in caplog.text
+    time.sleep(1.1)
+    counts = broker.queue_counts(["default"])["default"]
+    assert (counts.depth, counts.in_flight) == (1, 1)  # the first one back; the second held
+
+
+def test_listing_dead_letters_ends_when_the_scan_outlasts_their_hiding(broker, monkeypatch):
+    """Listing receives every dead letter, each hidden SCAN_HIDE seconds: a scan longer than
+    that (a large dead letter queue) received the first ones again, for ever. SCAN_HIDE 0 is
+    such a scan in miniature."""
+    import threading
+
+    from django_taskq.brokers import sqs_dead
+
+    for _ in range(3):
+        broker.enqueue_many([envelope()])
+        [got] = reserve(broker)
+        broker.dead_letter(got, "bad")
+    monkeypatch.setattr(sqs_dead, "SCAN_HIDE", 0)
+    listed: list[int] = []
+    thread = threading.Thread(target=lambda: listed.append(len(broker.dead_letter_list())),
+                              daemon=True)
+    thread.start()
+    thread.join(5)
+    assert listed == [3]

@@ -101,9 +101,12 @@ class SqsDeadLetters(DeadLetterStore, abc.ABC):
                 confirmed = True
             if not messages:
                 break
+            known = len(seen)
             for message in messages:
                 letter = to_dead_letter(message)
                 seen[letter.id] = (letter, Handle(url, str(message["ReceiptHandle"]), key))
+            if len(seen) == known:  # only letters seen already: their hiding ran out, the
+                break  # scan went round (a large queue); what it has is the listing
         return sorted(seen.values(), key=_order)
 
 

@@ -3,6 +3,7 @@ calls the broker makes (send, delete, change visibility, receive, attributes).""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import uuid
@@ -23,6 +24,9 @@ MAX_MESSAGE_BYTES = 1_048_576
 DEAD_LETTER_RETENTION = "1209600"
 #: Receipt handles that no longer hold a message: the lease is gone, nothing to do.
 _GONE = ("ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight")
+#: SQS's words when a visibility timeout would keep a message in flight over 12 hours.
+_OVER_12_HOURS = "beyond the limit"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +198,42 @@ class Queues:
                 self._settle(url, key, "change_message_visibility_batch", entries)
 
     def _settle(self, url: str, key: str, method: str, entries: list[dict[str, Any]]) -> None:
-        reply = self._call(url, key, method, Entries=entries)
-        failed = [f for f in reply.get("Failed") or [] if f.get("Code") not in _GONE]
+        reply = self._call_batch(url, key, method, entries)
+        failed = reply.get("Failed") or []
+        over = [f for f in failed if _OVER_12_HOURS in str(f.get("Message"))]
+        if over:
+            logger.warning(
+                "SQS refused to extend the lease of %d message(s) (%s): SQS keeps a message in "
+                "flight 12 hours at most from its sending or receive; it will be handed out "
+                "again while its task runs. Split such work.", len(over), over[0].get("Message"))
+        failed = [f for f in failed
+                  if str(f.get("Code")).rsplit(".", 1)[-1] not in _GONE and f not in over]
         if failed:
             raise BrokerError(f"SQS refused {method}: {failed[0].get('Code')}: "
                               f"{failed[0].get('Message')}")
+
+    def _call_batch(self, url: str, key: str, method: str,
+                    entries: list[dict[str, Any]]) -> Any:
+        """A batch call; when the server refuses the whole batch for one entry's value (moto
+        does, for a lease past 12 hours), each entry on its own, so the others still settle."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._call(url, key, method, Entries=entries)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidParameterValue":
+                raise
+            if len(entries) == 1:
+                return {"Failed": [_refused(entries[0], exc)]}
+        failed = []
+        for entry in entries:
+            try:
+                self._call(url, key, method, Entries=[entry])
+            except ClientError as exc:
+                if error_code(exc) != "InvalidParameterValue":
+                    raise
+                failed.append(_refused(entry, exc))
+        return {"Failed": failed}
 
     def receive(self, url: str, key: str, count: int, hide: int, wait: int) -> list[Any]:
         reply = self._call(url, key, "receive_message", MaxNumberOfMessages=min(BATCH, count),
@@ -236,6 +271,10 @@ class Queues:
             close = getattr(client, "close", None)
             if close is not None:
                 close()
+
+
+def _refused(entry: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    return {"Id": entry["Id"], "Code": "InvalidParameterValue", "Message": str(exc)}
 
 
 def _too_large(envelope: Envelope, size: int) -> MessageTooLarge:
