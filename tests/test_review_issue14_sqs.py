@@ -111,3 +111,14 @@ def test_listing_dead_letters_ends_when_the_scan_outlasts_their_hiding(broker, m
     thread.start()
     thread.join(5)
     assert listed == [3]
+
+
+def test_a_malformed_region_is_a_configuration_error_naming_the_option(sqs_server):
+    """A region boto3 cannot use ('eu west 1', a typo'd underscore form) raised botocore's own
+    InvalidRegionError at the first send; it is a ConfigurationError naming the option."""
+    from django_taskq.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"region.*'eu_west 1'"):
+        made = from_url(parse(sqs_server.url(region="eu_west%201"), setting="BROKER_URL"),
+                        poll_interval=0.05)
+        made.enqueue_many([envelope()])

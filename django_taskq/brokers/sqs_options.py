@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ MAX_DELAY = 900
 MAX_WAIT = 20
 BATCH = 10
 DEAD_LETTER_QUEUE = "taskq-dead"
+#: What boto3 takes as a region name (letters, digits, inner dashes).
+_REGION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _WHOLE = {"visibility_timeout": (0, MAX_VISIBILITY), "wait_time_seconds": (0, MAX_WAIT)}
 _NUMBERS = ("polling_interval", "connect_timeout", "poll_interval")
 _TEXTS = ("region", "queue_name_prefix", "endpoint_url", "dead_letter_queue",
@@ -139,9 +142,7 @@ def _value(name: str, raw: Any, fail: Any) -> Any:
             return str(raw).lower() in ("1", "true", "yes", "on")
         raise fail(f"{name} must be true or false, not {raw!r}.")
     if name in _TEXTS:
-        if not isinstance(raw, str):
-            raise fail(f"{name} must be text, not {raw!r}.")
-        return raw
+        return _text(name, raw, fail)
     try:
         number = float(raw)
     except (TypeError, ValueError):
@@ -155,6 +156,14 @@ def _value(name: str, raw: Any, fail: Any) -> Any:
     if not (number >= 0 if name == "polling_interval" else number > 0) or math.isinf(number):
         raise fail(f"{name} must be a positive number of seconds, not {raw!r}.")
     return number
+
+
+def _text(name: str, raw: Any, fail: Any) -> str:
+    if not isinstance(raw, str):
+        raise fail(f"{name} must be text, not {raw!r}.")
+    if name == "region" and raw and not _REGION.fullmatch(raw):
+        raise fail(f"region must be an AWS region name such as 'eu-west-1', not {raw!r}.")
+    return raw
 
 
 def _address(url: ParsedUrl, secure: bool) -> dict[str, Any]:
@@ -228,6 +237,9 @@ def translated(what: str, masked: str) -> Iterator[None]:
 
     try:
         yield
+    except aws.InvalidRegionError as exc:  # from AWS_DEFAULT_REGION or ~/.aws
+        raise ConfigurationError(f"BROKER_URL {masked!r}: {exc} Name an AWS region such as "
+                                 "'eu-west-1' (the region transport option).") from exc
     except (aws.NoCredentialsError, aws.PartialCredentialsError) as exc:
         raise ConfigurationError(
             f"BROKER_URL {masked!r}: no AWS credentials ({exc}). Put them in the URL "
