@@ -122,3 +122,28 @@ def test_a_malformed_region_is_a_configuration_error_naming_the_option(sqs_serve
         made = from_url(parse(sqs_server.url(region="eu_west%201"), setting="BROKER_URL"),
                         poll_interval=0.05)
         made.enqueue_many([envelope()])
+
+
+def test_predefined_queues_take_a_region_each_as_celery_does(sqs_server):
+    """kombu reads a 'region' in each predefined_queues entry (queues in several regions); it
+    was ignored, so a queue in another region than the broker's did not exist."""
+    import boto3
+
+    client = boto3.client("sqs", region_name="eu-west-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          endpoint_url=f"http://127.0.0.1:{sqs_server.port}")
+    prefix = unique_prefix()
+    urls = {name: client.create_queue(QueueName=prefix + name)["QueueUrl"]
+            for name in ("work", "dead")}
+    made = from_url(parse(sqs_server.url(wait_time_seconds=0), setting="BROKER_URL"),
+                    poll_interval=0.05, transport_options={
+                        "region": "us-east-1", "dead_letter_queue": "dead",
+                        "predefined_queues": {name: {"url": url, "region": "eu-west-1"}
+                                              for name, url in urls.items()}})
+    try:
+        made.enqueue_many([envelope("work")])
+        [got] = reserve(made, ["work"])
+        made.dead_letter(got, "bad")
+        assert made.dead_letter_count() == 1
+    finally:
+        made.close()

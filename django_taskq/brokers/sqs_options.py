@@ -57,6 +57,8 @@ class PredefinedQueue:
     url: str
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
+    #: The queue's region when not the broker's (kombu reads it per queue too).
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +193,11 @@ def _predefined(raw: Any, fail: Any) -> dict[str, PredefinedQueue]:
         if str(name).endswith(".fifo") != entry["url"].endswith(".fifo"):
             raise fail(f"predefined_queues[{name!r}]: a FIFO queue's name and URL both end "
                        "with .fifo.")
+        region = entry.get("region") or None
+        if region is not None:
+            _text("region", region, fail)
         queues[str(name)] = PredefinedQueue(entry["url"], entry.get("access_key_id"),
-                                            entry.get("secret_access_key"))
+                                            entry.get("secret_access_key"), region)
     return queues
 
 
@@ -205,7 +210,8 @@ def boto3_module() -> Any:
     return boto3
 
 
-def make_client(options: SqsOptions, key: str | None = None, secret: str | None = None) -> Any:
+def make_client(options: SqsOptions, key: str | None = None, secret: str | None = None,
+                region: str | None = None) -> Any:
     """A boto3 SQS client; every wait on it bounded, one retry on a failed connection."""
     boto3 = boto3_module()
     from botocore.config import Config  # type: ignore[import-untyped]
@@ -213,7 +219,7 @@ def make_client(options: SqsOptions, key: str | None = None, secret: str | None 
     session = boto3.session.Session(
         aws_access_key_id=key or options.access_key_id,
         aws_secret_access_key=secret or options.secret_access_key)
-    region = options.region or session.region_name or "us-east-1"
+    region = region or options.region or session.region_name or "us-east-1"
     config = Config(connect_timeout=options.connect_timeout,
                     read_timeout=options.wait_time_seconds + options.connect_timeout + 5,
                     retries={"total_max_attempts": 2, "mode": "standard"})

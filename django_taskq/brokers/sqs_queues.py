@@ -75,13 +75,14 @@ class Queues:
             if client is None:
                 entry = self.options.predefined_queues.get(key)
                 client = self._clients[key] = (
-                    make_client(self.options, entry.access_key_id, entry.secret_access_key)
+                    make_client(self.options, entry.access_key_id, entry.secret_access_key,
+                                entry.region)
                     if entry is not None else make_client(self.options))
             return client
 
     def _key(self, name: str) -> str:
         entry = self.options.predefined_queues.get(name)
-        return name if entry is not None and entry.access_key_id else ""
+        return name if entry is not None and (entry.access_key_id or entry.region) else ""
 
     def locate(self, queue: str, *, create: bool = True,
                dead: bool = False) -> tuple[str, str] | None:
