@@ -137,6 +137,8 @@ class GreenPool:
     def start(self) -> None:
         """Send ``worker_process_init``: this process is the one that runs tasks (as solo)."""
         self._size_threads()
+        if self.kind == "gevent":
+            _native_sync_to_async()
         signals.send(signals.worker_process_init, None)
 
     def _size_threads(self) -> None:
@@ -274,3 +276,35 @@ def _on_thread(job: Job) -> Outcome:
         return execute(job)
     finally:
         connections.close_all()  # the thread's own connections (pool threads are reused)
+
+
+def _native_sync_to_async() -> None:
+    """Give asgiref's ``sync_to_async`` (Django's async ORM) native threads under gevent.
+
+    Patched, its per-context ``ThreadPoolExecutor`` starts greenlets in the coroutine's own
+    thread, where the event loop runs: Django then refuses every query of an ``async def``
+    task (SynchronousOnlyOperation). gevent's executor uses native threads; asyncio needs a
+    ``concurrent.futures.Future`` from ``submit``, so its result is handed over to one.
+    """
+    import concurrent.futures
+
+    from asgiref import sync
+
+    gevent_executor: Any = importlib.import_module("gevent.threadpool").ThreadPoolExecutor
+
+    class NativeThreadExecutor(gevent_executor):  # type: ignore[misc]
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+            def settle(done: Any) -> None:
+                if not future.set_running_or_notify_cancel():
+                    return  # cancelled meanwhile (a time limit)
+                try:
+                    future.set_result(done.result())
+                except BaseException as exc:  # noqa: BLE001 - the caller's await raises it
+                    future.set_exception(exc)
+
+            super().submit(fn, *args, **kwargs).add_done_callback(settle)
+            return future
+
+    cast(Any, sync).ThreadPoolExecutor = NativeThreadExecutor
