@@ -147,3 +147,25 @@ def test_predefined_queues_take_a_region_each_as_celery_does(sqs_server):
         assert made.dead_letter_count() == 1
     finally:
         made.close()
+
+
+def test_a_chain_on_a_fifo_queue_keeps_its_next_steps(settings, sqs_server):
+    """A chain's options reach every step here (unlike Celery's, which reach the first only):
+    with MessageDeduplicationId among them each next step was sent with the first one's id,
+    and SQS dropped it within five minutes: the chain stopped after its first task."""
+    import json
+
+    from django_taskq import chain, signature
+    from django_taskq.brokers import get_broker
+    from tests.testapp.tasks import add
+
+    settings.TASKQ = {**settings.TASKQ, "BROKER_URL": sqs_server.url(
+        queue_name_prefix=unique_prefix(), wait_time_seconds=0)}
+    chain(add.s(1, 2), add.s(3)).apply_async(queue="steps.fifo", MessageGroupId="g",
+                                            MessageDeduplicationId="once")
+    [first] = reserve(get_broker(), ["steps.fifo"])
+    [step] = json.loads(first.envelope.body)[2]["chain"]
+    signature(step).apply_async((3,))  # as the worker sends it: the first result added
+    get_broker().ack_many([first])
+    [second] = reserve(get_broker(), ["steps.fifo"])
+    assert second.envelope.message_id == step["options"]["task_id"]

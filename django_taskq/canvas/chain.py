@@ -30,7 +30,8 @@ NOT_INHERITED = frozenset({"task_id", "link", "link_error", "chain", "chord", "g
                            "group_index", "root_id", "parent_id", "replaced_task_nesting"})
 #: Options about the start of the chain (or the first call's arguments): first step only.
 FIRST_STEP_ONLY = frozenset({"countdown", "eta", "shadow", "argsrepr", "kwargsrepr",
-                             "correlation_id"})
+                             "correlation_id",
+                             "MessageDeduplicationId"})  # SQS FIFO: else it drops the others
 
 
 @Signature.register_type(name="chain")
