@@ -169,3 +169,31 @@ def test_a_chain_on_a_fifo_queue_keeps_its_next_steps(settings, sqs_server):
     get_broker().ack_many([first])
     [second] = reserve(get_broker(), ["steps.fifo"])
     assert second.envelope.message_id == step["options"]["task_id"]
+
+
+def test_status_counts_a_queue_not_in_predefined_queues_as_empty(sqs_server):
+    """``taskq status``, /metrics and the dashboard count DEFAULT_QUEUE and the workers'
+    queues: with predefined_queues that do not list one of them, counting raised (the whole
+    status failed); such a queue does not exist for us: empty. Consuming it stays an error."""
+    import boto3
+
+    from django_taskq.exceptions import ConfigurationError
+
+    client = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          endpoint_url=f"http://127.0.0.1:{sqs_server.port}")
+    prefix = unique_prefix()
+    urls = {name: client.create_queue(QueueName=prefix + name)["QueueUrl"]
+            for name in ("work", "taskq-dead")}
+    made = from_url(parse(sqs_server.url(wait_time_seconds=0), setting="BROKER_URL"),
+                    poll_interval=0.05, transport_options={
+                        "predefined_queues": {name: {"url": url} for name, url in urls.items()}})
+    try:
+        made.enqueue_many([envelope("work")])
+        counts = made.queue_counts(["celery", "work"])
+        assert (counts["celery"].depth, counts["work"].depth) == (0, 1)
+        assert made.size("celery") == 0
+        with pytest.raises(ConfigurationError, match="predefined_queues"):
+            reserve(made, ["celery"])
+    finally:
+        made.close()

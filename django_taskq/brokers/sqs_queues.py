@@ -93,6 +93,8 @@ class Queues:
         if predefined:
             ours = self.options.dead_letter_queue if dead else queue
             found = name if name in predefined else ours if ours in predefined else None
+            if found is None and not create:  # counting, purging: a queue we do not have
+                return None
             if found is None:
                 raise ConfigurationError(
                     f"BROKER_URL {self.options.masked!r}: queue {name!r} is not in the "
