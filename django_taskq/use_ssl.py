@@ -50,7 +50,8 @@ def with_tls(url: ParsedUrl, use_ssl: bool | Mapping[str, Any], setting: str,
             "form (rediss://, amqps:// and sentinel:// have). Remove the setting, or use such "
             "a URL.")
     extra = {key: _option(value) for key, value in (use_ssl or {}).items()
-             if key not in url.options} if isinstance(use_ssl, Mapping) else {}
+             if key not in url.options and value is not None  # None: not given, as in Celery
+             } if isinstance(use_ssl, Mapping) else {}
     if scheme == "sentinel" and "ssl" not in url.options:
         extra["ssl"] = "true"  # the master over TLS (redis_sentinel)
     text = scheme + url.original[len(url.scheme):]

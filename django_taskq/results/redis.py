@@ -23,7 +23,7 @@ from typing import Any, TypeGuard
 from .. import serializers, states
 from ..exceptions import ResultBackendError, SerializationError, TimeoutError
 from ..outcome import Outcome
-from ..redisconn import client_from_url, reconnecting
+from ..redisconn import client_from_url, connection_errors, reconnecting, translated
 from ..service_url import ParsedUrl
 from .base import OnInterval, OnMessage, ResultBackend, decompress_payload, plain_arguments
 from .meta import ResultMeta
@@ -32,6 +32,8 @@ from .redis_chords import RedisChords
 KEY_PREFIX = "celery-task-meta-"
 #: Celery's key of a saved GroupResult (``celery-taskset-meta-<group id>``; CELERY.md §2.3).
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
+#: Tries of a waiting ``get()`` across a Sentinel failover (Celery's ``max_retries``).
+FAILOVER_RETRIES = 20
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -173,7 +175,6 @@ class RedisResultBackend(RedisChords, ResultBackend):
             local.pubsub, local.pid = self.client.pubsub(), os.getpid()
         return local.pubsub
 
-    @reconnecting
     def wait(self, task_id: str, timeout: float | None, interval: float = 0.5, *,
              on_interval: OnInterval | None = None,
              on_message: OnMessage | None = None) -> ResultMeta:
@@ -181,10 +182,27 @@ class RedisResultBackend(RedisChords, ResultBackend):
 
         ``interval`` has no effect (nothing polls); ``on_interval`` is called after each second
         without news and each message that does not finish the task; ``on_message`` with each
-        new meta mapping seen, by the first read or a PUBLISH.
+        new meta mapping seen, by the first read or a PUBLISH. On a Sentinel-managed client a
+        lost connection (a failover) is waited out within ``timeout``, trying again up to
+        FAILOVER_RETRIES times a second or less apart, as Celery's result consumer does (its
+        retry policy: 20 tries); then BrokerConnectionError.
         """
-        channel = self.key(task_id).encode()
         deadline = None if timeout is None else time.monotonic() + timeout
+        sentinel = getattr(self.client.connection_pool, "sentinel_manager", None)
+        with translated("wait"):
+            for attempt in range(FAILOVER_RETRIES if sentinel else 0):
+                try:
+                    return self._wait(task_id, deadline, timeout, on_interval, on_message)
+                except connection_errors():
+                    pause = min(1.0, 0.1 * 2 ** attempt)
+                    if deadline is not None and time.monotonic() + pause >= deadline:
+                        raise
+                    time.sleep(pause)
+            return self._wait(task_id, deadline, timeout, on_interval, on_message)
+
+    def _wait(self, task_id: str, deadline: float | None, timeout: float | None,
+              on_interval: OnInterval | None, on_message: OnMessage | None) -> ResultMeta:
+        channel = self.key(task_id).encode()
         pubsub = self._pubsub()
         try:
             self._subscribe(pubsub, channel, task_id, deadline, timeout)

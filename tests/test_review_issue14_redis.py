@@ -1,0 +1,80 @@
+"""Review of issue 14's Redis Sentinel and TLS support, as a user coming from Celery meets it:
+each test is a bug found by the review (failing before its fix), against a real Sentinel
+deployment where one is needed (tests/test_redis_sentinel.py's, one for this module)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import uuid
+
+import pytest
+
+from django_taskq.conf import reset_settings
+from django_taskq.results import backend_from_url
+from django_taskq.service_url import parse
+from django_taskq.use_ssl import with_tls
+from django_taskq.worker.remote import conf
+from tests.test_redis_sentinel import MASTER, _outcome, deployment, sentinel_settings
+
+pytestmark = pytest.mark.own_server
+
+__all__ = ["deployment", "sentinel_settings"]  # the module's own deployment (module-scoped)
+
+
+def test_conf_reply_hides_the_sentinel_password_of_the_transport_options(settings):
+    """Celery's ``conf`` remote command (Flower's config tab) showed sentinel_kwargs' password."""
+    settings.TASKQ = {**settings.TASKQ, "BROKER_TRANSPORT_OPTIONS": {
+        "master_name": MASTER, "sentinel_kwargs": {"password": "s3cret-sentinel"}},
+        "RESULT_BACKEND_TRANSPORT_OPTIONS": {"sentinel_kwargs": {"username": "u",
+                                                                 "password": "an0ther"}}}
+    reset_settings()
+    try:
+        reply = conf(None, {})  # type: ignore[arg-type]
+    finally:
+        reset_settings()
+    text = repr(reply)
+    assert "s3cret-sentinel" not in text and "an0ther" not in text
+    assert reply["BROKER_TRANSPORT_OPTIONS"]["master_name"] == MASTER
+    assert reply["RESULT_BACKEND_TRANSPORT_OPTIONS"]["sentinel_kwargs"]["username"] == "u"
+
+
+def test_use_ssl_options_set_to_none_are_left_out():
+    """Celery's broker_use_ssl dicts often carry ``'ssl_keyfile': None`` (no client
+    certificate): that is no option, not a key file named "None"."""
+    url = with_tls(parse("redis://127.0.0.1:6379/0", setting="BROKER_URL"),
+                   {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_certfile": None,
+                    "ssl_keyfile": None, "ssl_ca_certs": "/ca.pem"},
+                   "BROKER_URL", "BROKER_USE_SSL")
+    assert url.scheme == "rediss"
+    assert url.options == {"ssl_cert_reqs": "required", "ssl_ca_certs": "/ca.pem"}
+
+
+def test_a_waiting_get_rides_out_a_failover(deployment, sentinel_settings):
+    """AsyncResult.get(timeout=30) while the master dies: the wait follows the sentinels to
+    the new master (as Celery's result consumer reconnects under its retry policy) instead of
+    raising BrokerConnectionError in the second or so no master is known."""
+    deployment.in_sync()
+    backend = backend_from_url(sentinel_settings["RESULT_BACKEND"])
+    task_id = f"review-{uuid.uuid4().hex[:8]}"
+    got: list[object] = []
+    subscribed = threading.Event()
+
+    def waiting() -> None:
+        try:
+            got.append(backend.wait(task_id, timeout=30, on_interval=subscribed.set))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            got.append(exc)
+
+    waiter = threading.Thread(target=waiting)
+    waiter.start()
+    assert subscribed.wait(10)
+    deployment.failover()
+    other = backend_from_url(sentinel_settings["RESULT_BACKEND"])
+    other.store(_outcome(task_id, 7))
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert len(got) == 1 and not isinstance(got[0], BaseException), got
+    assert got[0].result == 7  # type: ignore[attr-defined]
+    backend.close()
+    other.close()
