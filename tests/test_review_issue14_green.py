@@ -106,12 +106,13 @@ def test_postgresql_queries_wait_at_once_when_psycopg_was_imported_first(pool, u
     assert elapsed < 3.5, f"{elapsed:.1f}s: the queries blocked the worker one after another"
 
 
+@GREEN
 @on_databases
-def test_async_orm_in_an_async_task_on_gevent(urls, tmp_path):
+def test_async_orm_in_an_async_task(pool, urls, tmp_path):
     """An ``async def`` task using Django's async ORM (the example project's count_customers):
     asgiref's thread for ``sync_to_async`` was a greenlet of the coroutine's own thread, where
     the loop runs, so Django refused every query with SynchronousOnlyOperation."""
-    proc, log = start_worker(urls, tmp_path, "--pool", "gevent", "-c", "4")
+    proc, log = start_worker(urls, tmp_path, "--pool", pool, "-c", "4")
     try:
         results = [send_task("r14.async_count") for _ in range(3)]
         assert [r.get(timeout=PATIENCE, propagate=False) for r in results] == [0, 0, 0]

@@ -11,6 +11,7 @@ prefork child's would. ``kill(key)`` (revoke with terminate) kills the task's gr
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import importlib
 import importlib.util
@@ -20,6 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 from django.db import connections
@@ -137,8 +139,7 @@ class GreenPool:
     def start(self) -> None:
         """Send ``worker_process_init``: this process is the one that runs tasks (as solo)."""
         self._size_threads()
-        if self.kind == "gevent":
-            _native_sync_to_async()
+        _native_sync_to_async(self.kind)
         signals.send(signals.worker_process_init, None)
 
     def _size_threads(self) -> None:
@@ -278,33 +279,72 @@ def _on_thread(job: Job) -> Outcome:
         connections.close_all()  # the thread's own connections (pool threads are reused)
 
 
-def _native_sync_to_async() -> None:
-    """Give asgiref's ``sync_to_async`` (Django's async ORM) native threads under gevent.
+def _native_sync_to_async(kind: str) -> None:
+    """Give asgiref's ``sync_to_async`` (Django's async ORM) native threads.
 
     Patched, its per-context ``ThreadPoolExecutor`` starts greenlets in the coroutine's own
     thread, where the event loop runs: Django then refuses every query of an ``async def``
-    task (SynchronousOnlyOperation). gevent's executor uses native threads; asyncio needs a
-    ``concurrent.futures.Future`` from ``submit``, so its result is handed over to one.
+    task (SynchronousOnlyOperation). These run its calls, in order, on one native thread
+    (asgiref makes one executor per task context and shuts it down when the context ends).
     """
-    import concurrent.futures
-
     from asgiref import sync
 
-    gevent_executor: Any = importlib.import_module("gevent.threadpool").ThreadPoolExecutor
+    executor: Any
+    if kind == "gevent":  # its own executor of native threads; asyncio wants a real Future
+        executor = partial(_gevent_executor, importlib.import_module("gevent.threadpool"))
+    else:
+        original: Any = importlib.import_module("eventlet.patcher").original
+        executor = partial(NativeThreadExecutor, original("threading").Thread,
+                           original("queue").SimpleQueue)
+    cast(Any, sync).ThreadPoolExecutor = executor
 
-    class NativeThreadExecutor(gevent_executor):  # type: ignore[misc]
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+
+def _gevent_executor(threadpool: Any, max_workers: int = 1) -> concurrent.futures.Executor:
+    """gevent's native-thread executor, whose ``submit`` returns a ``concurrent.futures``
+    Future (asyncio's ``run_in_executor`` accepts no other)."""
+
+    class Executor(threadpool.ThreadPoolExecutor):  # type: ignore[misc]
+        def submit(self, fn: Any, /, *args: Any,
+                   **kwargs: Any) -> concurrent.futures.Future[Any]:
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
             def settle(done: Any) -> None:
-                if not future.set_running_or_notify_cancel():
-                    return  # cancelled meanwhile (a time limit)
-                try:
-                    future.set_result(done.result())
-                except BaseException as exc:  # noqa: BLE001 - the caller's await raises it
-                    future.set_exception(exc)
+                if future.set_running_or_notify_cancel():  # else cancelled meanwhile
+                    try:
+                        future.set_result(done.result())
+                    except BaseException as exc:  # noqa: BLE001 - the caller's await raises it
+                        future.set_exception(exc)
 
             super().submit(fn, *args, **kwargs).add_done_callback(settle)
             return future
 
-    cast(Any, sync).ThreadPoolExecutor = NativeThreadExecutor
+    return cast(concurrent.futures.Executor, Executor(max_workers=max_workers))
+
+
+class NativeThreadExecutor(concurrent.futures.Executor):
+    """An executor with one native (unpatched) thread, started on first use."""
+
+    def __init__(self, thread: Any, simple_queue: Any, max_workers: int = 1) -> None:
+        self._start, self._queue = thread, simple_queue()
+        self._thread: Any = None
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self._thread is None:
+            self._thread = self._start(target=self._work, name="taskq-sync", daemon=True)
+            self._thread.start()
+        self._queue.put((future, fn, args, kwargs))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():  # else cancelled meanwhile
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - the caller's await raises it
+                    future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._thread is not None:
+            self._queue.put(None)  # the thread ends after the calls queued before
