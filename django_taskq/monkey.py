@@ -31,7 +31,7 @@ missing: str | None = None
 
 def pool_in_argv(argv: Sequence[str]) -> str | None:
     """The ``-P``/``--pool`` value of a ``taskworker`` command line, else None (last one wins,
-    as argparse reads it; ``--po``/``--poo`` abbreviations included)."""
+    as argparse reads it; ``--po``/``--poo`` abbreviations and ``-BP`` clusters included)."""
     if len(argv) < 2 or argv[1] != "taskworker":
         return None
     pool = None
@@ -43,10 +43,10 @@ def pool_in_argv(argv: Sequence[str]) -> str | None:
         name, sep, value = arg.partition("=")
         if name in ("--po", "--poo", "--pool"):
             pool = value if sep else following
-        elif arg == "-P":
-            pool = following
-        elif arg.startswith("-P"):
-            pool = arg[2:]
+        elif arg.startswith("-") and not arg.startswith("--"):
+            flags = arg[1:].lstrip("BE")  # -BP gevent, -EPgevent: flags without a value first
+            if flags.startswith("P"):
+                pool = flags[1:] or following
     return pool
 
 

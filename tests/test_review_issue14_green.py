@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connections
 
 from django_taskq import send_task
+from django_taskq.monkey import pool_in_argv
 from tests.conftest import require_alias
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,3 +120,14 @@ def test_async_orm_in_an_async_task(pool, urls, tmp_path):
     finally:
         output = stop_worker(proc, log)
     assert proc.returncode == 0, output
+
+
+@pytest.mark.parametrize(("args", "pool"), [
+    (["-B", "-P", "gevent"], "gevent"), (["-BP", "gevent"], "gevent"), (["-EBPeventlet"], "eventlet"),
+    (["-c4", "-P", "gevent", "-l", "INFO"], "gevent"), (["-Q", "P", "-c", "5"], None),
+    (["-BE", "-n", "w1"], None),
+])
+def test_the_pool_is_read_from_short_option_clusters(args, pool):
+    """``taskworker -BP gevent`` is how argparse (and Celery's worker) reads it: the worker
+    refused to start (not patched) although its command line chose gevent."""
+    assert pool_in_argv(["manage.py", "taskworker", *args]) == pool
