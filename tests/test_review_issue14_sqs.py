@@ -197,3 +197,18 @@ def test_status_counts_a_queue_not_in_predefined_queues_as_empty(sqs_server):
             reserve(made, ["celery"])
     finally:
         made.close()
+
+
+def test_a_queue_with_a_smaller_maximum_message_size_refuses_before_sending(sqs_server):
+    """Queues made before 2025 (and Celery's) often say MaximumMessageSize 262144: a message
+    over it is refused by the queue's own limit, before any of its batch is sent (SQS's
+    refusal came after the batch's first messages had gone)."""
+    made = from_url(parse(sqs_server.url(queue_name_prefix=unique_prefix(), wait_time_seconds=0),
+                          setting="BROKER_URL"), poll_interval=0.05, transport_options={
+                              "sqs-creation-attributes": {"MaximumMessageSize": "262144"}})
+    try:
+        with pytest.raises(MessageTooLarge, match=r"MaximumMessageSize.*262144 bytes"):
+            made.enqueue_many([envelope(), envelope().replace(body=b"x" * 200_000)])
+        assert made.size("default") == 0
+    finally:
+        made.close()

@@ -66,6 +66,7 @@ class Queues:
         self.options = options
         self._clients: dict[str, Any] = {}
         self._urls: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def client(self, key: str = "") -> Any:
@@ -143,9 +144,10 @@ class Queues:
         url, key = located
         fifo = url.endswith(".fifo")
         entries = [self._entry(str(i), item, fifo) for i, item in enumerate(outgoing)]
+        limit = self._max_size(url, key)
         for item, entry in zip(outgoing, entries, strict=True):  # all or nothing: checked first
-            if len(entry["MessageBody"]) > MAX_MESSAGE_BYTES:
-                raise _too_large(item.envelope, len(entry["MessageBody"]))
+            if len(entry["MessageBody"]) > limit:
+                raise _too_large(item.envelope, len(entry["MessageBody"]), limit)
         batch: list[dict[str, Any]] = []
         size = 0
         for entry in entries:
@@ -156,6 +158,21 @@ class Queues:
             batch.append(entry)
             size += length
         self._send_batch(url, key, batch)
+
+    def _max_size(self, url: str, key: str) -> int:
+        """The queue's MaximumMessageSize (read once; SQS's largest when it cannot be read)."""
+        from botocore.exceptions import ClientError
+
+        size = self._sizes.get(url)
+        if size is None:
+            try:
+                size = int(self._call(url, key, "get_queue_attributes",
+                                      AttributeNames=["MaximumMessageSize"])["Attributes"]
+                           .get("MaximumMessageSize") or MAX_MESSAGE_BYTES)
+            except (ClientError, KeyError, ValueError):  # no permission: SQS will say
+                size = MAX_MESSAGE_BYTES
+            self._sizes[url] = size
+        return size
 
     def _entry(self, entry_id: str, item: Outgoing, fifo: bool) -> dict[str, Any]:
         envelope = item.envelope
@@ -280,13 +297,14 @@ def _refused(entry: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     return {"Id": entry["Id"], "Code": "InvalidParameterValue", "Message": str(exc)}
 
 
-def _too_large(envelope: Envelope, size: int) -> MessageTooLarge:
+def _too_large(envelope: Envelope, size: int, limit: int) -> MessageTooLarge:
     return MessageTooLarge(
         f"The message of task {envelope.task_name!r} (id {envelope.message_id}) is {size} "
         f"bytes as an SQS message (kombu's layout: about 1.8 times its {len(envelope.body)}-byte "
-        f"body), over SQS's limit of {MAX_MESSAGE_BYTES} bytes; nothing was sent. Pass a "
-        "reference to the data instead of the data; TASKQ['MESSAGE_MAX_BYTES'] = 580000 "
-        "refuses such messages when they are made.")
+        f"body), over the queue's MaximumMessageSize of {limit} bytes (SQS's largest is "
+        f"{MAX_MESSAGE_BYTES}); nothing was sent. Pass a reference to the data instead of the "
+        f"data; TASKQ['MESSAGE_MAX_BYTES'] = {limit * 5 // 9} refuses such messages when they "
+        "are made.")
 
 
 def _grouped(handles: Sequence[Handle]) -> dict[tuple[str, str], list[str]]:
