@@ -112,9 +112,21 @@ def transport_setting(url: ParsedUrl, setting: str) -> str | None:
 
     settings = get_settings()
     if setting not in _TRANSPORT_SETTING:
-        setting = ("BROKER_URL" if url.original == settings.BROKER_URL else
-                   "RESULT_BACKEND" if url.original == settings.RESULT_BACKEND else setting)
+        setting = next((name for name, use_ssl in (("BROKER_URL", "BROKER_USE_SSL"), (
+            "RESULT_BACKEND", "REDIS_BACKEND_USE_SSL")) if url.original in _forms(
+                getattr(settings, name), getattr(settings, use_ssl), name, use_ssl)), setting)
     return _TRANSPORT_SETTING.get(setting)
+
+
+def _forms(text: str, use_ssl: Any, setting: str, option: str) -> tuple[str, ...]:
+    """``text`` as written and as its USE_SSL setting makes it (the control store's form)."""
+    from .service_url import parse
+    from .use_ssl import with_tls
+
+    try:
+        return text, with_tls(parse(text, setting=setting), use_ssl, setting, option).original
+    except ConfigurationError:
+        return (text,)
 
 
 def _tls(url: ParsedUrl, setting: str, query: dict[str, str]) -> dict[str, Any]:

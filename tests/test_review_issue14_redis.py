@@ -78,3 +78,25 @@ def test_a_waiting_get_rides_out_a_failover(deployment, sentinel_settings):
     assert got[0].result == 7  # type: ignore[attr-defined]
     backend.close()
     other.close()
+
+
+def test_the_control_store_on_a_tls_sentinel_broker_reads_the_broker_transport_options(
+        settings):
+    """Celery's way: the master name in broker_transport_options, broker_use_ssl on. The
+    control store (rate limits, revocations) shares the broker's URL, with TLS added, and
+    lost the broker's transport options: "a sentinel:// URL needs the name of the master"."""
+    from django_taskq.control import get_control_store
+
+    settings.TASKQ = {**settings.TASKQ, "CONTROL_URL": None,
+                      "BROKER_URL": "sentinel://127.0.0.1:26379/0;sentinel://127.0.0.1:26380",
+                      "BROKER_TRANSPORT_OPTIONS": {"master_name": MASTER},
+                      "BROKER_USE_SSL": {"ssl_cert_reqs": ssl.CERT_REQUIRED,
+                                         "ssl_ca_certs": "/ca.pem"}}
+    reset_settings()
+    try:
+        store = get_control_store()  # builds the client; connects only on first use
+        pool = store.client.connection_pool  # type: ignore[attr-defined]
+        assert pool.service_name == MASTER
+        assert pool.connection_kwargs["ssl_ca_certs"] == "/ca.pem"
+    finally:
+        reset_settings()
