@@ -60,6 +60,12 @@ def client_from_url(url: ParsedUrl, setting: str, *, min_timeout: float = 0.0) -
         raise ConfigurationError(f"{setting} {url.masked!r}: {mask_text(str(exc))}") from exc
     timeouts = {"socket_timeout": max(command, min_timeout + 5.0),
                 "socket_connect_timeout": connect}
+    if "ssl_cert_reqs" in query:  # Celery's URLs also say CERT_REQUIRED; redis-py: required
+        reqs = query["ssl_cert_reqs"].lower().removeprefix("cert_")
+        if reqs not in ("required", "optional", "none"):
+            raise ConfigurationError(f"{setting} {url.masked!r}: ssl_cert_reqs must be "
+                                     "required, optional or none.")
+        query["ssl_cert_reqs"] = reqs
     if url.scheme == "sentinel":
         from .redis_sentinel import sentinel_client
 

@@ -100,3 +100,25 @@ def test_the_control_store_on_a_tls_sentinel_broker_reads_the_broker_transport_o
         assert pool.connection_kwargs["ssl_ca_certs"] == "/ca.pem"
     finally:
         reset_settings()
+
+
+@pytest.mark.parametrize("url", [
+    "rediss://127.0.0.1:6380/0?ssl_cert_reqs=CERT_REQUIRED",
+    f"sentinel://127.0.0.1:26379/0?master_name={MASTER}&ssl_cert_reqs=CERT_REQUIRED"])
+def test_celerys_cert_required_in_a_taskq_url_is_required(url):
+    """A Celery URL pasted into TASKQ (not translated from Celery's settings) failed at first
+    use with redis-py's bare "Invalid SSL Certificate Requirements Flag" (rediss://) or was
+    refused (sentinel://); Celery reads CERT_REQUIRED as required."""
+    from django_taskq.redisconn import client_from_url
+
+    client = client_from_url(parse(url, setting="BROKER_URL"), "BROKER_URL")
+    assert client.connection_pool.connection_kwargs["ssl_cert_reqs"] == "required"
+
+
+def test_a_bad_ssl_cert_reqs_is_a_configuration_error():
+    from django_taskq.exceptions import ConfigurationError
+    from django_taskq.redisconn import client_from_url
+
+    with pytest.raises(ConfigurationError, match="ssl_cert_reqs.*required, optional or none"):
+        client_from_url(parse("rediss://:pw@127.0.0.1:6380/0?ssl_cert_reqs=always",
+                              setting="BROKER_URL"), "BROKER_URL")
