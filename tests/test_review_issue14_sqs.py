@@ -212,3 +212,18 @@ def test_a_queue_with_a_smaller_maximum_message_size_refuses_before_sending(sqs_
         assert made.size("default") == 0
     finally:
         made.close()
+
+
+def test_a_heartbeat_failing_on_one_queue_still_extends_the_others(broker):
+    """One queue's ChangeMessageVisibilityBatch fails (the queue was deleted under the worker):
+    the leases on the other queues were not extended, so their tasks ran twice."""
+    broker.enqueue_many([envelope("gone"), envelope("kept")])
+    held = reserve(broker, ["gone"], lease=1) + reserve(broker, ["kept"], lease=1)
+    assert len(held) == 2
+    gone_url, _ = broker.queues.locate("gone")
+    broker.queues.client().delete_queue(QueueUrl=gone_url)
+    with pytest.raises(BrokerError):
+        broker.extend_leases(held, 30)
+    time.sleep(1.1)
+    counts = broker.queue_counts(["kept"])["kept"]
+    assert (counts.depth, counts.in_flight) == (0, 1)

@@ -203,19 +203,27 @@ class Queues:
 
     def delete(self, handles: Sequence[Handle]) -> None:
         """Delete the messages of ``handles``; ones whose receipt is stale are left alone."""
-        for (url, key), receipts in _grouped(handles).items():
-            for start in range(0, len(receipts), BATCH):
-                entries = [{"Id": str(i), "ReceiptHandle": r}
-                           for i, r in enumerate(receipts[start:start + BATCH])]
-                self._settle(url, key, "delete_message_batch", entries)
+        self._settle_all(handles, "delete_message_batch", {})
 
     def change_visibility(self, handles: Sequence[Handle], seconds: int) -> None:
         """Hide the messages of ``handles`` for ``seconds`` from now (0: visible again)."""
+        self._settle_all(handles, "change_message_visibility_batch",
+                         {"VisibilityTimeout": seconds})
+
+    def _settle_all(self, handles: Sequence[Handle], method: str, extra: dict[str, Any]) -> None:
+        """Every batch is tried (one queue's failure must not leave the others' leases to run
+        out); the first failure is raised at the end."""
+        failure: Exception | None = None
         for (url, key), receipts in _grouped(handles).items():
             for start in range(0, len(receipts), BATCH):
-                entries = [{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": seconds}
+                entries = [{"Id": str(i), "ReceiptHandle": r, **extra}
                            for i, r in enumerate(receipts[start:start + BATCH])]
-                self._settle(url, key, "change_message_visibility_batch", entries)
+                try:
+                    self._settle(url, key, method, entries)
+                except Exception as exc:  # noqa: BLE001 - raised below, after the others
+                    failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _settle(self, url: str, key: str, method: str, entries: list[dict[str, Any]]) -> None:
         reply = self._call_batch(url, key, method, entries)
