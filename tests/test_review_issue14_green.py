@@ -42,6 +42,13 @@ def pg_nap(alias, seconds):
         cursor.execute("SELECT pg_sleep(%s)", [seconds])
     return "napped"
 
+@task(name="r14.pg_atomic_nap")
+def pg_atomic_nap(alias, seconds):
+    from django.db import transaction
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+    return "napped"
+
 @task(name="r14.async_count")
 async def async_count():
     from django.contrib.auth.models import User
@@ -131,3 +138,43 @@ def test_the_pool_is_read_from_short_option_clusters(args, pool):
     """``taskworker -BP gevent`` is how argparse (and Celery's worker) reads it: the worker
     refused to start (not patched) although its command line chose gevent."""
     assert pool_in_argv(["manage.py", "taskworker", *args]) == pool
+
+
+@GREEN
+@on_databases
+def test_terminating_a_task_in_a_postgresql_query_cancels_it(pool, urls, tmp_path):
+    """revoke(terminate=True) (or the hard time limit) of a task waiting in a query inside a
+    transaction: the query is cancelled on the server (it ran on for its 30 s after the kill,
+    holding its locks), and the worker's next queries work."""
+    alias = require_alias("postgres")
+    proc, log = start_worker(urls, tmp_path, "--pool", pool, "-c", "4")
+    try:
+        long = send_task("r14.pg_atomic_nap", (alias, 30))
+        deadline = time.monotonic() + PATIENCE
+        while sleeping_backends(alias) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        long.revoke(terminate=True)
+        with pytest.raises(Exception, match="terminated"):
+            long.get(timeout=PATIENCE)
+        assert send_task("r14.pg_nap", (alias, 0)).get(timeout=PATIENCE) == "napped"
+        deadline = time.monotonic() + 3
+        while sleeping_backends(alias) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sleeping_backends(alias) == 0, "the killed task's query still runs on the server"
+        limited = send_task("r14.pg_atomic_nap", (alias, 30), time_limit=1)  # the hard limit
+        with pytest.raises(Exception, match="time limit"):
+            limited.get(timeout=PATIENCE)
+        deadline = time.monotonic() + 3
+        while sleeping_backends(alias) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sleeping_backends(alias) == 0, "the timed-out task's query still runs"
+    finally:
+        output = stop_worker(proc, log)
+    assert proc.returncode == 0, output
+
+
+def sleeping_backends(alias: str) -> int:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30%%'"
+                       " AND state = 'active' AND pid <> pg_backend_pid()")
+        return cursor.fetchone()[0]

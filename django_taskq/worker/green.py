@@ -44,8 +44,15 @@ logger = logging.getLogger(__name__)
 MAX_ASYNC_THREADS = 100
 
 
-class Terminated(BaseException):
-    """Raised inside a task's greenlet by ``kill(key)`` (revoke with ``terminate=True``)."""
+class Terminated(SystemExit):
+    """Raised inside a task's greenlet by ``kill(key)`` (revoke with ``terminate=True``).
+
+    A SystemExit, as :class:`GreenHardLimit`: psycopg then cancels on the server the query
+    the greenlet waits on (else it runs on after the kill, holding its locks)."""
+
+
+class GreenHardLimit(HardTimeLimit, SystemExit):
+    """Raised inside a task's greenlet at its hard time limit."""
 
 
 class Library:
@@ -215,7 +222,7 @@ class GreenPool:
             if run.deadline is None or now < run.deadline or self._running.get(key) is not run:
                 continue  # in time, or it ended while an earlier kill let greenlets run
             del self._running[key]
-            self._bury(run.greenlet, HardTimeLimit(run.hard))
+            self._bury(run.greenlet, GreenHardLimit(run.hard))
             logger.error("task killed name=%s id=%s: hard time limit (%gs) exceeded",
                          run.job.task_name, run.job.request.id, run.hard)
             self._done.append((key, hard_limit_outcome(run.job, run.hard or 0.0, run.started,
