@@ -16,7 +16,7 @@ from typing import Any
 
 from . import setting_values as values
 from .exceptions import ConfigurationError
-from .service_url import mask_text
+from .service_url import mask_text, without_secrets
 from .setting_values import DEFAULT_PUBLISH_RETRY_POLICY
 
 #: Environment variables that override TASKQ keys (read with django-environ).
@@ -244,7 +244,7 @@ def find_problems(raw: Mapping[str, Any]) -> list[Problem]:
         try:
             converted = _CONVERTERS[key](value)
         except TypeError as exc:
-            shown = "[...]" if key in SECRET_SETTINGS else mask_text(repr(value))
+            shown = "[...]" if key in SECRET_SETTINGS else mask_text(repr(without_secrets(value)))
             problems.append(Problem(key, f"TASKQ[{key!r}] = {shown} is not valid.",
                                     f"{key} must be {exc}."))
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .exceptions import ConfigurationError
@@ -84,6 +85,16 @@ def mask_text(text: str) -> str:
     if "://" not in text:
         return text
     return _URL_IN_TEXT.sub(lambda found: mask(found[0]), text)
+
+
+def without_secrets(value: Any) -> Any:
+    """A dict ``value`` (transport options...) with the values of its keys, nested ones too,
+    that name a password or a secret (``sentinel_kwargs``' ``password``) hidden."""
+    if not isinstance(value, dict):
+        return value
+    return {key: HIDDEN if item and isinstance(key, str) and any(
+        word in key.lower() for word in ("password", "secret")) else without_secrets(item)
+        for key, item in value.items()}
 
 
 def has_password(url: object) -> bool:

@@ -122,3 +122,14 @@ def test_a_bad_ssl_cert_reqs_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="ssl_cert_reqs.*required, optional or none"):
         client_from_url(parse("rediss://:pw@127.0.0.1:6380/0?ssl_cert_reqs=always",
                               setting="BROKER_URL"), "BROKER_URL")
+
+
+def test_a_bad_transport_option_does_not_print_the_sentinel_password():
+    """manage.py check quoted the whole dict, sentinel_kwargs' password included."""
+    from django_taskq.conf import find_problems
+
+    problems = find_problems({"BROKER_TRANSPORT_OPTIONS": {
+        "master_name": MASTER, "min_other_sentinels": -1,
+        "sentinel_kwargs": {"password": "s3cret-sentinel"}}})
+    assert len(problems) == 1
+    assert "s3cret-sentinel" not in repr(problems) and "min_other_sentinels" in repr(problems)

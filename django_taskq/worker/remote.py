@@ -357,13 +357,13 @@ def conf(worker: Worker, arguments: dict[str, Any]) -> Any:
     """The TASKQ settings (Flower's config tab): URLs without their passwords, secrets
     (SIGNING_KEYS) hidden, values JSON cannot hold as their repr."""
     from ..conf import SECRET_SETTINGS, get_settings
-    from ..service_url import HIDDEN, mask_text
+    from ..service_url import HIDDEN, mask_text, without_secrets
 
     def shown(name: str, value: Any) -> Any:
         if name in SECRET_SETTINGS:
             return HIDDEN if value else value
         if isinstance(value, dict):  # transport options: sentinel_kwargs' password...
-            value = _without_secrets(value, HIDDEN)
+            value = without_secrets(value)
         if isinstance(value, str):
             return mask_text(value)
         if isinstance(value, (int, float, bool, type(None))):
@@ -377,11 +377,3 @@ def conf(worker: Worker, arguments: dict[str, Any]) -> Any:
     return {name: shown(name, value)
             for name, value in dataclasses.asdict(get_settings()).items()}
 
-
-def _without_secrets(value: Any, hidden: str) -> Any:
-    """``value`` with the values of its (nested) keys naming a password or secret hidden."""
-    if not isinstance(value, dict):
-        return value
-    return {key: hidden if isinstance(key, str) and item and any(
-        word in key.lower() for word in ("password", "secret")) else
-        _without_secrets(item, hidden) for key, item in value.items()}
