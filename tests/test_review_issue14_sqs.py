@@ -227,3 +227,17 @@ def test_a_heartbeat_failing_on_one_queue_still_extends_the_others(broker):
     time.sleep(1.1)
     counts = broker.queue_counts(["kept"])["kept"]
     assert (counts.depth, counts.in_flight) == (0, 1)
+
+
+def test_a_release_failing_on_one_queue_leaves_no_duplicate_on_another(broker):
+    """A stopping worker releases messages of two queues; sending to the second fails. The
+    first queue's copies were sent but their originals not deleted: each came back too."""
+    broker.enqueue_many([envelope("first"), envelope("second")])
+    held = reserve(broker, ["first"], lease=30) + reserve(broker, ["second"], lease=30)
+    assert len(held) == 2
+    second_url, _ = broker.queues.locate("second")
+    broker.queues.client().delete_queue(QueueUrl=second_url)
+    with pytest.raises(BrokerError):
+        broker.release(held)
+    counts = broker.queue_counts(["first"])["first"]
+    assert (counts.depth, counts.in_flight) == (1, 0)  # the copy only

@@ -202,14 +202,15 @@ class SqsBroker(SqsDeadLetters, Broker):
         now = now_ms()
         due = due_ms(eta) if eta is not None else 0
         due = due if due > now else 0
-        by_queue: dict[str, list[Outgoing]] = {}
+        by_queue: dict[str, list[Delivery]] = {}
         for d in deliveries:
-            headers = copy_headers(d.envelope, d.attempts - 1 if undo else d.attempts, due)
-            by_queue.setdefault(d.envelope.queue, []).append(
-                Outgoing(d.envelope, headers, delay_seconds(due, now), copy=True))
-        for queue, outgoing in by_queue.items():
-            self.queues.send(queue, outgoing)
-        self.queues.delete([d.tag for d in deliveries])
+            by_queue.setdefault(d.envelope.queue, []).append(d)
+        for queue, sent in by_queue.items():  # each queue's originals go once its copies went
+            self.queues.send(queue, [
+                Outgoing(d.envelope, copy_headers(d.envelope, d.attempts - 1 if undo
+                                                  else d.attempts, due),
+                         delay_seconds(due, now), copy=True) for d in sent])
+            self.queues.delete([d.tag for d in sent])
 
     @_aws("dead_letter")
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
