@@ -241,3 +241,18 @@ def test_a_release_failing_on_one_queue_leaves_no_duplicate_on_another(broker):
         broker.release(held)
     counts = broker.queue_counts(["first"])["first"]
     assert (counts.depth, counts.in_flight) == (1, 0)  # the copy only
+
+
+def test_a_dead_letter_requeue_failing_on_one_queue_keeps_no_duplicate(broker):
+    """Requeueing dead letters of two queues, the second send fails: the first queue's letters
+    were sent back but stayed in the dead letter queue, to be requeued (run) again."""
+    for queue in ("first", "second"):
+        broker.enqueue_many([envelope(queue)])
+        [got] = reserve(broker, [queue])
+        broker.dead_letter(got, "bad")
+    second_url, _ = broker.queues.locate("second")
+    broker.queues.client().delete_queue(QueueUrl=second_url)
+    with pytest.raises(BrokerError):
+        broker.dead_letter_requeue()
+    assert [letter.envelope.queue for letter in broker.dead_letter_list()] == ["second"]
+    assert broker.size("first") == 1

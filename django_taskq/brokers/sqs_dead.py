@@ -58,13 +58,13 @@ class SqsDeadLetters(DeadLetterStore, abc.ABC):
         return len(taken)
 
     def _send_back_letters(self, letters: _Letters) -> None:
-        by_queue: dict[str, list[Outgoing]] = {}
-        for letter, _ in letters:
-            envelope = letter.envelope
-            by_queue.setdefault(envelope.queue, []).append(
-                Outgoing(envelope, copy_headers(envelope, 0), copy=True))
-        for queue, outgoing in by_queue.items():
-            self.queues.send(queue, outgoing)
+        by_queue: dict[str, _Letters] = {}
+        for letter, handle in letters:
+            by_queue.setdefault(letter.envelope.queue, []).append((letter, handle))
+        for queue, sent in by_queue.items():  # deleted once sent: a later failure leaves no
+            self.queues.send(queue, [Outgoing(letter.envelope, copy_headers(letter.envelope, 0),
+                                              copy=True) for letter, _ in sent])
+            self.queues.delete([handle for _, handle in sent])  # letter to be sent twice
 
     def _take(self, what: str, pick: Callable[[DeadLetter], bool],
               before: Callable[[_Letters], None] | None = None) -> tuple[_Letters, _Letters]:
@@ -76,13 +76,17 @@ class SqsDeadLetters(DeadLetterStore, abc.ABC):
                 return [], []
             letters = self._scan(*located)
             taken = [(letter, handle) for letter, handle in letters if pick(letter)]
+            done = False
             try:
-                if taken:
+                if taken:  # ``before`` deletes what it settled, as it goes
                     if before is not None:
                         before(taken)
-                    self.queues.delete([handle for _, handle in taken])
-            finally:
-                kept = [handle for letter, handle in letters if not pick(letter)]
+                    else:
+                        self.queues.delete([handle for _, handle in taken])
+                done = True
+            finally:  # on a failure the letters not settled are shown again at once too
+                kept = [handle for letter, handle in letters
+                        if not pick(letter) or not done]
                 self.queues.change_visibility(kept, 0)
             return letters, taken
 
