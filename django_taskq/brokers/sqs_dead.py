@@ -61,10 +61,11 @@ class SqsDeadLetters(DeadLetterStore, abc.ABC):
         by_queue: dict[str, _Letters] = {}
         for letter, handle in letters:
             by_queue.setdefault(letter.envelope.queue, []).append((letter, handle))
-        for queue, sent in by_queue.items():  # deleted once sent: a later failure leaves no
+        # Each queue's letters are deleted once sent: a later failure sends none of them twice.
+        for queue, sent in by_queue.items():
             self.queues.send(queue, [Outgoing(letter.envelope, copy_headers(letter.envelope, 0),
                                               copy=True) for letter, _ in sent])
-            self.queues.delete([handle for _, handle in sent])  # letter to be sent twice
+            self.queues.delete([handle for _, handle in sent])
 
     def _take(self, what: str, pick: Callable[[DeadLetter], bool],
               before: Callable[[_Letters], None] | None = None) -> tuple[_Letters, _Letters]:
