@@ -141,8 +141,23 @@ def reconnecting(method: Callable[..., T]) -> Callable[..., T]:
         with translated(method.__name__):
             for attempt in range(retries):
                 try:
-                    return method(self, *args, **kwargs)
+                    with _demotion_lost():
+                        return method(self, *args, **kwargs)
                 except connection_errors():
                     time.sleep(0.1 * 2 ** attempt)
-            return method(self, *args, **kwargs)
+            with _demotion_lost():
+                return method(self, *args, **kwargs)
     return wrapper
+
+
+@contextlib.contextmanager
+def _demotion_lost() -> Iterator[None]:
+    """A blocked pop's "UNBLOCKED ... (master -> replica?)" error: the server was demoted under
+    it (a failover), a lost master like a lost connection, not a bug to stop a worker for."""
+    redis = redis_module()
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("UNBLOCKED"):
+            raise
+        raise redis.ConnectionError(f"the Redis master was demoted: {exc}") from exc

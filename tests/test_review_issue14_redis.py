@@ -133,3 +133,45 @@ def test_a_bad_transport_option_does_not_print_the_sentinel_password():
         "sentinel_kwargs": {"password": "s3cret-sentinel"}}})
     assert len(problems) == 1
     assert "s3cret-sentinel" not in repr(problems) and "min_other_sentinels" in repr(problems)
+
+
+def test_an_idle_reserve_follows_a_switch_over(deployment, sentinel_settings):
+    """An idle worker blocks in BLPOP on the master; demoted (SENTINEL FAILOVER, then
+    REPLICAOF), Redis answers the blocked pop "UNBLOCKED ... (master -> replica?)": a bare
+    redis ResponseError, which is no ServiceError, so the worker's loop stopped the worker.
+    It is a lost master: the pop is made again on the new one, which hands the message over."""
+    from django_taskq.brokers import broker_from_url
+    from django_taskq.exceptions import BrokerConnectionError
+    from tests.helpers import envelope
+
+    deployment.in_sync()
+    broker = broker_from_url(sentinel_settings["BROKER_URL"])
+    queue = f"idle-{uuid.uuid4().hex[:8]}"
+    got: list[object] = []
+    errors: list[BaseException] = []
+    blocked = threading.Event()
+
+    def idle() -> None:
+        while not got and len(errors) < 20:
+            try:
+                blocked.set()
+                got.extend(broker.reserve([queue], max_messages=1, lease=30, worker="w",
+                                          timeout=2.0))
+            except BrokerConnectionError as exc:  # the worker backs off and tries again
+                errors.append(exc)
+            except BaseException as exc:  # noqa: BLE001 - the worker would stop
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=idle)
+    thread.start()
+    assert blocked.wait(5)
+    deployment.switch_over()
+    sent = envelope(queue)
+    other = broker_from_url(sentinel_settings["BROKER_URL"])
+    other.enqueue_many([sent])
+    thread.join(15)
+    assert not [e for e in errors if not isinstance(e, BrokerConnectionError)], errors
+    assert [d.envelope.message_id for d in got] == [sent.message_id]  # type: ignore[attr-defined]
+    broker.close()
+    other.close()
