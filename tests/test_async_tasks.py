@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 
 import pytest
@@ -101,7 +100,6 @@ def test_time_limits_by_cancellation_on_every_pool(pool):
     assert value(run_one(pool, make_job(at.add, 2, 2))) == 4  # the pool goes on
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is Python 3.11+")
 def test_a_cancelled_error_from_inside_fails_the_task_not_the_pool(pool):
     outcome = run_one(pool, make_job(at.awaits_a_cancelled_future))
     assert error(outcome) == "RuntimeError" and b"without being cancelled" in outcome.payload

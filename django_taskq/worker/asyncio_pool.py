@@ -147,7 +147,7 @@ class AsyncioPool:
     @staticmethod
     def _cancel(entry: _Entry) -> None:
         if entry.task is not None:
-            entry.task.cancel()
+            coroutines.cancel(entry.task)
 
     def resize(self, slots: int) -> None:
         """Run up to ``slots`` jobs at once from now on (running ones finish)."""

@@ -22,6 +22,7 @@ import contextvars
 import inspect
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -148,12 +149,29 @@ def _run_here(coro: Coroutine[Any, Any, Any]) -> Any:
             _discard(loop)
 
 
+_requested: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and remember that it was asked to (Python 3.10 has no
+    ``Task.cancelling()`` to tell a task cancelled from one that awaited a cancelled future)."""
+    _requested.add(task)
+    task.cancel()
+
+
+def _cancel_requested(task: asyncio.Task[Any]) -> bool:
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None:
+        return bool(cancelling())
+    return task in _requested
+
+
 def _discard(loop: asyncio.AbstractEventLoop) -> None:
     """Cancel what runs on ``loop`` and close it: it was left in the middle of a step."""
     _here.loop = None
     pending = asyncio.all_tasks(loop)
     for task in pending:
-        task.cancel()
+        cancel(task)
     with contextlib.suppress(BaseException):
         if pending:
             loop.run_until_complete(asyncio.wait(pending, timeout=HARD_REPEAT))
@@ -208,8 +226,7 @@ async def guarded(coro: Coroutine[Any, Any, Any], soft: float | None = None,
     except asyncio.CancelledError as exc:
         if steer.hard_fired:
             raise HardTimeLimit.by_cancel(hard) from None
-        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-        if cancelling is not None and not cancelling():
+        if not _cancel_requested(task):
             # Not cancelled itself: it awaited something that was. A failure of the task, not
             # a stop of the worker (CancelledError is a BaseException).
             raise RuntimeError("the task's coroutine raised CancelledError without being "
@@ -248,13 +265,13 @@ class _Steer:
     def soft_limit(self, task: asyncio.Task[Any], seconds: float) -> None:
         if self._inside and not self.hard_fired:
             self._inject = SoftTimeLimitExceeded(f"soft time limit ({seconds:g}s) exceeded")
-            task.cancel()
+            cancel(task)
 
     def hard_limit(self, task: asyncio.Task[Any], seconds: float) -> None:
         if not self._inside:
             return
         self.hard_fired, self._inject = True, None
-        task.cancel()
+        cancel(task)
         self.timers.append(asyncio.get_running_loop().call_later(
             HARD_REPEAT, self.hard_limit, task, seconds))
 
@@ -286,5 +303,6 @@ class _Steer:
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+: it was not cancelled
             if uncancel is not None:
                 uncancel()
+            _requested.discard(task)  # type: ignore[arg-type]
             return injected
         return exc
