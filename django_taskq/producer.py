@@ -144,8 +144,10 @@ def _with_reply_to(envelopes: Sequence[Envelope],
     """With results on rpc://, each message names this process's reply queue in ``reply_to``
     (as Celery's ``thread_oid``), unless the caller chose one; the queue is declared first, on
     the broker's RabbitMQ: tried again as a send is, its failure the send's."""
-    from .results import get_backend
+    from .results import ResultBackend, get_backend
 
+    if type(get_backend()).reply_address is ResultBackend.reply_address:
+        return envelopes  # every store but rpc:// (skips the retry wrapper on each send)
     found: list[str | None] = []
 
     def declare() -> None:
