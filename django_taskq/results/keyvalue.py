@@ -30,11 +30,13 @@ KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A stored time as Celery writes it (ISO 8601), None kept."""
     return value.isoformat() if value is not None else None
 
 
-def _when(value: Any) -> datetime | None:
+def parse_when(value: Any) -> datetime | None:
+    """A stored time read back; naive ones (older Celery versions, some producers) are UTC."""
     if isinstance(value, datetime):
         return value
     if not value:
@@ -62,6 +64,16 @@ def _encodable(value: Any, serializer: str) -> Any:
     return value
 
 
+def extended_fields(outcome: Outcome, serializer: str) -> dict[str, Any]:
+    """Celery's ``result_extended`` keys that ``outcome`` carries (args, kwargs, queue);
+    arguments ``serializer`` cannot encode are given as their repr, so that the result is
+    stored all the same."""
+    args, kwargs = plain_arguments(outcome)
+    fields = {"args": args, "kwargs": kwargs, "queue": outcome.queue}
+    return {name: _encodable(value, serializer) for name, value in fields.items()
+            if value is not None}
+
+
 def _dumps(backend: ResultBackend, value: Any) -> bytes:
     return backend.compress_payload(serializers.dumps(value, backend.serializer)[0])
 
@@ -79,15 +91,12 @@ def encode_meta(backend: ResultBackend, outcome: Outcome) -> bytes:
     Raises:
         SerializationError: the result cannot be decoded or encoded.
     """
-    args, kwargs = plain_arguments(outcome)
-    extended = {"args": args, "kwargs": kwargs, "queue": outcome.queue}
     meta = {"status": outcome.state, "result": _value(backend, outcome),
             "traceback": outcome.traceback, "children": [],
-            "date_done": _iso(outcome.date_done), "task_id": outcome.task_id,
+            "date_done": iso(outcome.date_done), "task_id": outcome.task_id,
             "name": outcome.task_name, "worker": outcome.worker or None,
-            "retries": outcome.retries, "date_started": _iso(outcome.date_started),
-            **{name: _encodable(value, backend.serializer)
-               for name, value in extended.items() if value is not None}}
+            "retries": outcome.retries, "date_started": iso(outcome.date_started),
+            **extended_fields(outcome, backend.serializer)}
     return _dumps(backend, meta)
 
 
@@ -120,8 +129,8 @@ def result_meta(task_id: str, meta: dict[str, Any] | None) -> ResultMeta | None:
     return ResultMeta(
         task_id=task_id, state=str(meta.get("status") or states.PENDING),
         result=meta.get("result"), traceback=meta.get("traceback"),
-        task_name=meta.get("name"), date_started=_when(meta.get("date_started")),
-        date_done=_when(meta.get("date_done")), worker=meta.get("worker"),
+        task_name=meta.get("name"), date_started=parse_when(meta.get("date_started")),
+        date_done=parse_when(meta.get("date_done")), worker=meta.get("worker"),
         retries=int(meta.get("retries") or 0), args=meta.get("args"),
         kwargs=meta.get("kwargs"), queue=meta.get("queue"))
 

@@ -17,15 +17,15 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any, TypeGuard
 
 from .. import serializers, states
-from ..exceptions import ResultBackendError, SerializationError, TimeoutError
+from ..exceptions import ResultBackendError, TimeoutError
 from ..outcome import Outcome
 from ..redisconn import client_from_url, connection_errors, reconnecting, translated
 from ..service_url import ParsedUrl
-from .base import OnInterval, OnMessage, ResultBackend, decompress_payload, plain_arguments
+from . import keyvalue
+from .base import OnInterval, OnMessage, ResultBackend
 from .meta import ResultMeta
 from .redis_chords import RedisChords
 
@@ -34,23 +34,6 @@ KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
 #: Tries of a waiting ``get()`` across a Sentinel failover (Celery's ``max_retries``).
 FAILOVER_RETRIES = 20
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _when(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    # Celery 5 writes an offset; older Celery versions and some producers write naive UTC.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 class RedisResultBackend(RedisChords, ResultBackend):
@@ -74,10 +57,10 @@ class RedisResultBackend(RedisChords, ResultBackend):
     def _encode(self, outcome: Outcome) -> bytes:
         fields = {
             "status": outcome.state, "traceback": outcome.traceback, "children": [],
-            "date_done": _iso(outcome.date_done), "task_id": outcome.task_id,
+            "date_done": keyvalue.iso(outcome.date_done), "task_id": outcome.task_id,
             "name": outcome.task_name, "worker": outcome.worker or None,
-            "retries": outcome.retries, "date_started": _iso(outcome.date_started),
-            **self._extended(outcome),
+            "retries": outcome.retries, "date_started": keyvalue.iso(outcome.date_started),
+            **keyvalue.extended_fields(outcome, self.serializer),
         }
         same_json = (self.serializer == "json" and outcome.content_type == "application/json"
                      and outcome.content_encoding == "utf-8")
@@ -94,21 +77,6 @@ class RedisResultBackend(RedisChords, ResultBackend):
                                       accept=(*self.accept, "json", self.serializer))
         return self.compress_payload(
             serializers.dumps({**fields, "result": value}, self.serializer)[0])
-
-    def _extended(self, outcome: Outcome) -> dict[str, Any]:
-        """Celery's ``result_extended`` keys that the outcome carries; arguments the serializer
-        cannot encode are stored as their repr, so that the result is stored all the same."""
-        args, kwargs = plain_arguments(outcome)
-        fields = {"args": args, "kwargs": kwargs, "queue": outcome.queue}
-        return {name: self._encodable(value) for name, value in fields.items()
-                if value is not None}
-
-    def _encodable(self, value: Any) -> Any:
-        try:
-            serializers.dumps(value, self.serializer)
-        except SerializationError:
-            return repr(value)
-        return value
 
     @reconnecting
     def mark_pending(self, records: Sequence[tuple[str, str]]) -> None:
@@ -140,27 +108,10 @@ class RedisResultBackend(RedisChords, ResultBackend):
 
     def decode_meta(self, task_id: str, data: bytes | None) -> dict[str, Any] | None:
         """The stored meta mapping, as Celery reads it (None for a missing key)."""
-        if data is None:
-            return None
-        codec = serializers.get(self.serializer)
-        meta = serializers.loads(decompress_payload(data), codec.content_type,
-                                 codec.content_encoding, self.accept)
-        if not isinstance(meta, dict):
-            raise SerializationError(f"Result of {task_id} is not a mapping: {meta!r:.100}")
-        return meta
+        return keyvalue.decode_meta(self, task_id, data)
 
-    @staticmethod
-    def result_meta(task_id: str, meta: dict[str, Any] | None) -> ResultMeta | None:
-        """A decoded meta mapping (ours or a Celery worker's) as a ResultMeta."""
-        if meta is None:
-            return None
-        return ResultMeta(
-            task_id=task_id, state=str(meta.get("status") or states.PENDING),
-            result=meta.get("result"), traceback=meta.get("traceback"),
-            task_name=meta.get("name"), date_started=_when(meta.get("date_started")),
-            date_done=_when(meta.get("date_done")), worker=meta.get("worker"),
-            retries=int(meta.get("retries") or 0), args=meta.get("args"),
-            kwargs=meta.get("kwargs"), queue=meta.get("queue"))
+    #: A decoded meta mapping (ours or a Celery worker's) as a ResultMeta.
+    result_meta = staticmethod(keyvalue.result_meta)
 
     @reconnecting
     def get(self, task_id: str) -> ResultMeta | None:

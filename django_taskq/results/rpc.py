@@ -19,7 +19,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from .. import serializers, states
@@ -32,9 +31,9 @@ from ..exceptions import (
 )
 from ..outcome import Outcome
 from ..service_url import ParsedUrl
-from .base import OnInterval, OnMessage, ResultBackend, plain_arguments
+from . import keyvalue
+from .base import OnInterval, OnMessage, ResultBackend
 from .meta import PartResult, ResultMeta
-from .redis import RedisResultBackend
 from .rpc_replies import ReplyQueue, left, translated
 
 logger = logging.getLogger(__name__)
@@ -87,28 +86,16 @@ class RpcResultBackend(ResultBackend):
                                       accept=(*self.accept, "json", self.serializer))
         ready = outcome.state in states.READY_STATES
         meta = {"status": outcome.state, "result": value, "traceback": outcome.traceback,
-                "children": [], "date_done": _iso(outcome.date_done) if ready else None,
+                "children": [], "date_done": keyvalue.iso(outcome.date_done) if ready else None,
                 "task_id": outcome.task_id, "name": outcome.task_name,
                 "worker": outcome.worker or None, "retries": outcome.retries,
-                "date_started": _iso(outcome.date_started), **self._extended(outcome)}
+                "date_started": keyvalue.iso(outcome.date_started),
+                **keyvalue.extended_fields(outcome, self.serializer)}
         try:
             return serializers.dumps(meta, self.serializer)
         except SerializationError as exc:
             raise ResultBackendError(f"the result of {outcome.task_id} cannot be sent: {exc}") \
                 from exc
-
-    def _extended(self, outcome: Outcome) -> dict[str, Any]:
-        args, kwargs = plain_arguments(outcome)
-        fields = {"args": args, "kwargs": kwargs, "queue": outcome.queue}
-        return {name: self._encodable(value) for name, value in fields.items()
-                if value is not None}
-
-    def _encodable(self, value: Any) -> Any:
-        try:
-            serializers.dumps(value, self.serializer)
-        except SerializationError:
-            return repr(value)
-        return value
 
     # -- the caller's side -----------------------------------------------------------------
 
@@ -123,7 +110,7 @@ class RpcResultBackend(ResultBackend):
         self.replies.accept = self.accept
         self.replies.sync()
         self._raise_refused(task_id)
-        return RedisResultBackend.result_meta(task_id, self.replies.latest(task_id))
+        return keyvalue.result_meta(task_id, self.replies.latest(task_id))
 
     def _raise_refused(self, task_id: str) -> None:
         """Raise why ``task_id``'s reply could not be read, unless a readable one came too."""
@@ -148,7 +135,7 @@ class RpcResultBackend(ResultBackend):
                 on_message(meta)
             seen = meta
             if meta is not None and meta.get("status") in states.READY_STATES:
-                found = RedisResultBackend.result_meta(task_id, meta)
+                found = keyvalue.result_meta(task_id, meta)
                 assert found is not None
                 return found
             if deadline is not None and _now() >= deadline:
@@ -313,9 +300,6 @@ class _Confirms:
         self.nacked += 1
         self.on_ack(tag, multiple)
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _now() -> float:
