@@ -15,7 +15,6 @@ Priority: 9 is the highest, as on the database broker (kombu's Redis transport c
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -32,6 +31,7 @@ from ..exceptions import ConfigurationError
 from ..message import Envelope
 from ..redisconn import client_from_url, reconnecting
 from ..service_url import ParsedUrl
+from . import kombu_json
 from . import redis_scripts as scripts
 from .base import (
     DEFAULT_MAX_DELIVERIES,
@@ -62,39 +62,12 @@ def list_key(queue: str, priority: int) -> str:
 
 def to_wire(envelope: Envelope) -> str:
     """The kombu JSON message for ``envelope`` (body base64, a fresh delivery tag)."""
-    properties = dict(envelope.properties)
-    properties.setdefault("delivery_info", {"exchange": "", "routing_key": envelope.queue})
-    properties.update(priority=envelope.priority, body_encoding="base64",
-                      delivery_tag=str(uuid.uuid4()))
-    return json.dumps({
-        "body": base64.b64encode(envelope.body).decode("ascii"),
-        "content-encoding": envelope.content_encoding,
-        "content-type": envelope.content_type,
-        "headers": envelope.headers,
-        "properties": properties,
-    })
+    return kombu_json.dumps(envelope)
 
 
 def from_wire(raw: bytes | str, key: str) -> Envelope:
-    """The envelope of a stored message; a malformed one keeps its bytes and no headers, so the
-    worker rejects it with a clear reason instead of crashing."""
-    queue = key.split(SEP, 1)[0]
-    try:
-        message = json.loads(raw)
-        properties = message.get("properties") or {}
-        body = message["body"]
-        if properties.get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        elif isinstance(body, str):
-            body = body.encode(message.get("content-encoding") or "utf-8")
-        headers = message.get("headers")
-        return Envelope(queue=queue, body=body, headers=headers if isinstance(headers, dict) else {},
-                        content_type=message.get("content-type") or "application/json",
-                        content_encoding=message.get("content-encoding") or "utf-8",
-                        priority=int(properties.get("priority") or 0), properties=properties)
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # deep: a bomb
-        data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
-        return Envelope(queue=queue, body=data, headers={}, content_type="application/x-unknown")
+    """The envelope of a stored message (kombu_json.loads); ``key`` is its list's key."""
+    return kombu_json.loads(raw, key.split(SEP, 1)[0])
 
 
 def _ms(moment: datetime) -> int:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 from ..message import Envelope
+from . import kombu_json
 from .amqp_delay import DUE
 from .amqp_wire import ATTEMPTS, DEAD_AT, ORIGIN, REASON, take_bookkeeping
 from .base import DeadLetter
@@ -29,17 +28,7 @@ __all__ = ["ATTEMPTS", "DEAD_AT", "DUE", "ORIGIN", "REASON", "Received", "from_b
 
 def to_body(envelope: Envelope, headers: dict[str, Any], *, encode: bool = True) -> str:
     """The SQS message body for ``envelope`` with ``headers`` (kombu's JSON, base64'd)."""
-    properties = dict(envelope.properties)
-    properties.setdefault("delivery_info", {"exchange": "", "routing_key": envelope.queue})
-    properties.update(priority=envelope.priority, body_encoding="base64",
-                      delivery_tag=str(uuid.uuid4()))
-    text = json.dumps({
-        "body": base64.b64encode(envelope.body).decode("ascii"),
-        "content-encoding": envelope.content_encoding,
-        "content-type": envelope.content_type,
-        "headers": headers,
-        "properties": properties,
-    })
+    text = kombu_json.dumps(envelope, headers)
     return base64.b64encode(text.encode("utf-8")).decode("ascii") if encode else text
 
 
@@ -53,23 +42,10 @@ def from_body(raw: str, queue: str) -> Envelope:
             text = base64.b64decode(text, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
             pass
-    try:
-        message = json.loads(text)
-        properties = message.get("properties") or {}
-        body = message["body"]
-        if properties.get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        elif isinstance(body, str):
-            body = body.encode(message.get("content-encoding") or "utf-8")
-        headers = message.get("headers")
-        return Envelope(queue=queue, body=body, headers=headers if isinstance(headers, dict) else {},
-                        content_type=message.get("content-type") or "application/json",
-                        content_encoding=message.get("content-encoding") or "utf-8",
-                        priority=int(properties.get("priority") or 0),
-                        properties=properties if isinstance(properties, dict) else {})
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        return Envelope(queue=queue, body=raw.encode("utf-8", "replace"), headers={},
-                        content_type="application/x-unknown")
+    envelope = kombu_json.loads(text, queue)
+    if envelope.content_type == "application/x-unknown":
+        return envelope.replace(body=raw.encode("utf-8", "replace"))
+    return envelope
 
 
 class Received:
